@@ -1,0 +1,146 @@
+"""Parse and validate a benchmark request, and expand it into the grid of runs.
+
+Everything that can be wrong with a request (names, sparsities, budgets, data) is found
+here, before anything is started or written; each problem is one ``BadInput`` line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from .budget import Budget, BudgetError
+from .data import DataError, Dataset, load_dataset
+from .method import hparam_fields, parse_hparams
+from .models import MODELS
+from .presets import Preset, PresetError, load_preset
+from .registry import get_method, list_methods
+from .train import RunConfig
+
+
+class BadInput(ValueError):
+    """A one-line message naming the bad value and the valid choices (exit code 2)."""
+
+
+def parse_sparsities(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise BadInput(f"--sparsity {part.strip()!r} is not a number; give values in (0, 1), e.g. 0.9,0.95") from None
+        if not 0.0 < value < 1.0:
+            raise BadInput(f"--sparsity {value:g} is outside (0, 1); give values strictly between 0 and 1")
+        values.append(value)
+    return sorted(set(values))
+
+
+def parse_methods(text: str) -> list[str]:
+    known = list_methods()
+    names = known if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise BadInput(f"--methods is empty; choose from all, {', '.join(known)}")
+    for name in names:
+        if name not in known:
+            raise BadInput(f"--methods: unknown method {name!r}; choose from all, {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_hp_options(options: list[str], methods: list[str]) -> dict[str, list[dict[str, str]]]:
+    """``METHOD.NAME=V1,V2`` (repeatable) → per method, the list of override dicts (variants)."""
+    values: dict[str, dict[str, list[str]]] = {}
+    for option in options:
+        head, sep, tail = option.partition("=")
+        method, dot, name = head.partition(".")
+        if not sep or not dot or not tail:
+            raise BadInput(f"--hp {option!r} is not METHOD.NAME=V1[,V2...]")
+        if method not in methods:
+            raise BadInput(f"--hp {option!r}: method {method!r} is not in --methods ({', '.join(methods)})")
+        cls = get_method(method)
+        fields = [f.name for f in hparam_fields(cls.Hparams)]
+        if name not in fields:
+            raise BadInput(
+                f"--hp {option!r}: {method} has no hyperparameter {name!r}; choose from {', '.join(fields) or '(none)'}"
+            )
+        values.setdefault(method, {})[name] = [v.strip() for v in tail.split(",")]
+    variants: dict[str, list[dict[str, str]]] = {}
+    for method in methods:
+        spec = values.get(method, {})
+        combos = itertools.product(*spec.values()) if spec else [()]
+        variants[method] = [dict(zip(spec, combo)) for combo in combos]
+        for overrides in variants[method]:
+            try:
+                parse_hparams(get_method(method).Hparams, overrides)
+            except (ValueError, TypeError) as exc:
+                raise BadInput(f"--hp {method}: {exc}") from None
+    return variants
+
+
+def resolve_preset(name: str, *, dataset: str | None, model: str | None, epochs: int | None) -> Preset:
+    try:
+        preset = load_preset(name)
+    except PresetError as exc:
+        raise BadInput(f"--preset: {exc}") from None
+    if epochs is not None and epochs < 1:
+        raise BadInput(f"--epochs {epochs} is not a budget; give an integer >= 1")
+    if model is not None and model not in MODELS and not model.startswith(("timm:", "torchvision:")):
+        raise BadInput(f"--model: unknown model {model!r}; choose from {', '.join(MODELS)}, timm:NAME, torchvision:NAME")
+    changes = {k: v for k, v in {"dataset": dataset, "model": model, "epochs": epochs}.items() if v is not None}
+    return preset.replace(**changes) if changes else preset
+
+
+def load_data(preset: Preset, data_dir: str | None) -> Dataset:
+    try:
+        return load_dataset(preset.dataset, data_dir)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Request:
+    preset: Preset
+    methods: list[str]
+    sparsities: list[float]
+    seeds: list[int]
+    variants: dict[str, list[dict[str, str]]]
+    data_dir: str | None = None
+    device: str = "cpu"
+    tuned: dict[str, dict[str, str]] | None = None  # method → best configuration from `tune`
+
+
+def expand(request: Request, data: Dataset) -> list[RunConfig]:
+    """methods × variants × targets × seeds, dense once per seed; every plan checked."""
+    configs = []
+    budget = Budget(request.preset.epochs, _steps(data, request.preset))
+    for method in request.methods:
+        cls = get_method(method)
+        targets = [0.0] if cls.one_per_seed else request.sparsities
+        for overrides, target, seed in itertools.product(request.variants[method], targets, request.seeds):
+            tuned = bool(request.tuned and method in request.tuned)
+            hps = {**(request.tuned or {}).get(method, {}), **overrides}
+            calibrated = request.preset.calibration.get(method, {}).get(f"{target:g}", {})
+            config = RunConfig(
+                preset=request.preset,
+                method=method,
+                target=target,
+                seed=seed,
+                hparams=tuple(sorted((k, str(v)) for k, v in hps.items())),
+                calibrated=tuple(sorted((k, str(v)) for k, v in calibrated.items())),
+                data_dir=request.data_dir,
+                device=request.device,
+                tuned=tuned,
+            )
+            try:
+                cls.plan(budget, config.hp(), target, request.preset.schedule)
+            except BudgetError as exc:
+                raise BadInput(f"{exc} (preset {request.preset.name}; raise --epochs)") from None
+            configs.append(config)
+    return configs
+
+
+def _steps(data: Dataset, preset: Preset) -> int:
+    try:
+        return data.steps_per_epoch(preset.batch_size)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+

@@ -1,0 +1,201 @@
+"""The contract every pruning method implements, and the state the training loop hands it.
+
+One training loop (``train.py``) calls these hooks; a method never owns the loop, so every
+method gets the same steps, batches and evaluation. What several methods need (global
+magnitude masks, zeroing momentum, a fresh optimizer, the recorded original LR) is a
+service of ``TrainState``, not a special case in the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .budget import Budget, Phase, Plan
+from .schedules import LRRecord, ScheduleSpec, original_schedule
+from .sparsity import HardMasks, parameter_norm, prunable_modules, zero_momentum
+
+
+def hparam(
+    default: Any,
+    source: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    log: bool = False,
+    choices: tuple[Any, ...] | None = None,
+    help: str = "",
+) -> Any:
+    """A hyperparameter field: its default, where that default comes from, its search space.
+
+    ``source`` is the paper section/table, "reference code", or "chosen here: <why>".
+    ``low``/``high`` (optionally ``log``) or ``choices`` mark the field tunable.
+    """
+    meta = {"source": source, "low": low, "high": high, "log": log, "choices": choices, "help": help}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NoHparams:
+    """For methods without hyperparameters."""
+
+
+def hparam_fields(hp_cls: type) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(hp_cls))
+
+
+def parse_hparams(hp_cls: type, overrides: dict[str, str | Any]) -> Any:
+    """Build the dataclass from string (or typed) overrides, converting by the field's type."""
+    hints = typing.get_type_hints(hp_cls)
+    names = {f.name for f in dataclasses.fields(hp_cls)}
+    values = {}
+    for key, raw in overrides.items():
+        if key not in names:
+            raise KeyError(key)
+        values[key] = convert_value(hints[key], raw)
+    hp = hp_cls(**values)
+    for f in dataclasses.fields(hp_cls):
+        choices = f.metadata.get("choices")
+        if choices and getattr(hp, f.name) not in choices:
+            raise ValueError(f"{f.name}={getattr(hp, f.name)!r}; choose from {', '.join(map(str, choices))}")
+    return hp
+
+
+def convert_value(kind: Any, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean (true/false)")
+    if kind in (int, float):
+        return kind(raw)
+    if kind in (int | None, float | None):
+        return None if raw.lower() == "none" else typing.get_args(kind)[0](raw)
+    return raw
+
+
+def variant_name(hp: Any) -> str:
+    """The non-default hyperparameters as ``k=v`` sorted by name, or ``default``."""
+    parts = [
+        f"{f.name}={getattr(hp, f.name)}"
+        for f in sorted(dataclasses.fields(hp), key=lambda f: f.name)
+        if getattr(hp, f.name) != f.default
+    ]
+    return ",".join(parts) or "default"
+
+
+@dataclass
+class TrainState:
+    """What a hook may read and the services it may use."""
+
+    model: nn.Module
+    budget: Budget
+    plan: Plan
+    lr: np.ndarray  # per-step LR, a copy of plan.lr that a method may rescale for its own future steps
+    device: torch.device
+    generator: torch.Generator  # the method's own randomness, derived from the run seed
+    optimizer_factory: Callable[[], torch.optim.Optimizer]
+    optimizer: torch.optim.Optimizer | None = None
+    scaler: torch.amp.GradScaler | None = None
+    step: int = 0  # optimizer steps completed
+    epoch: int = 0  # epochs completed
+    masks: HardMasks | None = None
+    evaluate_val: Callable[[], float] | None = None
+    logged: dict[str, float] = field(default_factory=dict)
+
+    # --- services -------------------------------------------------------------------------
+    def prunable(self) -> list[tuple[str, nn.Module]]:
+        return prunable_modules(self.model)
+
+    def hard_masks(self) -> HardMasks:
+        """The harness's gradient-masking hard masks over the prunable weights (created on use)."""
+        if self.masks is None:
+            self.masks = HardMasks([m.weight for _, m in self.prunable()])
+        return self.masks
+
+    def zero_momentum(self, params: list[Tensor], masks: list[Tensor]) -> None:
+        assert self.optimizer is not None
+        zero_momentum(self.optimizer, params, masks)
+
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer (empty momentum) over the same parameters; the LR comes from ``lr``."""
+        self.optimizer = self.optimizer_factory()
+        if self.scaler is not None:
+            self.scaler = torch.amp.GradScaler(self.scaler._device, enabled=self.scaler.is_enabled())
+
+    def parameter_norm(self) -> float:
+        return parameter_norm(self.model)
+
+    def log(self, name: str, value: float) -> None:
+        """A diagnostic metric, recorded by the harness at the current step."""
+        self.logged[name] = float(value)
+
+    def phase_at(self, epoch: int) -> Phase:
+        return next(p for p in self.plan.phases if p.start_epoch <= epoch < p.end_epoch)
+
+
+class PruningMethod:
+    """Base class: a no-op method that trains with the preset schedule for the whole budget.
+
+    Subclasses set ``name`` and ``Hparams`` and override what they need. ``targets_sparsity``
+    is False where sparsity emerges from hyperparameters (STR, DST); the harness then still
+    projects to the target, which yields max(achieved, target).
+    """
+
+    name: ClassVar[str]
+    Hparams: ClassVar[type] = NoHparams
+    targets_sparsity: ClassVar[bool] = True
+    source: ClassVar[str] = ""  # citation of the method's paper
+    one_per_seed: ClassVar[bool] = False  # True for the dense reference: one run per seed, no target
+
+    def __init__(self, hp: Any, target: float, plan: Plan) -> None:
+        self.hp = hp
+        self.target = target
+        self.plan_ = plan
+
+    @classmethod
+    def plan(cls, budget: Budget, hp: Any, target: float, schedule: ScheduleSpec) -> Plan:
+        """Default: one phase, the preset's schedule over the whole budget."""
+        lr = original_schedule(schedule, budget.epochs, budget.steps_per_epoch)
+        return Plan(budget, (Phase("train", 0, budget.epochs),), lr)
+
+    def prepare(self, model: nn.Module, state: TrainState) -> None:
+        """Wrap layers / create parameters; runs before the optimizer exists."""
+
+    def regularization(self, state: TrainState) -> Tensor | None:
+        return None
+
+    def after_backward(self, state: TrainState) -> None:
+        """Edit gradients: after AMP unscaling and the hard-mask gradient masking, before the step."""
+
+    def after_step(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        pass
+
+    def finalize(self, model: nn.Module, state: TrainState) -> None:
+        """Leave plain weights with exact zeros; remove reparametrizations."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def preset_record(schedule: ScheduleSpec, budget: Budget, epochs: int | None = None) -> LRRecord:
+    """The recorded original schedule over ``epochs`` (default: the budget)."""
+    epochs = budget.epochs if epochs is None else epochs
+    lr = original_schedule(schedule, epochs, budget.steps_per_epoch)
+    return LRRecord(lr, warmup_steps=min(schedule.warmup_epochs, epochs) * budget.steps_per_epoch)

@@ -1,0 +1,93 @@
+"""Run one configuration and record it as one MLflow run, FAILED with its error if it raises.
+
+Both the sequential path and every Ray Tune trial go through ``execute``, so a run is
+recorded the same way wherever it ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .data import Dataset, load_dataset
+from .tracking import Tracker, TrackedRun
+from .train import Progress, RunConfig, RunResult, run_key, train_run
+
+
+def run_params(config: RunConfig) -> dict[str, Any]:
+    preset = config.preset
+    params: dict[str, Any] = {
+        "method": config.method,
+        "variant": config.variant(),
+        "target_sparsity": config.target,
+        "preset": preset.name,
+        "dataset": preset.dataset,
+        "model": preset.model,
+        "epochs": preset.epochs,
+        "batch_size": preset.batch_size,
+        "lr": preset.optimizer.lr,
+        "seed": config.seed,
+    }
+    for name, value in dataclasses.asdict(config.hp()).items():
+        params[f"hp.{name}"] = value
+    return params
+
+
+def key_for(config: RunConfig, data: Dataset) -> str:
+    steps = config.preset.epochs * data.steps_per_epoch(config.preset.batch_size)
+    return run_key(config, data.fingerprint, steps)
+
+
+def execute(
+    config: RunConfig,
+    tracker: Tracker,
+    *,
+    dataset: Dataset | None = None,
+    cache_dir: Path | None = None,
+    command: str = "",
+    node: str = "local",
+    on_epoch: Callable[[Progress], None] | None = None,
+) -> tuple[str, RunResult | None, str | None]:
+    """Train and record one run. Returns (status, result, error); never raises for a run error."""
+    data = dataset or load_dataset(config.preset.dataset, config.data_dir, split_seed=config.split_seed)
+    tags = {
+        "version": __version__,
+        "run_key": key_for(config, data),
+        "node": node,
+        "tuned": str(config.tuned).lower(),
+        "data": data.fingerprint,
+        "command": command,
+        "kind": "run",
+    }
+    run = tracker.start_run(config.label(), run_params(config), tags)
+    try:
+        result = train_run(config, run, dataset=data, cache_dir=cache_dir, on_epoch=on_epoch)
+    except Exception as exc:  # noqa: BLE001 - one run's crash never loses the others
+        error = f"{type(exc).__name__}: {exc}"
+        run.end("FAILED", error + "\n" + traceback.format_exc())
+        return "FAILED", None, error
+    record_result(run, result)
+    run.end("FINISHED")
+    return "FINISHED", result, None
+
+
+def record_result(run: TrackedRun, result: RunResult) -> None:
+    # Final values are logged last, at the final step, so MLflow's latest value is the final one.
+    step = int(result.metrics["train_steps"])
+    run.log_metrics(result.metrics, step)
+    run.set_tags(result.tags)
+    run.log_json("layer_sparsity.json", result.layer_sparsity)
+    if result.model is not None:
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.safetensors"
+            state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+            save_file(state, str(path), metadata={"format": "pt", "params": json.dumps({})})
+            run.log_file(path)

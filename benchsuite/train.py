@@ -1,0 +1,392 @@
+"""The one training loop: every method trains through it, with the same steps and batches.
+
+The loop owns the protocol of DESIGN.md: it counts steps and images, draws initial weights,
+data order, augmentation and method randomness from separate seed-derived generators,
+evaluates only the validation split during training, applies the final projection to the
+target after ``finalize``, and reads the test split once, at the very end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .budget import Budget
+from .data import Dataset, load_dataset
+from .flops import count_layers, flops_dense, flops_sparse, theoretical_speedup
+from .method import PruningMethod, TrainState, parse_hparams, variant_name
+from .models import build_model
+from .presets import Preset
+from .registry import get_method
+from .sparsity import achieved_sparsity, layer_sparsity, project_to_sparsity
+from .tracking import TrackedRun
+
+SEED_STREAMS = ("init", "order", "augment", "method")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: (method, hyperparameter variant, target sparsity, seed) on one preset."""
+
+    preset: Preset
+    method: str
+    target: float
+    seed: int
+    hparams: tuple[tuple[str, str], ...] = ()  # the user's overrides (--hp, --tuned): the variant
+    calibrated: tuple[tuple[str, str], ...] = ()  # the preset's per-target calibration (STR, DST)
+    data_dir: str | None = None
+    device: str = "cpu"
+    split_seed: int = 42
+    tuned: bool = False
+    bn_recalibration_batches: int = 0  # optional, for every method alike (off by default)
+
+    def method_cls(self) -> type[PruningMethod]:
+        return get_method(self.method)
+
+    def hp(self) -> Any:
+        return parse_hparams(self.method_cls().Hparams, {**dict(self.calibrated), **dict(self.hparams)})
+
+    def variant(self) -> str:
+        """The leaderboard row: the user's non-default hyperparameters (not the calibration)."""
+        return variant_name(parse_hparams(self.method_cls().Hparams, dict(self.hparams)))
+
+    def label(self) -> str:
+        v = self.variant()
+        return f"{self.method}" + ("" if v == "default" else f"[{v}]") + f"@{self.target:g}/s{self.seed}"
+
+
+def seed_for(seed: int, stream: str) -> int:
+    """Independent generator seeds per stream, derived from the run seed."""
+    index = SEED_STREAMS.index(stream)
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def make_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed_for(seed, stream))
+
+
+def resolved(config: RunConfig) -> dict[str, Any]:
+    """The fully resolved configuration that defines a run (without data fingerprint)."""
+    return {
+        "preset": config.preset.to_dict(),
+        "split_seed": config.split_seed,
+        "method": config.method,
+        "hparams": dataclasses.asdict(config.hp()),
+        "target": config.target,
+        "seed": config.seed,
+        "bn_recalibration_batches": config.bn_recalibration_batches,
+        "version": __version__,
+    }
+
+
+def run_key(config: RunConfig, fingerprint: str, total_steps: int) -> str:
+    blob = json.dumps(
+        {**resolved(config), "data": fingerprint, "total_steps": total_steps},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """SGD over all parameters in one group, so weight decay reaches thresholds too (§2.2)."""
+    opt = config.preset.optimizer
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=opt.lr,
+        momentum=opt.momentum,
+        weight_decay=opt.weight_decay,
+        nesterov=opt.use_nesterov,
+    )
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu:{torch.get_num_threads()} threads"
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) in eval mode; restores the training flag."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    for x, y in batches:
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(x)
+        k = min(5, out.shape[1])
+        top = out.topk(k, dim=1).indices
+        hit = top == y[:, None]
+        correct1 += int(hit[:, 0].sum())
+        correct5 += int(hit.any(dim=1).sum())
+        total += y.numel()
+    model.train(was_training)
+    return 100.0 * correct1 / total, 100.0 * correct5 / total
+
+
+@dataclass
+class Progress:
+    """What the loop reports after every epoch (for rich progress / Ray reports)."""
+
+    epoch: int
+    epochs: int
+    step: int
+    val_accuracy: float
+    train_loss: float
+    sparsity: float
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+    model: nn.Module | None = None
+
+
+class Checkpoints:
+    """A cache of prefix checkpoints (IMP's dense phase) shared by runs that differ only later."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path | None:
+        return None if self.root is None else self.root / f"{key}.pt"
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        path = self.path(key)
+        if path is None or not path.exists():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def save(self, key: str, payload: dict[str, Any]) -> None:
+        path = self.path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: concurrent writers of the same prefix are harmless
+
+
+def train_run(
+    config: RunConfig,
+    run: TrackedRun | None = None,
+    *,
+    dataset: Dataset | None = None,
+    cache_dir: Path | None = None,
+    on_epoch: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Train, finalize, project and test one run; log curves to ``run`` if given."""
+    wall_start = time.perf_counter()
+    preset = config.preset
+    device = torch.device(config.device)
+    data = dataset or load_dataset(preset.dataset, config.data_dir, split_seed=config.split_seed)
+    method_cls = config.method_cls()
+    hp = config.hp()
+    budget = Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
+    plan = method_cls.plan(budget, hp, config.target, preset.schedule)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_for(config.seed, "init"))
+        model = build_model(preset.model, data.num_classes, data.input_shape)
+    model.to(device)
+    if preset.channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = torch.bfloat16 if (preset.amp and device.type == "cuda") else None
+
+    order = make_generator(config.seed, "order")
+    augment = make_generator(config.seed, "augment")
+    method = method_cls(hp, config.target, plan)
+    state = TrainState(
+        model=model,
+        budget=budget,
+        plan=plan,
+        lr=plan.lr.copy(),
+        device=device,
+        generator=make_generator(config.seed, "method"),
+        optimizer_factory=lambda: make_optimizer(model, config),
+    )
+    state.evaluate_val = lambda: evaluate(
+        model, data.val_batches(preset.eval_batch_size, device), amp_dtype
+    )[0]
+    method.prepare(model, state)
+    state.optimizer = make_optimizer(model, config)
+
+    ckpt = Checkpoints(cache_dir)
+    cache_key = None
+    if plan.cache_epoch is not None and plan.cache_key is not None:
+        prefix = {**resolved(config), "method": plan.cache_key, "hparams": None, "target": None}
+        prefix["data"] = data.fingerprint
+        cache_key = hashlib.sha256(json.dumps(prefix, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    step_time = 0.0
+    images = 0
+    cached_time = 0.0
+    cached_images = 0
+    curves: list[tuple[int, dict[str, float]]] = []
+    start_epoch = 0
+    restored = ckpt.load(cache_key) if cache_key else None
+    if restored is not None:
+        model.load_state_dict(restored["model"])
+        state.optimizer.load_state_dict(restored["optimizer"])
+        method.load_state_dict(restored["method"])
+        order.set_state(restored["order"])
+        augment.set_state(restored["augment"])
+        state.generator.set_state(restored["method_rng"])
+        start_epoch = state.epoch = plan.cache_epoch
+        state.step = budget.steps(start_epoch)
+        cached_time, cached_images = restored["step_time"], restored["images"]
+        curves = restored["curves"]
+        if run is not None:
+            for step, metrics in curves:
+                run.log_metrics(metrics, step)
+
+    cuda = device.type == "cuda"
+    params_lr = None
+    model.train()
+    for _epoch in range(start_epoch, budget.epochs):
+        loss_sum = torch.zeros((), device=device)
+        for x, y in data.train_batches(preset.batch_size, order, augment, device):
+            lr = float(state.lr[state.step])
+            if lr != params_lr:
+                for group in state.optimizer.param_groups:
+                    group["lr"] = lr
+                params_lr = lr
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            if preset.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = F.cross_entropy(model(x), y)
+                reg = method.regularization(state)
+                total = loss if reg is None else loss + reg
+            state.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if state.masks is not None:
+                state.masks.mask_grads()
+            method.after_backward(state)
+            state.optimizer.step()
+            state.step += 1
+            method.after_step(state)
+            if cuda:
+                torch.cuda.synchronize(device)
+            step_time += time.perf_counter() - t0
+            images += y.shape[0]
+            loss_sum += loss.detach()
+        state.epoch += 1
+        train_loss = float(loss_sum) / budget.steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(f"training loss is {train_loss} in epoch {state.epoch}")
+        if cache_key is not None and state.epoch == plan.cache_epoch and restored is None:
+            ckpt.save(
+                cache_key,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": state.optimizer.state_dict(),
+                    "method": method.state_dict(),
+                    "order": order.get_state(),
+                    "augment": augment.get_state(),
+                    "method_rng": state.generator.get_state(),
+                    "step_time": step_time,
+                    "images": images,
+                    "curves": curves + [(state.step, {"train_loss": train_loss})],
+                },
+            )
+        state.logged.clear()
+        method.on_epoch_end(state)
+        val_acc = state.evaluate_val()
+        sparsity = achieved_sparsity(model)
+        metrics = {
+            "train_loss": train_loss,
+            "lr": float(state.lr[state.step - 1]),
+            "sparsity": sparsity,
+            "val_accuracy": val_acc,
+            **state.logged,
+        }
+        curves.append((state.step, metrics))
+        if run is not None:
+            run.log_metrics(metrics, state.step)
+        if on_epoch is not None:
+            on_epoch(Progress(state.epoch, budget.epochs, state.step, val_acc, train_loss, sparsity))
+
+    method.finalize(model, state)
+    project_to_sparsity(model, config.target)
+    bn_images = recalibrate_bn(model, data, config, device) if config.bn_recalibration_batches else 0
+    example = next(iter(data.val_batches(preset.eval_batch_size, device)))[0]
+    layers = count_layers(model, example)
+    val_acc, _ = evaluate(model, data.val_batches(preset.eval_batch_size, device), amp_dtype)
+    test_acc, test_top5 = evaluate(model, data.test_batches(preset.eval_batch_size, device), amp_dtype)
+    total_images = images + cached_images
+    metrics = {
+        "test_accuracy": test_acc,
+        "val_accuracy": val_acc,
+        "sparsity": achieved_sparsity(model),
+        "flops_dense": float(flops_dense(layers)),
+        "flops_sparse": float(flops_sparse(layers)),
+        # in-trial throughput of the steps this process ran (a cached prefix is excluded)
+        "train_img_per_s": images / step_time if step_time > 0 else 0.0,
+        "train_steps": float(state.step),
+        "train_images": float(total_images),
+        "wall_time_s": time.perf_counter() - wall_start,
+    }
+    if bn_images:
+        metrics["bn_recal_images"] = float(bn_images)
+    if data.num_classes >= 5:
+        metrics["test_top5"] = test_top5
+    speedup = theoretical_speedup(layers)
+    if speedup is not None:
+        metrics["theoretical_speedup"] = speedup
+    tags = {"cached_dense": str(restored is not None).lower(), "device": device_label(device)}
+    if state.step != budget.total_steps:  # the protocol's invariant; never silently violated
+        raise RuntimeError(f"ran {state.step} steps, the budget is {budget.total_steps}")
+    return RunResult(metrics, tags, layer_sparsity(model), model)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: Dataset, config: RunConfig, device) -> int:
+    """Re-estimate BatchNorm statistics on training batches, for every method alike.
+
+    Off by default; its images are counted separately (``bn_recal_images``), never as steps.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    was_training = model.training
+    model.train()
+    order = torch.Generator().manual_seed(seed_for(config.seed, "order") ^ 0x5EED)
+    augment = torch.Generator().manual_seed(seed_for(config.seed, "augment") ^ 0x5EED)
+    seen = 0
+    batches = data.train_batches(config.preset.batch_size, order, augment, device)
+    for i, (x, _) in enumerate(batches):
+        if i == config.bn_recalibration_batches:
+            break
+        model(x)
+        seen += x.shape[0]
+    model.train(was_training)
+    return seen

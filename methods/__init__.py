@@ -1,0 +1,1 @@
+"""benchsuite's built-in pruning methods, registered through the ``benchsuite.methods`` entry points."""
