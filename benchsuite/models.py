@@ -1,0 +1,330 @@
+"""Models by name: the reference setups' architectures (reference §2.4), plus any timm or
+torchvision model, all randomly initialised.
+
+Construction draws all its randomness from torch's global RNG; the harness seeds it (inside
+``torch.random.fork_rng()``) so that every method under one seed starts from the same
+weights.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+MODELS: tuple[str, ...] = ("small-cnn", "mlp", "lenet5", "resnet20", "resnet56", "wrn-28-10")
+
+_WRN = re.compile(r"wrn-(\d+)-(\d+)")
+
+
+class ModelError(ValueError):
+    """Unknown or unbuildable model name (reported as bad input, exit code 2)."""
+
+
+def _unknown(name: str, why: str = "unknown model") -> ModelError:
+    return ModelError(
+        f"{why} {name!r}; expected one of {', '.join(MODELS)}, wrn-<depth>-<width>, "
+        "timm:<name> or torchvision:<name>"
+    )
+
+
+# --------------------------------------------------------------------------- small models
+
+
+class SmallCNN(nn.Module):
+    """Two 3×3 convs and a 2×2 max-pool, then a 64-unit hidden layer (sized for 8×8 digits:
+    the flatten is 32·4·4 = 512 there, and follows ``input_shape`` elsewhere)."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        if h < 2 or w < 2:
+            raise ModelError(f"small-cnn needs inputs of at least 2×2, got {input_shape}")
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 16, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(32 * (h // 2) * (w // 2), 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class MLP(nn.Module):
+    """The reference MNIST MLP: flatten, 512 hidden units, dropout 0.2 after the hidden
+    activation."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(input_shape), 512),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.2),
+            nn.Linear(512, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with ReLU and max-pooling (LeCun et al. 1998, modernised); on 1×28×28 inputs
+    the first conv pads by 2 so the classic 16·5·5 = 400 features reach the classifier."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        fh, fw = (h // 2 - 4) // 2, (w // 2 - 4) // 2
+        if fh < 1 or fw < 1:
+            raise ModelError(f"lenet5 needs inputs of at least 10×10, got {input_shape}")
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * fh * fw, 120),
+            nn.ReLU(inplace=True),
+            nn.Linear(120, 84),
+            nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+# --------------------------------------------------------------------------- CIFAR ResNet
+
+
+class ShortcutA(nn.Module):
+    """He et al. 2016's option A: a parameter-free shortcut that subsamples by ``stride``
+    and zero-pads the new channels (half before, half after), so the comparison with
+    pruning is not affected by unprunable 1×1 projection weights."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pad_front = (planes - in_planes) // 2
+        self.pad_back = planes - in_planes - self.pad_front
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad_front or self.pad_back:
+            x = F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        return x
+
+
+class BasicBlock(nn.Module):
+    """conv3×3-BN-ReLU-conv3×3-BN plus the shortcut, then ReLU; convs without bias."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = (
+            ShortcutA(in_planes, planes, stride)
+            if stride != 1 or in_planes != planes
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR ResNet-(6n+2) of He et al. 2016 (§4.2): a 3×3 stem with 16 channels, three
+    stages of n BasicBlocks with 16/32/64 channels (stride 2 at the start of stages 2 and
+    3), global average pooling, one linear classifier."""
+
+    def __init__(self, n: int, num_classes: int, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks: list[nn.Module] = []
+        in_planes = 16
+        for stage, planes in enumerate((16, 32, 64)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+        self.layer1 = nn.Sequential(*blocks[:n])
+        self.layer2 = nn.Sequential(*blocks[n : 2 * n])
+        self.layer3 = nn.Sequential(*blocks[2 * n :])
+        self.fc = nn.Linear(64, num_classes)
+        _kaiming_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.fc(out)
+
+
+# --------------------------------------------------------------------------- Wide ResNet
+
+
+class WideBlock(nn.Module):
+    """Pre-activation block of Zagoruyko & Komodakis 2016: BN-ReLU-conv3×3-BN-ReLU-dropout-
+    conv3×3; where the shape changes, a 1×1 conv on the pre-activated input is the
+    shortcut. Convs carry biases (reference §2.4)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=True)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=True)
+        self.shortcut = (
+            nn.Conv2d(in_planes, planes, 1, stride=stride, bias=True)
+            if stride != 1 or in_planes != planes
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = F.relu(self.bn1(x))
+        out = self.dropout(F.relu(self.bn2(self.conv1(pre))))
+        out = self.conv2(out)
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-width: (depth − 4)/6 blocks in each of three stages of 16k/32k/64k
+    channels after a 16-channel stem, then BN-ReLU, average pooling, linear."""
+
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        num_classes: int,
+        in_channels: int = 3,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        if (depth - 4) % 6 != 0 or depth < 10 or width < 1:
+            raise ModelError(
+                f"wrn-{depth}-{width}: expected a depth of 6n+4 (n >= 1) and a width >= 1"
+            )
+        n = (depth - 4) // 6
+        widths = (16 * width, 32 * width, 64 * width)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=True)
+        stages: list[nn.Module] = []
+        in_planes = 16
+        for stage, planes in enumerate(widths):
+            blocks = []
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(WideBlock(in_planes, planes, stride, dropout))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.fc = nn.Linear(in_planes, num_classes)
+        _kaiming_init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        out = F.relu(self.bn(out))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def _kaiming_init(model: nn.Module) -> None:
+    """Convs: Kaiming normal, fan_out, ReLU gain (He et al. 2015; as in torchvision's and
+    the WRN authors' PyTorch code), conv biases zero; BN weight 1, bias 0; Linear keeps
+    PyTorch's default (uniform ±1/sqrt(fan_in)) with a zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _timm(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        raise _unknown(f"timm:{name}", "unknown timm model")
+    try:
+        return timm.create_model(
+            name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0]
+        )
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ModelError(f"timm:{name} cannot be built: {err}".replace("\n", " ")) from None
+
+
+def _torchvision(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise _unknown(f"torchvision:{name}", "unknown torchvision model")
+    if input_shape[0] != 3:
+        raise ModelError(
+            f"torchvision:{name} takes 3-channel inputs, the dataset has {input_shape[0]}; "
+            f"use timm:<name>, which sets in_chans"
+        )
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ModelError(f"torchvision:{name} cannot be built: {err}".replace("\n", " ")) from None
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """A randomly initialised model; all randomness comes from torch's global RNG, so two
+    builds after the same ``torch.manual_seed`` are identical."""
+    input_shape = tuple(int(s) for s in input_shape)  # type: ignore[assignment]
+    if len(input_shape) != 3:
+        raise ModelError(f"input_shape must be (C, H, W), got {input_shape}")
+    channels = input_shape[0]
+    if name.startswith("timm:"):
+        return _timm(name[len("timm:") :], num_classes, input_shape)
+    if name.startswith("torchvision:"):
+        return _torchvision(name[len("torchvision:") :], num_classes, input_shape)
+    if name == "small-cnn":
+        return SmallCNN(num_classes, input_shape)
+    if name == "mlp":
+        return MLP(num_classes, input_shape)
+    if name == "lenet5":
+        return LeNet5(num_classes, input_shape)
+    if name in ("resnet20", "resnet56"):
+        return CifarResNet({"resnet20": 3, "resnet56": 9}[name], num_classes, channels)
+    match = _WRN.fullmatch(name)
+    if match:
+        depth, width = int(match.group(1)), int(match.group(2))
+        return WideResNet(depth, width, num_classes, channels, dropout=0.3)
+    raise _unknown(name)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, biases and BN included (for reports and tests)."""
+    return sum(p.numel() for p in model.parameters())
+
