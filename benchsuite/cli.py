@@ -148,6 +148,51 @@ def presets() -> None:
     console.print(table)
 
 
+def load_board(tracking_uri: str, experiment: str | None):
+    from .leaderboard import experiments, leaderboard_for
+
+    try:
+        return leaderboard_for(tracking_uri, experiment)
+    except KeyError:
+        known = experiments(tracking_uri)
+        fail(
+            f"--experiment {experiment!r} has no runs at {tracking_uri}; "
+            f"choose from {', '.join(known) or '(none: run `benchsuite run` first)'}"
+        )
+
+
+@app.command()
+def leaderboard(
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the newest).")] = None,
+    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+) -> None:
+    """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
+    from .leaderboard import render_rich
+
+    console.print(render_rich(load_board(tracking_uri, experiment)))
+
+
+@app.command()
+def publish(
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the newest).")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("leaderboards"),
+    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+    force: Annotated[bool, typer.Option(help="Publish even if the runs are not comparable.")] = False,
+) -> None:
+    """Write <experiment>.md, .json and .png (and the index) for publication."""
+    from .leaderboard import UnfairComparison
+    from .leaderboard import publish as write
+
+    board = load_board(tracking_uri, experiment)
+    try:
+        paths = write(board, out, force=force)
+    except UnfairComparison as exc:
+        fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
+        return
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
 @app.command()
 def version() -> None:
     """Print benchsuite's version."""
