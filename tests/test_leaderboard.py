@@ -1,0 +1,429 @@
+"""Leaderboard: statistics, marks, fairness, and the published files.
+
+Expected numbers are computed by hand from the formulas. With 3 seeds (df = 2) Student's t has
+closed forms: CDF F(t) = 1/2 + t / (2 √(2 + t²)), so the two-sided p = 1 − |t| / √(2 + t²),
+and the quantile t_q = (2q − 1) / √(2q(1 − q)).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from benchsuite.leaderboard import (
+    RunRecord,
+    UnfairComparison,
+    aggregate,
+    default_experiment,
+    experiments,
+    load_runs,
+    plot,
+    publish,
+    render_rich,
+    to_json,
+    to_markdown,
+)
+
+T975_DF2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)  # 4.3027 (table value 4.303)
+
+
+def p_df2(t: float) -> float:
+    return 1 - abs(t) / math.sqrt(2 + t * t)
+
+
+def paired_t(d: list[float]) -> float:
+    n = len(d)
+    m = sum(d) / n
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1))
+    return m / (sd / math.sqrt(n))
+
+
+_counter = iter(range(1_000_000))
+
+
+def rec(method: str, target: float, seed: int, acc: float | None, *, variant: str = "default",
+        speedup: float = 2.0, sparsity: float | None = None, status: str = "FINISHED",
+        start: int | None = None, run_key: str | None = None, steps: int = 1000,
+        ips: float = 50.0, version: str = "0.1.0", preset: str = "digits", data: str = "fp1",
+        tuned: str = "false", error: str | None = None) -> RunRecord:
+    """A run with the harness's MLflow schema, as plain data."""
+    i = next(_counter)
+    start = 1_700_000_000_000 + i * 1000 if start is None else start
+    params = {"method": method, "variant": variant, "target_sparsity": f"{target:g}",
+              "preset": preset, "dataset": "digits", "model": "smallcnn", "epochs": "10",
+              "batch_size": "64", "lr": "0.1", "seed": str(seed)}
+    metrics: dict[str, float] = {}
+    if status == "FINISHED" and acc is not None:
+        metrics = {"test_accuracy": acc, "test_top5": 99.0, "val_accuracy": acc,
+                   "sparsity": target if sparsity is None else sparsity,
+                   "theoretical_speedup": speedup, "flops_dense": 1e6,
+                   "flops_sparse": 1e6 / speedup, "train_img_per_s": ips,
+                   "train_steps": steps, "train_images": steps * 64, "wall_time_s": 12.0}
+    tags = {"benchsuite.version": version, "benchsuite.kind": "run",
+            "benchsuite.run_key": run_key or f"{method}|{variant}|{target}|{seed}",
+            "benchsuite.device": "cpu:1 threads", "benchsuite.node": "n1",
+            "benchsuite.tuned": tuned, "benchsuite.cached_dense": "false",
+            "benchsuite.data": data,
+            "benchsuite.command": "benchsuite run --methods a,b,c,d,e --sparsity 0.9,0.95,0.98"}
+    if error:
+        tags["benchsuite.error"] = error
+    return RunRecord(run_id=f"r{i:04d}", status=status, start_time=start, end_time=start + 500,
+                     params=params, metrics=metrics, tags=tags)
+
+
+def tp(method: str, img_per_s: float, variant: str = "default") -> RunRecord:
+    i = next(_counter)
+    return RunRecord(run_id=f"t{i:04d}", start_time=1_800_000_000_000 + i,
+                     end_time=1_800_000_000_000 + i + 10,
+                     params={"method": method, "variant": variant, "preset": "digits",
+                             "batch_size": "64"},
+                     metrics={"img_per_s": img_per_s},
+                     tags={"benchsuite.kind": "throughput", "benchsuite.device": "cpu",
+                           "benchsuite.threads": "1"})
+
+
+# Column 0.9: a ¹ | b ≈ (noise to c) | c ≈ (tie with d) | d | e.
+# Column 0.95: a ¹ b ² c ³ (each separated) | d | e.  Column 0.98: a vs b share 1 seed.
+ACC = {
+    0.9: {"a": [95.0, 96.0, 97.0], "b": [94.0, 94.9, 96.1], "c": [93.5, 94.9, 95.1],
+          "d": [94.5, 94.0, 95.0], "e": [89.5, 88.8, 90.2]},
+    0.95: {"a": [90.0, 91.0, 92.0], "b": [89.0, 89.9, 91.1], "c": [88.0, 88.8, 90.2],
+           "d": [87.0, 87.7, 89.3], "e": [86.5, 87.7, 88.3]},
+}
+SPEEDUP_09 = {"a": [2.0] * 3, "b": [3.0] * 3, "c": [2.0] * 3, "d": [1.0, 1.2, 1.1],
+              "e": [1.0] * 3}
+DENSE = [98.0, 98.5, 99.0]
+
+
+def table_runs() -> list[RunRecord]:
+    runs = [rec("dense", 0, s, a, speedup=1.0, sparsity=0.0) for s, a in enumerate(DENSE)]
+    for target, by_method in ACC.items():
+        for m, accs in by_method.items():
+            for s, a in enumerate(accs):
+                sp = SPEEDUP_09[m][s] if target == 0.9 else 5.0 + s * 0.1
+                runs.append(rec(m, target, s, a, speedup=sp, sparsity=target - 0.001 * s,
+                                ips=40.0 + s))
+    runs += [rec("a", 0.98, s, 80.0 + s, speedup=20.0) for s in range(3)]
+    runs.append(rec("b", 0.98, 0, 70.0, speedup=20.0))
+    runs += [rec("b", 0.98, s, None, status="FAILED", error="RuntimeError: nan loss")
+             for s in (1, 2)]
+    runs += [tp("dense", 2000.0), tp("a", 1000.0), tp("b", 900.0), tp("c", 880.0),
+             tp("e", 500.0)]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def board():
+    return aggregate(table_runs(), experiment="digits-10ep")
+
+
+def test_cell_statistics_match_hand_computation(board) -> None:
+    cell = board.row("a").cells[0.95]
+    acc = cell.stats["test_accuracy"]
+    assert acc.mean == pytest.approx(91.0)
+    assert acc.std == pytest.approx(1.0)  # sqrt(((-1)^2 + 0 + 1^2) / 2)
+    half = T975_DF2 * 1.0 / math.sqrt(3)
+    assert T975_DF2 == pytest.approx(4.302653, abs=1e-6)
+    assert acc.ci95 == pytest.approx((91.0 - half, 91.0 + half))
+    assert cell.n == 3 and cell.seeds == (0, 1, 2) and not cell.short
+    assert cell.stats["sparsity"].mean == pytest.approx(0.95 - 0.001)
+    assert cell.stats["theoretical_speedup"].mean == pytest.approx(5.1)
+    assert set(cell.run_ids) == {0, 1, 2}
+    dense = board.rows[0]
+    assert dense.reference and dense.label == "dense"
+    assert dense.cell(0.9) is dense.cell(0.98)  # the one reference cell, shown in every group
+    assert dense.cell(0.9).stats["test_accuracy"].mean == pytest.approx(98.5)
+    assert [r.label for r in board.rows] == ["dense", "a", "b", "c", "d", "e"]
+    assert board.targets == [0.9, 0.95, 0.98]
+
+
+def _comparison(board, metric: str, target: float, upper: str):
+    return next(c for c in board.comparisons
+                if c.metric == metric and c.target == target and c.upper == upper)
+
+
+def test_paired_tests_match_hand_computation(board) -> None:
+    sep = _comparison(board, "test_accuracy", 0.9, "a")  # diffs 1.0, 1.1, 0.9
+    t = paired_t([1.0, 1.1, 0.9])
+    assert t == pytest.approx(10 * math.sqrt(3))
+    assert (sep.lower, sep.shared_seeds, sep.status) == ("b", 3, "separated")
+    assert sep.diff == pytest.approx(1.0)
+    assert sep.t == pytest.approx(t) and sep.p == pytest.approx(p_df2(t))
+    assert sep.p < 0.05
+
+    noise = _comparison(board, "test_accuracy", 0.9, "b")  # diffs 0.5, 0.0, 1.0
+    t = paired_t([0.5, 0.0, 1.0])
+    assert t == pytest.approx(math.sqrt(3))
+    assert noise.lower == "c" and noise.status == "noise"
+    assert noise.p == pytest.approx(1 - math.sqrt(3) / math.sqrt(5))  # 0.2254
+
+    tie = _comparison(board, "test_accuracy", 0.9, "c")  # 94.5 == 94.5
+    assert (tie.lower, tie.status, tie.p) == ("d", "tie", None)
+
+    untested = _comparison(board, "test_accuracy", 0.98, "a")
+    assert (untested.lower, untested.shared_seeds, untested.status) == ("b", 1, "untested")
+
+    const = _comparison(board, "theoretical_speedup", 0.9, "b")  # 3 - 2 on every seed
+    assert (const.lower, const.status, const.p) == ("a", "separated", 0.0)
+
+
+def marks(board, target: float, metric: str = "test_accuracy") -> dict[str, str]:
+    return {r.label: r.cells[target].marks[metric].symbol for r in board.rows
+            if not r.reference and target in r.cells}
+
+
+def test_marks_rank_tie_within_noise_and_untested(board) -> None:
+    # a beats b beyond noise; b is within noise of c; c and d tie; d is 4th: never marked.
+    assert marks(board, 0.9) == {"a": "¹", "b": "≈", "c": "≈", "d": "", "e": ""}
+    # every neighbour separated: the best three are ranked, the 4th is not.
+    assert marks(board, 0.95) == {"a": "¹", "b": "²", "c": "³", "d": "", "e": ""}
+    # a and b share one seed: nothing can be claimed, nothing is marked.
+    assert marks(board, 0.98) == {"a": "", "b": ""}
+    # speedup: b 3.0 > a 2.0 (constant difference: p = 0), a ties c (2.0), c > d > e.
+    assert marks(board, 0.9, "theoretical_speedup") == {
+        "b": "¹", "a": "≈", "c": "≈", "d": "", "e": ""}
+    # img/s: a 1000 > b 900 by 11 % (separated), b 900 vs c 880 by 2.3 % (within 5 %).
+    ips = {r.label: (r.img_per_s.source, r.img_per_s.mark.symbol) for r in board.rows}
+    assert ips == {"dense": ("isolated", ""), "a": ("isolated", "¹"), "b": ("isolated", "≈"),
+                   "c": ("isolated", "≈"), "d": ("in-trial", ""), "e": ("isolated", "")}
+    assert board.row("d").img_per_s.value == pytest.approx(41.0)  # median of 40, 41, 42 x2
+
+
+def test_failed_runs_are_counted_and_shown(board) -> None:
+    cell = board.row("b").cells[0.98]
+    assert (cell.n, cell.n_expected, cell.short) == (1, 3, True)
+    assert [f["seed"] for f in cell.failed] == [1, 2]
+    assert cell.failed[0]["error"] == "RuntimeError: nan loss"
+    md = to_markdown(board)
+    b_row = next(line for line in md.splitlines() if line.startswith("| b |"))
+    assert "_(n=1 of 3, 2 failed)_" in b_row
+    assert "(n=3)" in next(line for line in md.splitlines() if line.startswith("| a |"))
+
+
+def test_latest_attempt_per_run_key_counts() -> None:
+    base = [rec("dense", 0, s, 98.0) for s in range(2)]
+    retry_ok = [rec("a", 0.9, 0, 91.0, run_key="k0", start=2_000),
+                rec("a", 0.9, 0, None, status="FAILED", run_key="k0", start=1_000)]
+    retry_bad = [rec("a", 0.9, 1, 90.0, run_key="k1", start=1_000),
+                 rec("a", 0.9, 1, None, status="FAILED", run_key="k1", start=3_000)]
+    board = aggregate(base + retry_ok + retry_bad, experiment="x")
+    cell = board.row("a").cells[0.9]
+    assert cell.seeds == (0,) and cell.stats["test_accuracy"].mean == 91.0
+    assert [f["seed"] for f in cell.failed] == [1]
+    assert cell.run_ids[0] == retry_ok[0].run_id
+    assert any("2 earlier attempt(s) superseded" in n for n in board.notes)
+
+
+def _parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    titles = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    rows = {}
+    for ln in lines[1:]:
+        cells = [c.strip() for c in ln.strip()[2:-2].split(" | ")]
+        rows[cells[0].removesuffix(" (reference)")] = cells
+    return titles, rows
+
+
+ACC_RE = re.compile(r"^(\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?(?P<mark>[¹²³]| ≈)? "
+                    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?$")
+
+
+def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
+    md, data = to_markdown(board), json.loads(to_json(board))
+    titles, rows = _parse_md_table(md)
+    assert titles[:2] == ["Method", "img/s"]
+    assert titles[2:6] == ["90% Acc", "90% CI", "90% Speedup", "90% Sparsity"]
+    assert len(titles) == 2 + 4 * 3
+    assert list(rows) == [r["label"] for r in data["rows"]] == ["dense", "a", "b", "c", "d", "e"]
+    marks_seen = 0
+    for jrow in data["rows"]:
+        cells = rows[jrow["label"]]
+        assert len(cells) == len(titles)
+        ips = jrow["img_per_s"]
+        ips_text = cells[1].replace("**", "").rstrip("¹²³ ≈†")
+        v = ips["value"]
+        assert ips_text == (f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+        assert cells[1].endswith("†") == (ips["source"] == "in-trial")
+        for i, target in enumerate(data["targets"]):
+            key = "0.0" if jrow["reference"] else repr(target)
+            acc_t, ci_t, sp_t, spars_t = cells[2 + 4 * i: 6 + 4 * i]
+            if key not in jrow["cells"]:  # c, d, e were not run at 0.98
+                assert [acc_t, ci_t, sp_t, spars_t] == ["—"] * 4
+                continue
+            jcell = jrow["cells"][key]
+            m = ACC_RE.match(acc_t)
+            assert m, acc_t
+            acc = jcell["test_accuracy"]
+            assert m["mean"] == f"{acc['mean']:.2f}"
+            assert m["std"] == (None if acc["std"] is None else f"{acc['std']:.2f}")
+            assert int(m["n"]) == jcell["n"] == acc["n"]
+            assert int(m["of"] or jcell["n"]) == jcell["n_expected"]
+            assert int(m["failed"] or 0) == len(jcell["failed"])
+            mark = acc["mark"]
+            if mark and mark["rank"]:
+                marks_seen += 1
+                assert m["mark"] == "¹²³"[mark["rank"] - 1] and acc_t.startswith("**")
+            elif mark and mark["within_noise"]:
+                assert m["mark"] == " ≈"
+            else:
+                assert m["mark"] is None
+            if acc["ci95"] is None:
+                assert ci_t == "—"
+            else:
+                assert ci_t == f"[{acc['ci95'][0]:.2f}, {acc['ci95'][1]:.2f}]"
+            sp = jcell["theoretical_speedup"]
+            assert sp_t.replace("**", "").rstrip("¹²³ ≈") == f"{sp['mean']:.2f}×"
+            assert spars_t == f"{jcell['sparsity']['mean'] * 100:.2f}%"
+    assert marks_seen == 4  # a¹ (0.9), a¹ b² c³ (0.95)
+    # JSON keeps the unrounded numbers and where each came from
+    a95 = data["rows"][1]["cells"]["0.95"]
+    assert a95["test_accuracy"]["mean"] == pytest.approx(91.0)
+    assert a95["run_ids"] == {str(s): board.row("a").cells[0.95].run_ids[s] for s in range(3)}
+    assert "Reproduce" in md and "benchsuite run --methods a,b,c,d,e" in md
+    assert "no (default hyperparameters, untuned)" in md
+    assert "theoretical" in md.lower() and "paired t-test" in md
+
+
+def test_figure_has_one_line_per_method(board) -> None:
+    fig = plot(board)
+    ax = fig.axes[0]
+    assert len(ax.containers) == 5  # a..e: one error-bar line each
+    handles, labels = ax.get_legend_handles_labels()
+    assert sorted(labels) == sorted(["dense (reference)", "a", "b", "c", "d", "e"])
+    a = next(c for c in ax.containers if c.get_label() == "a")
+    x, y = a.lines[0].get_data()
+    assert list(x) == pytest.approx([89.9, 94.9, 98.0])  # achieved sparsity, %, not the target
+    assert list(y) == pytest.approx([96.0, 91.0, 81.0])
+    dense = next(ln for ln in ax.lines if ln.get_label() == "dense (reference)")
+    assert list(dense.get_ydata()) == pytest.approx([98.5, 98.5])
+    assert "achieved sparsity" in ax.get_xlabel()
+
+
+def test_mixed_budgets_are_detected_and_publish_refuses(tmp_path: Path) -> None:
+    runs = [rec("dense", 0, s, 98.0 + s) for s in range(2)]
+    runs += [rec("a", 0.9, s, 90.0 + s) for s in range(2)]
+    runs += [rec("b", 0.9, 0, 89.0, steps=2000), rec("b", 0.9, 1, 89.5, version="0.2.0")]
+    board = aggregate(runs, experiment="mixed")
+    assert len(board.problems) == 2
+    assert "train_steps: 1000 (5 runs), 2000 (1 runs)" in board.problems[0]
+    assert "benchsuite.version" in board.problems[1]
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(render_rich(board))
+    assert "⚠ unfair comparison: runs differ in train_steps" in console.export_text()
+    with pytest.raises(UnfairComparison, match="train_steps"):
+        publish(board, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    paths = publish(board, tmp_path / "out", force=True)
+    assert [p.name for p in paths] == ["mixed.md", "mixed.json", "mixed.png", "README.md"]
+    assert "Warning: unfair comparison" in paths[0].read_text()
+    assert json.loads(paths[1].read_text())["problems"] == board.problems
+    fair = aggregate([rec("a", 0.9, s, 90.0 + s, preset="p") for s in range(2)], "fair")
+    assert fair.problems == []
+
+
+def test_publishing_twice_gives_identical_bytes(tmp_path: Path) -> None:
+    runs = table_runs()
+    out = tmp_path / "lb"
+    first = publish(aggregate(runs, "digits-10ep"), out)
+    before = {p.name: p.read_bytes() for p in first}
+    random.Random(0).shuffle(runs)  # the order MLflow returns runs in must not matter
+    second = publish(aggregate(runs, "digits-10ep"), out)
+    assert {p.name: p.read_bytes() for p in second} == before
+    assert before["digits-10ep.png"].startswith(b"\x89PNG")
+    assert b"Software" not in before["digits-10ep.png"]
+    # the header's date is the newest run's, and the index lists every published experiment
+    newest = max(r.end_time for r in runs)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(newest / 1000))
+    assert f"**Newest run:** {stamp}" in before["digits-10ep.md"].decode()
+    (out / "README.md").write_text("# Ours\n\nintro\n\n" + before["README.md"].decode()
+                                   .split("\n\n", 2)[2] + "\nfooter\n")
+    publish(aggregate([rec("a", 0.9, 0, 90.0)], "zeta"), out, header={"command": "cmd z"})
+    index = (out / "README.md").read_text()
+    assert index.startswith("# Ours\n\nintro\n") and index.endswith("\nfooter\n")
+    entries = [ln for ln in index.splitlines() if ln.startswith("- [")]
+    assert [e.split("]")[0] for e in entries] == ["- [digits-10ep", "- [zeta"]
+    assert "digits, smallcnn, 10 epochs (1000 steps)" in entries[0]
+    assert "cmd z" in (out / "zeta.md").read_text()
+
+
+# ----------------------------------------------------------------------------- real MLflow
+
+
+def _log(method: str, target: float, seed: int, acc: float | None, *, status: str = "FINISHED",
+         run_key: str | None = None, kind: str = "run") -> None:
+    import mlflow
+
+    mlflow.start_run()
+    if kind == "throughput":
+        mlflow.log_params({"method": method, "variant": "default", "preset": "digits",
+                           "batch_size": 64})
+        mlflow.log_metrics({"img_per_s": acc})
+        mlflow.set_tags({"benchsuite.kind": "throughput", "benchsuite.device": "cpu",
+                         "benchsuite.threads": "1"})
+        mlflow.end_run()
+        return
+    mlflow.log_params({"method": method, "variant": "default", "target_sparsity": target,
+                       "preset": "digits", "dataset": "digits", "model": "smallcnn",
+                       "epochs": 10, "batch_size": 64, "lr": 0.1, "seed": seed})
+    tags = {"benchsuite.version": "0.1.0", "benchsuite.kind": "run",
+            "benchsuite.run_key": run_key or f"{method}-{target}-{seed}",
+            "benchsuite.device": "cpu:1 threads", "benchsuite.tuned": "false",
+            "benchsuite.data": "fp", "benchsuite.command": "benchsuite run"}
+    if status == "FAILED":
+        mlflow.set_tags({**tags, "benchsuite.error": "boom"})
+        mlflow.end_run(status="FAILED")
+        return
+    mlflow.log_metric("sparsity", 0.5, step=0)  # a curve: the final value is logged last
+    mlflow.log_metrics({"test_accuracy": acc, "sparsity": target, "theoretical_speedup": 3.0,
+                        "train_steps": 100, "train_img_per_s": 10.0 + seed}, step=1)
+    mlflow.set_tags(tags)
+    mlflow.end_run()
+
+
+def test_real_mlflow_store(tmp_path: Path) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("older")
+        _log("dense", 0, 0, 97.0)
+        mlflow.set_experiment("newer")
+        for s in range(2):
+            _log("dense", 0, s, 98.0 + s)
+        _log("gmp", 0.9, 0, 90.0)
+        _log("gmp", 0.9, 1, None, status="FAILED", run_key="gmp-k1")
+        time.sleep(0.01)
+        _log("gmp", 0.9, 1, 92.0, run_key="gmp-k1")  # the retry
+        _log("gmp", 0.9, 2, None, status="FAILED")
+        _log("gmp", 0, 0, 1234.0, kind="throughput")
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+    assert experiments(uri) == ["newer", "older"]
+    assert default_experiment(uri) == "newer"
+    runs = load_runs(uri, "newer")
+    assert len(runs) == 7
+    board = aggregate(runs)
+    assert board.experiment == "newer"  # carried by the records
+    gmp = board.row("gmp")
+    cell = gmp.cells[0.9]
+    assert cell.seeds == (0, 1) and cell.stats["test_accuracy"].mean == pytest.approx(91.0)
+    assert cell.stats["sparsity"].mean == pytest.approx(0.9)  # latest value, not the curve's first
+    assert [f["seed"] for f in cell.failed] == [2] and cell.failed[0]["error"] == "boom"
+    assert (cell.n_expected, cell.short) == (3, True)
+    assert (gmp.img_per_s.source, gmp.img_per_s.value) == ("isolated", 1234.0)
+    dense = board.row("dense")
+    assert (dense.img_per_s.source, dense.img_per_s.value) == ("in-trial", 10.5)
+    assert board.problems == [] and board.header["train_steps"] == "100"
+    with pytest.raises(KeyError):
+        load_runs(uri, "missing")
