@@ -243,10 +243,28 @@ def train_run(
 
     step_time = 0.0
     images = 0
-    cached_time = 0.0
     cached_images = 0
     curves: list[tuple[int, dict[str, float]]] = []
-    start_epoch = 0
+
+    def end_epoch(train_loss: float) -> None:
+        """Epoch-end work after the counted steps: method hook, validation, curves."""
+        state.logged.clear()
+        method.on_epoch_end(state)
+        val_acc = state.evaluate_val()
+        sparsity = achieved_sparsity(model)
+        metrics = {
+            "train_loss": train_loss,
+            "lr": float(state.lr[state.step - 1]),
+            "sparsity": sparsity,
+            "val_accuracy": val_acc,
+            **state.logged,
+        }
+        curves.append((state.step, metrics))
+        if run is not None:
+            run.log_metrics(metrics, state.step)
+        if on_epoch is not None:
+            on_epoch(Progress(state.epoch, budget.epochs, state.step, val_acc, train_loss, sparsity))
+
     restored = ckpt.load(cache_key) if cache_key else None
     if restored is not None:
         model.load_state_dict(restored["model"])
@@ -255,25 +273,23 @@ def train_run(
         order.set_state(restored["order"])
         augment.set_state(restored["augment"])
         state.generator.set_state(restored["method_rng"])
-        start_epoch = state.epoch = plan.cache_epoch
-        state.step = budget.steps(start_epoch)
-        cached_time, cached_images = restored["step_time"], restored["images"]
-        curves = restored["curves"]
-        if run is not None:
-            for step, metrics in curves:
+        state.epoch = plan.cache_epoch
+        state.step = budget.steps(state.epoch)
+        cached_images = restored["images"]
+        for step, metrics in restored["curves"]:
+            curves.append((step, metrics))
+            if run is not None:
                 run.log_metrics(metrics, step)
+        end_epoch(restored["train_loss"])
 
     cuda = device.type == "cuda"
-    params_lr = None
     model.train()
-    for _epoch in range(start_epoch, budget.epochs):
+    while state.epoch < budget.epochs:
         loss_sum = torch.zeros((), device=device)
         for x, y in data.train_batches(preset.batch_size, order, augment, device):
             lr = float(state.lr[state.step])
-            if lr != params_lr:
-                for group in state.optimizer.param_groups:
-                    group["lr"] = lr
-                params_lr = lr
+            for group in state.optimizer.param_groups:  # the optimizer may have been replaced
+                group["lr"] = lr
             if cuda:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -310,27 +326,12 @@ def train_run(
                     "order": order.get_state(),
                     "augment": augment.get_state(),
                     "method_rng": state.generator.get_state(),
-                    "step_time": step_time,
                     "images": images,
-                    "curves": curves + [(state.step, {"train_loss": train_loss})],
+                    "curves": list(curves),
+                    "train_loss": train_loss,
                 },
             )
-        state.logged.clear()
-        method.on_epoch_end(state)
-        val_acc = state.evaluate_val()
-        sparsity = achieved_sparsity(model)
-        metrics = {
-            "train_loss": train_loss,
-            "lr": float(state.lr[state.step - 1]),
-            "sparsity": sparsity,
-            "val_accuracy": val_acc,
-            **state.logged,
-        }
-        curves.append((state.step, metrics))
-        if run is not None:
-            run.log_metrics(metrics, state.step)
-        if on_epoch is not None:
-            on_epoch(Progress(state.epoch, budget.epochs, state.step, val_acc, train_loss, sparsity))
+        end_epoch(train_loss)
 
     method.finalize(model, state)
     project_to_sparsity(model, config.target)

@@ -1,0 +1,19 @@
+import pytest
+import torch
+
+from benchsuite.data import load_dataset
+from benchsuite.presets import load_preset
+
+torch.set_num_threads(1)  # the suite shares 2 cores; results must not depend on thread races
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """Synthetic 8×8 data: 460 train / 52 val / 64 test, 10 classes."""
+    return load_dataset("synthetic", n=512, n_test=64, shape=(1, 8, 8))
+
+
+@pytest.fixture
+def tiny_preset():
+    """The digits preset on synthetic data: small CNN, 4 epochs of 14 steps."""
+    return load_preset("digits").replace(dataset="synthetic", epochs=4, eval_batch_size=256)

@@ -1,0 +1,113 @@
+"""The fairness protocol enforced by the one training loop."""
+
+import pytest
+import torch
+
+from benchsuite.method import PruningMethod
+from benchsuite.registry import registry
+from benchsuite.train import RunConfig, make_generator, seed_for, train_run
+
+
+class Recorder(PruningMethod):
+    """Records what the loop hands a method: initial weights and the first batches."""
+
+    name = "recorder"
+    log: dict = {}
+
+    def prepare(self, model, state):
+        Recorder.log["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+        Recorder.log["batches"] = []
+
+    def after_step(self, state):
+        if state.step <= 3:
+            Recorder.log["batches"].append(state.model.training)
+
+
+@pytest.fixture
+def with_recorder(monkeypatch):
+    monkeypatch.setitem(registry().methods, "recorder", Recorder)
+    return Recorder
+
+
+def test_seed_streams_are_independent_and_deterministic():
+    seeds = {seed_for(0, s) for s in ("init", "order", "augment", "method")}
+    assert len(seeds) == 4
+    assert seed_for(3, "order") == seed_for(3, "order") != seed_for(4, "order")
+
+
+def test_two_methods_start_from_the_same_weights_and_batches(tiny_preset, tiny_data, monkeypatch, with_recorder):
+    batches = []
+    original = type(tiny_data).train_batches
+
+    def spy(self, *args, **kwargs):
+        for i, (x, y) in enumerate(original(self, *args, **kwargs)):
+            if i < 2:
+                batches.append((x.clone(), y.clone()))
+            yield x, y
+
+    monkeypatch.setattr(type(tiny_data), "train_batches", spy)
+    preset = tiny_preset.replace(epochs=1)
+    train_run(RunConfig(preset, "recorder", 0.5, seed=7), dataset=tiny_data)
+    init_a, batches_a = Recorder.log["init"], batches[:]
+    batches.clear()
+    train_run(RunConfig(preset, "recorder", 0.9, seed=7), dataset=tiny_data)
+    for k in init_a:
+        assert torch.equal(init_a[k], Recorder.log["init"][k])
+    for (xa, ya), (xb, yb) in zip(batches_a, batches):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    batches.clear()
+    train_run(RunConfig(preset, "recorder", 0.5, seed=8), dataset=tiny_data)
+    assert not torch.equal(init_a["conv1.weight" if "conv1.weight" in init_a else next(iter(init_a))],
+                           Recorder.log["init"][next(iter(init_a)) if "conv1.weight" not in init_a else "conv1.weight"])
+    assert not torch.equal(batches_a[0][1], batches[0][1])
+
+
+def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data, monkeypatch):
+    reads_at_finalize = []
+
+    class Probe(PruningMethod):
+        name = "probe"
+
+        def on_epoch_end(self, state):
+            reads_at_finalize.append(tiny_data.test_reads)
+
+        def finalize(self, model, state):
+            reads_at_finalize.append(tiny_data.test_reads)
+
+    monkeypatch.setitem(registry().methods, "probe", Probe)
+    before = tiny_data.test_reads
+    train_run(RunConfig(tiny_preset, "probe", 0.5, 0), dataset=tiny_data)
+    assert reads_at_finalize == [before] * (tiny_preset.epochs + 1)
+    assert tiny_data.test_reads == before + 1
+
+
+def test_budget_is_exact_for_every_method(tiny_preset, tiny_data):
+    steps = {
+        m: train_run(RunConfig(tiny_preset, m, 0.0 if m == "dense" else 0.9, 0, hparams=hp), dataset=tiny_data).metrics
+        for m, hp in [("dense", ()), ("imp", (("retrain_fraction", "0.25"),)), ("bimp", (("cycles", "2"),))]
+    }
+    assert {int(s["train_steps"]) for s in steps.values()} == {tiny_preset.epochs * 14}
+    assert {int(s["train_images"]) for s in steps.values()} == {tiny_preset.epochs * 14 * 32}
+
+
+def test_cached_dense_phase_gives_the_same_run(tiny_preset, tiny_data, tmp_path):
+    cfg = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("retrain_fraction", "0.25"),))
+    straight = train_run(cfg, dataset=tiny_data)
+    first = train_run(cfg, dataset=tiny_data, cache_dir=tmp_path)
+    assert first.tags["cached_dense"] == "false"
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    ft = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("retrain_fraction", "0.25"), ("schedule", "ft")))
+    again = train_run(cfg, dataset=tiny_data, cache_dir=tmp_path)
+    assert again.tags["cached_dense"] == "true"
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k]), k
+    assert again.metrics["train_steps"] == straight.metrics["train_steps"]
+    assert again.metrics["train_images"] == straight.metrics["train_images"]
+    # another schedule after the same dense phase reuses it; a different seed does not
+    assert train_run(ft, dataset=tiny_data, cache_dir=tmp_path).tags["cached_dense"] == "true"
+    other_seed = RunConfig(tiny_preset, "imp", 0.9, 1, hparams=(("retrain_fraction", "0.25"),))
+    assert train_run(other_seed, dataset=tiny_data, cache_dir=tmp_path).tags["cached_dense"] == "false"
+
+
+def test_generators_are_cpu_generators():
+    assert make_generator(0, "order").device.type == "cpu"

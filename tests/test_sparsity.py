@@ -1,0 +1,94 @@
+"""Global magnitude selection, fractions of the remaining weights, hard masks, projection."""
+
+import torch
+from torch import nn
+
+from benchsuite.sparsity import (
+    HardMasks,
+    achieved_sparsity,
+    global_magnitude_masks,
+    keep_count,
+    prunable_modules,
+    project_to_sparsity,
+    prune_remaining,
+)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.bn = nn.BatchNorm2d(2)
+        self.norm = nn.LayerNorm(2)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.bn(self.conv(x)).mean((2, 3))))
+
+
+def test_prunable_is_conv_and_linear_weights_only():
+    names = [n for n, _ in prunable_modules(Net())]
+    assert names == ["conv", "fc"]  # first and last layer included; BN and LayerNorm never
+
+
+def test_global_selection_spans_tensors():
+    a = torch.tensor([0.1, -5.0, 0.2])
+    b = torch.tensor([[3.0, -0.05], [0.3, 4.0]])
+    masks = global_magnitude_masks([a, b], keep=3)
+    assert masks[0].tolist() == [False, True, False]
+    assert masks[1].tolist() == [[True, False], [False, True]]
+
+
+def test_fraction_is_of_the_remaining_weights():
+    w = torch.arange(1.0, 11.0)  # 10 weights
+    current = [torch.tensor([False] * 4 + [True] * 6)]  # 4 already pruned
+    new = prune_remaining([w], 0.5, current)  # round(0.5 · 6) = 3 more, not 5
+    assert int(new[0].sum()) == 3
+    assert new[0].tolist() == [False] * 7 + [True] * 3
+    # already-pruned entries are never revived, even if large
+    w2 = torch.tensor([100.0, 1.0, 2.0, 3.0])
+    again = prune_remaining([w2], 1 / 3, [torch.tensor([False, True, True, True])])
+    assert again[0].tolist() == [False, False, True, True]
+
+
+def test_keep_count_rounds_the_pruned_amount():
+    assert keep_count(1000, 0.9) == 100
+    assert keep_count(61470, 0.98) == 61470 - round(0.98 * 61470)
+
+
+def test_projection_gives_max_of_achieved_and_target():
+    torch.manual_seed(0)
+    net = Net()
+    project_to_sparsity(net, 0.5)
+    total = net.conv.weight.numel() + net.fc.weight.numel()  # 2 + 6 = 8
+    assert achieved_sparsity(net) == (total - keep_count(total, 0.5)) / total
+    with torch.no_grad():
+        net.conv.weight.fill_(1.0)
+        net.fc.weight.zero_()  # 6 of 8 zero: sparser than the target
+        net.fc.bias.fill_(0.01)
+    project_to_sparsity(net, 0.5)
+    assert achieved_sparsity(net) == 0.75
+    assert torch.all(net.conv.weight == 1.0)
+    assert torch.all(net.fc.bias == 0.01)  # biases are never pruned
+
+
+def test_hard_masks_keep_pruned_weights_at_zero_under_sgd_with_decay_and_momentum():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True)
+    x = torch.randn(8, 4)
+    for _ in range(3):  # build up momentum first
+        opt.zero_grad()
+        lin(x).pow(2).sum().backward()
+        opt.step()
+    masks = HardMasks([lin.weight])
+    keep = torch.rand(4, 4) > 0.5
+    masks.set([keep], opt)
+    assert torch.all(opt.state[lin.weight]["momentum_buffer"][~keep] == 0)
+    for _ in range(5):
+        opt.zero_grad()
+        lin(x).pow(2).sum().backward()
+        masks.mask_grads()
+        opt.step()
+    assert torch.all(lin.weight[~keep] == 0)
+    assert torch.all(lin.weight[keep] != 0)
