@@ -28,9 +28,13 @@ def parse_sparsities(text: str) -> list[float]:
         try:
             value = float(part)
         except ValueError:
-            raise BadInput(f"--sparsity {part.strip()!r} is not a number; give values in (0, 1), e.g. 0.9,0.95") from None
+            raise BadInput(
+                f"--sparsity {part.strip()!r} is not a number; give values in (0, 1), e.g. 0.9,0.95"
+            ) from None
         if not 0.0 < value < 1.0:
-            raise BadInput(f"--sparsity {value:g} is outside (0, 1); give values strictly between 0 and 1")
+            raise BadInput(
+                f"--sparsity {value:g} is outside (0, 1); give values strictly between 0 and 1"
+            )
         values.append(value)
     return sorted(set(values))
 
@@ -42,7 +46,9 @@ def parse_methods(text: str) -> list[str]:
         raise BadInput(f"--methods is empty; choose from all, {', '.join(known)}")
     for name in names:
         if name not in known:
-            raise BadInput(f"--methods: unknown method {name!r}; choose from all, {', '.join(known)}")
+            raise BadInput(
+                f"--methods: unknown method {name!r}; choose from all, {', '.join(known)}"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -55,12 +61,15 @@ def parse_hp_options(options: list[str], methods: list[str]) -> dict[str, list[d
         if not sep or not dot or not tail:
             raise BadInput(f"--hp {option!r} is not METHOD.NAME=V1[,V2...]")
         if method not in methods:
-            raise BadInput(f"--hp {option!r}: method {method!r} is not in --methods ({', '.join(methods)})")
+            raise BadInput(
+                f"--hp {option!r}: method {method!r} is not in --methods ({', '.join(methods)})"
+            )
         cls = get_method(method)
         fields = [f.name for f in hparam_fields(cls.Hparams)]
         if name not in fields:
             raise BadInput(
-                f"--hp {option!r}: {method} has no hyperparameter {name!r}; choose from {', '.join(fields) or '(none)'}"
+                f"--hp {option!r}: {method} has no hyperparameter {name!r}; "
+                f"choose from {', '.join(fields) or '(none)'}"
             )
         values.setdefault(method, {})[name] = [v.strip() for v in tail.split(",")]
     variants: dict[str, list[dict[str, str]]] = {}
@@ -76,16 +85,29 @@ def parse_hp_options(options: list[str], methods: list[str]) -> dict[str, list[d
     return variants
 
 
-def resolve_preset(name: str, *, dataset: str | None, model: str | None, epochs: int | None) -> Preset:
+def resolve_preset(
+    name: str, *, dataset: str | None, model: str | None, epochs: int | None
+) -> Preset:
     try:
         preset = load_preset(name)
     except PresetError as exc:
         raise BadInput(f"--preset: {exc}") from None
     if epochs is not None and epochs < 1:
         raise BadInput(f"--epochs {epochs} is not a budget; give an integer >= 1")
-    if model is not None and model not in MODELS and not model.startswith(("timm:", "torchvision:")):
-        raise BadInput(f"--model: unknown model {model!r}; choose from {', '.join(MODELS)}, timm:NAME, torchvision:NAME")
-    changes = {k: v for k, v in {"dataset": dataset, "model": model, "epochs": epochs}.items() if v is not None}
+    if (
+        model is not None
+        and model not in MODELS
+        and not model.startswith(("timm:", "torchvision:"))
+    ):
+        raise BadInput(
+            f"--model: unknown model {model!r}; "
+            f"choose from {', '.join(MODELS)}, timm:NAME, torchvision:NAME"
+        )
+    changes = {
+        k: v
+        for k, v in {"dataset": dataset, "model": model, "epochs": epochs}.items()
+        if v is not None
+    }
     return preset.replace(**changes) if changes else preset
 
 
@@ -115,7 +137,9 @@ def expand(request: Request, data: Dataset) -> list[RunConfig]:
     for method in request.methods:
         cls = get_method(method)
         targets = [0.0] if cls.one_per_seed else request.sparsities
-        for overrides, target, seed in itertools.product(request.variants[method], targets, request.seeds):
+        for overrides, target, seed in itertools.product(
+            request.variants[method], targets, request.seeds
+        ):
             tuned = bool(request.tuned and method in request.tuned)
             hps = {**(request.tuned or {}).get(method, {}), **overrides}
             calibrated = request.preset.calibration.get(method, {}).get(f"{target:g}", {})
@@ -143,4 +167,3 @@ def _steps(data: Dataset, preset: Preset) -> int:
         return data.steps_per_epoch(preset.batch_size)
     except DataError as exc:
         raise BadInput(str(exc)) from None
-

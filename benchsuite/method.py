@@ -38,7 +38,14 @@ def hparam(
     ``source`` is the paper section/table, "reference code", or "chosen here: <why>".
     ``low``/``high`` (optionally ``log``) or ``choices`` mark the field tunable.
     """
-    meta = {"source": source, "low": low, "high": high, "log": log, "choices": choices, "help": help}
+    meta = {
+        "source": source,
+        "low": low,
+        "high": high,
+        "log": log,
+        "choices": choices,
+        "help": help,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -64,7 +71,9 @@ def parse_hparams(hp_cls: type, overrides: dict[str, str | Any]) -> Any:
     for f in dataclasses.fields(hp_cls):
         choices = f.metadata.get("choices")
         if choices and getattr(hp, f.name) not in choices:
-            raise ValueError(f"{f.name}={getattr(hp, f.name)!r}; choose from {', '.join(map(str, choices))}")
+            raise ValueError(
+                f"{f.name}={getattr(hp, f.name)!r}; choose from {', '.join(map(str, choices))}"
+            )
     return hp
 
 
@@ -101,7 +110,9 @@ class TrainState:
     model: nn.Module
     budget: Budget
     plan: Plan
-    lr: np.ndarray  # per-step LR, a copy of plan.lr that a method may rescale for its own future steps
+    lr: (
+        np.ndarray
+    )  # per-step LR, a copy of plan.lr that a method may rescale for its own future steps
     device: torch.device
     generator: torch.Generator  # the method's own randomness, derived from the run seed
     optimizer_factory: Callable[[], torch.optim.Optimizer]
@@ -131,7 +142,9 @@ class TrainState:
         """A fresh optimizer (empty momentum) over the same parameters; the LR comes from ``lr``."""
         self.optimizer = self.optimizer_factory()
         if self.scaler is not None:
-            self.scaler = torch.amp.GradScaler(self.scaler._device, enabled=self.scaler.is_enabled())
+            self.scaler = torch.amp.GradScaler(
+                self.scaler._device, enabled=self.scaler.is_enabled()
+            )
 
     def parameter_norm(self) -> float:
         return parameter_norm(self.model)
@@ -156,7 +169,9 @@ class PruningMethod:
     Hparams: ClassVar[type] = NoHparams
     targets_sparsity: ClassVar[bool] = True
     source: ClassVar[str] = ""  # citation of the method's paper
-    one_per_seed: ClassVar[bool] = False  # True for the dense reference: one run per seed, no target
+    one_per_seed: ClassVar[bool] = (
+        False  # True for the dense reference: one run per seed, no target
+    )
 
     def __init__(self, hp: Any, target: float, plan: Plan) -> None:
         self.hp = hp
@@ -176,7 +191,7 @@ class PruningMethod:
         return None
 
     def after_backward(self, state: TrainState) -> None:
-        """Edit gradients: after AMP unscaling and the hard-mask gradient masking, before the step."""
+        """Edit gradients: after AMP unscaling and hard-mask gradient masking, before the step."""
 
     def after_step(self, state: TrainState) -> None:
         pass

@@ -45,7 +45,9 @@ def discover() -> Registry:
             if not (isinstance(cls, type) and issubclass(cls, PruningMethod)):
                 raise TypeError(f"{ep.value} is not a benchsuite.method.PruningMethod subclass")
             if getattr(cls, "name", None) != ep.name:
-                raise TypeError(f"entry point {ep.name!r} loads a method named {cls.__dict__.get('name')!r}")
+                raise TypeError(
+                    f"entry point {ep.name!r} loads a method named {cls.__dict__.get('name')!r}"
+                )
         except Exception as exc:  # noqa: BLE001 - any plugin error is reported, not raised
             broken.append(BrokenPlugin(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
             continue

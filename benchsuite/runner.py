@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .data import Dataset, load_dataset
-from .tracking import Tracker, TrackedRun
+from .tracking import TrackedRun, Tracker
 from .train import Progress, RunConfig, RunResult, run_key, train_run
 
 
@@ -55,7 +55,9 @@ def execute(
     on_epoch: Callable[[Progress], None] | None = None,
 ) -> tuple[str, RunResult | None, str | None]:
     """Train and record one run. Returns (status, result, error); never raises for a run error."""
-    data = dataset or load_dataset(config.preset.dataset, config.data_dir, split_seed=config.split_seed)
+    data = dataset or load_dataset(
+        config.preset.dataset, config.data_dir, split_seed=config.split_seed
+    )
     tags = {
         "version": __version__,
         "run_key": key_for(config, data),

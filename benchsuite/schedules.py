@@ -73,7 +73,9 @@ def original_schedule(spec: ScheduleSpec, epochs: int, steps_per_epoch: int) -> 
     else:  # cosine → 0
         main = sched.CosineAnnealingLR(opt, T_max=max(main_len, 1), eta_min=0.0)
     if warm:
-        ramp = sched.LinearLR(opt, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warm)
+        ramp = sched.LinearLR(
+            opt, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warm
+        )
         if spec.kind in ("step", "multistep"):
             scheduler: sched.LRScheduler = sched.ChainedScheduler([ramp, main])
         else:
@@ -89,7 +91,7 @@ def original_schedule(spec: ScheduleSpec, epochs: int, steps_per_epoch: int) -> 
 
 
 def linear_to_zero(lr: float, n_steps: int) -> np.ndarray:
-    """η_max → 0 linearly over n steps (Li et al. 2020's budget-aware schedule; BIMP's dense phase)."""
+    """η_max → 0 linearly over n steps (Li et al. 2020's budget-aware schedule; BIMP's dense)."""
     return lr * (1.0 - np.arange(n_steps) / n_steps)
 
 

@@ -135,7 +135,9 @@ class HardMasks:
         self.masks = None
 
 
-def zero_momentum(optimizer: torch.optim.Optimizer, params: list[Tensor], masks: list[Tensor]) -> None:
+def zero_momentum(
+    optimizer: torch.optim.Optimizer, params: list[Tensor], masks: list[Tensor]
+) -> None:
     """Zero the momentum buffer at the masked-out positions (GMP, reference §5)."""
     with torch.no_grad():
         for p, m in zip(params, masks):
@@ -147,4 +149,6 @@ def zero_momentum(optimizer: torch.optim.Optimizer, params: list[Tensor], masks:
 def parameter_norm(model: nn.Module) -> float:
     """L2 norm over all parameters (weights, biases, BN affine): the θ of ALLR's norm drop."""
     with torch.no_grad():
-        return float(torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in model.parameters()])))
+        return float(
+            torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        )

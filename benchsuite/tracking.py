@@ -96,7 +96,9 @@ class Tracker:
     @retry_locked
     def runs(self) -> list[Any]:
         """All runs of the experiment (every status), newest first."""
-        return self.client.search_runs([self.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"])
+        return self.client.search_runs(
+            [self.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"]
+        )
 
     def finished_keys(self) -> set[str]:
         return {
@@ -153,4 +155,6 @@ class TrackedRun:
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         if error is not None:
             self.client.set_tag(self.run_id, TAG + "error", error[:5000])
-        self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+        self.client.set_terminated(
+            self.run_id, status=RunStatus.to_string(RunStatus.from_string(status))
+        )

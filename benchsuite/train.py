@@ -63,7 +63,9 @@ class RunConfig:
         return get_method(self.method)
 
     def hp(self) -> Any:
-        return parse_hparams(self.method_cls().Hparams, {**dict(self.calibrated), **dict(self.hparams)})
+        return parse_hparams(
+            self.method_cls().Hparams, {**dict(self.calibrated), **dict(self.hparams)}
+        )
 
     def variant(self) -> str:
         """The leaderboard row: the user's non-default hyperparameters (not the calibration)."""
@@ -71,7 +73,11 @@ class RunConfig:
 
     def label(self) -> str:
         v = self.variant()
-        return f"{self.method}" + ("" if v == "default" else f"[{v}]") + f"@{self.target:g}/s{self.seed}"
+        return (
+            f"{self.method}"
+            + ("" if v == "default" else f"[{v}]")
+            + f"@{self.target:g}/s{self.seed}"
+        )
 
 
 def seed_for(seed: int, stream: str) -> int:
@@ -126,7 +132,9 @@ def device_label(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, batches, amp_dtype: torch.dtype | None = None
+) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (%) in eval mode; restores the training flag."""
     was_training = model.training
     model.eval()
@@ -190,6 +198,68 @@ class Checkpoints:
         os.replace(tmp, path)  # atomic: concurrent writers of the same prefix are harmless
 
 
+def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if (config.preset.amp and device.type == "cuda") else None
+
+
+def setup(
+    config: RunConfig, data: Dataset, budget: Budget, device: torch.device
+) -> tuple[nn.Module, PruningMethod, TrainState]:
+    """Plan, model from the seed's init stream, method prepared, optimizer built (in that order)."""
+    preset = config.preset
+    method_cls = config.method_cls()
+    hp = config.hp()
+    plan = method_cls.plan(budget, hp, config.target, preset.schedule)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_for(config.seed, "init"))
+        model = build_model(preset.model, data.num_classes, data.input_shape)
+    model.to(device)
+    if preset.channels_last:
+        model.to(memory_format=torch.channels_last)
+    method = method_cls(hp, config.target, plan)
+    state = TrainState(
+        model=model,
+        budget=budget,
+        plan=plan,
+        lr=plan.lr.copy(),
+        device=device,
+        generator=make_generator(config.seed, "method"),
+        optimizer_factory=lambda: make_optimizer(model, config),
+    )
+    method.prepare(model, state)
+    state.optimizer = make_optimizer(model, config)
+    return model, method, state
+
+
+def train_step(
+    state: TrainState,
+    method: PruningMethod,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """One counted optimizer step with every method hook in its place; returns the loss."""
+    lr = float(state.lr[state.step])
+    for group in state.optimizer.param_groups:  # the optimizer may have been replaced
+        group["lr"] = lr
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss = F.cross_entropy(state.model(x), y)
+        reg = method.regularization(state)
+        total = loss if reg is None else loss + reg
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if state.masks is not None:
+        state.masks.mask_grads()
+    method.after_backward(state)
+    state.optimizer.step()
+    state.step += 1
+    method.after_step(state)
+    return loss.detach()
+
+
 def train_run(
     config: RunConfig,
     run: TrackedRun | None = None,
@@ -203,43 +273,24 @@ def train_run(
     preset = config.preset
     device = torch.device(config.device)
     data = dataset or load_dataset(preset.dataset, config.data_dir, split_seed=config.split_seed)
-    method_cls = config.method_cls()
-    hp = config.hp()
     budget = Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
-    plan = method_cls.plan(budget, hp, config.target, preset.schedule)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed_for(config.seed, "init"))
-        model = build_model(preset.model, data.num_classes, data.input_shape)
-    model.to(device)
-    if preset.channels_last:
-        model.to(memory_format=torch.channels_last)
-    amp_dtype = torch.bfloat16 if (preset.amp and device.type == "cuda") else None
-
+    model, method, state = setup(config, data, budget, device)
+    plan = state.plan
+    amp_dtype = autocast_dtype(config, device)
     order = make_generator(config.seed, "order")
     augment = make_generator(config.seed, "augment")
-    method = method_cls(hp, config.target, plan)
-    state = TrainState(
-        model=model,
-        budget=budget,
-        plan=plan,
-        lr=plan.lr.copy(),
-        device=device,
-        generator=make_generator(config.seed, "method"),
-        optimizer_factory=lambda: make_optimizer(model, config),
-    )
     state.evaluate_val = lambda: evaluate(
         model, data.val_batches(preset.eval_batch_size, device), amp_dtype
     )[0]
-    method.prepare(model, state)
-    state.optimizer = make_optimizer(model, config)
 
     ckpt = Checkpoints(cache_dir)
     cache_key = None
     if plan.cache_epoch is not None and plan.cache_key is not None:
         prefix = {**resolved(config), "method": plan.cache_key, "hparams": None, "target": None}
         prefix["data"] = data.fingerprint
-        cache_key = hashlib.sha256(json.dumps(prefix, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        cache_key = hashlib.sha256(
+            json.dumps(prefix, sort_keys=True, default=str).encode()
+        ).hexdigest()[:24]
 
     step_time = 0.0
     images = 0
@@ -263,7 +314,9 @@ def train_run(
         if run is not None:
             run.log_metrics(metrics, state.step)
         if on_epoch is not None:
-            on_epoch(Progress(state.epoch, budget.epochs, state.step, val_acc, train_loss, sparsity))
+            on_epoch(
+                Progress(state.epoch, budget.epochs, state.step, val_acc, train_loss, sparsity)
+            )
 
     restored = ckpt.load(cache_key) if cache_key else None
     if restored is not None:
@@ -287,31 +340,15 @@ def train_run(
     while state.epoch < budget.epochs:
         loss_sum = torch.zeros((), device=device)
         for x, y in data.train_batches(preset.batch_size, order, augment, device):
-            lr = float(state.lr[state.step])
-            for group in state.optimizer.param_groups:  # the optimizer may have been replaced
-                group["lr"] = lr
             if cuda:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            if preset.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = F.cross_entropy(model(x), y)
-                reg = method.regularization(state)
-                total = loss if reg is None else loss + reg
-            state.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if state.masks is not None:
-                state.masks.mask_grads()
-            method.after_backward(state)
-            state.optimizer.step()
-            state.step += 1
-            method.after_step(state)
+            loss = train_step(state, method, x, y, amp_dtype, preset.channels_last)
             if cuda:
                 torch.cuda.synchronize(device)
             step_time += time.perf_counter() - t0
             images += y.shape[0]
-            loss_sum += loss.detach()
+            loss_sum += loss
         state.epoch += 1
         train_loss = float(loss_sum) / budget.steps_per_epoch
         if not math.isfinite(train_loss):
@@ -335,11 +372,15 @@ def train_run(
 
     method.finalize(model, state)
     project_to_sparsity(model, config.target)
-    bn_images = recalibrate_bn(model, data, config, device) if config.bn_recalibration_batches else 0
+    bn_images = (
+        recalibrate_bn(model, data, config, device) if config.bn_recalibration_batches else 0
+    )
     example = next(iter(data.val_batches(preset.eval_batch_size, device)))[0]
     layers = count_layers(model, example)
     val_acc, _ = evaluate(model, data.val_batches(preset.eval_batch_size, device), amp_dtype)
-    test_acc, test_top5 = evaluate(model, data.test_batches(preset.eval_batch_size, device), amp_dtype)
+    test_acc, test_top5 = evaluate(
+        model, data.test_batches(preset.eval_batch_size, device), amp_dtype
+    )
     total_images = images + cached_images
     metrics = {
         "test_accuracy": test_acc,

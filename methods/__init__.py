@@ -1,1 +1,1 @@
-"""benchsuite's built-in pruning methods, registered through the ``benchsuite.methods`` entry points."""
+"""benchsuite's built-in pruning methods, registered through ``benchsuite.methods`` entry points."""

@@ -65,7 +65,9 @@ class BIMP(IMP):
     def dense_record(cls, budget: Budget, hp, schedule: ScheduleSpec, epochs: int) -> LRRecord:
         linear = ScheduleSpec("linear", lr=schedule.lr, warmup_epochs=schedule.warmup_epochs)
         lr = original_schedule(linear, epochs, budget.steps_per_epoch)
-        return LRRecord(lr, warmup_steps=min(schedule.warmup_epochs, epochs) * budget.steps_per_epoch)
+        return LRRecord(
+            lr, warmup_steps=min(schedule.warmup_epochs, epochs) * budget.steps_per_epoch
+        )
 
     @classmethod
     def retrain_schedule_name(cls, hp) -> str:

@@ -43,7 +43,9 @@ class IMP(PruningMethod):
     """Prune a per-phase fraction p = 1 − (1 − S)^(1/J) of the remaining weights, retrain."""
 
     name = "imp"
-    source = "Han et al., NeurIPS 2015; schedules: Renda et al. 2020, Le & Hua 2021, Zimmer et al. 2023"
+    source = (
+        "Han et al., NeurIPS 2015; schedules: Renda et al. 2020, Le & Hua 2021, Zimmer et al. 2023"
+    )
     Hparams = IMPHparams
     reset_momentum_after_dense = True  # reference §11.11: fresh optimizer after the dense stage
 
@@ -91,7 +93,11 @@ class IMP(PruningMethod):
             np.concatenate(lrs),
             cache_epoch=dense_epochs,
             cache_key=f"{cls.dense_kind()}-dense-{dense_epochs}ep",
-            notes={"dense_epochs": dense_epochs, "eta_max": record.eta_max, "eta_min": record.eta_min},
+            notes={
+                "dense_epochs": dense_epochs,
+                "eta_max": record.eta_max,
+                "eta_min": record.eta_min,
+            },
         )
 
     @classmethod

@@ -26,7 +26,10 @@ runner = CliRunner()
         (["--preset", "fashion-mnist", "--data-dir", "/nonexistent/fm"], "/nonexistent/fm"),
         (["--preset", "cifar10-resnet56"], "cifar10"),
         (["--model", "nosuch"], "unknown model 'nosuch'"),
-        (["--hp", "imp.schedule=xyz", "--methods", "imp"], "choose from ft, lrw, slr, clr, llr, allr"),
+        (
+            ["--hp", "imp.schedule=xyz", "--methods", "imp"],
+            "choose from ft, lrw, slr, clr, llr, allr",
+        ),
         (["--hp", "imp.nosuch=1", "--methods", "imp"], "imp has no hyperparameter 'nosuch'"),
         (["--hp", "gmp.x=1", "--methods", "imp"], "method 'gmp' is not in --methods"),
         (["--hp", "imp.schedule", "--methods", "imp"], "is not METHOD.NAME=V1"),
@@ -46,12 +49,16 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, need
 
 
 def test_missing_fashion_mnist_names_the_package(tmp_path):
-    result = runner.invoke(app, ["run", "--preset", "fashion-mnist", "--data-dir", str(tmp_path / "no")])
+    result = runner.invoke(
+        app, ["run", "--preset", "fashion-mnist", "--data-dir", str(tmp_path / "no")]
+    )
     assert result.exit_code == 2
     assert "dataset-fashion-mnist" in result.stderr
 
 
 def test_unknown_experiment_for_leaderboard(tmp_path):
-    result = runner.invoke(app, ["leaderboard", "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    result = runner.invoke(
+        app, ["leaderboard", "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    )
     assert result.exit_code == 2
     assert "--experiment 'x' has no runs" in result.stderr

@@ -15,13 +15,19 @@ pytestmark = pytest.mark.slow
 
 def benchsuite(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "benchsuite.cli", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=900, env={**os.environ, "COLUMNS": "200"},
+        [sys.executable, "-m", "benchsuite.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "200"},
     )
 
 
 def test_default_benchmark_records_one_mlflow_run_per_method(tmp_path):
-    done = benchsuite("run", "--methods", "bimp,imp,dense", "--sparsity", "0.9", "--epochs", "10", cwd=tmp_path)
+    done = benchsuite(
+        "run", "--methods", "bimp,imp,dense", "--sparsity", "0.9", "--epochs", "10", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 finished, 0 failed" in done.stdout
     assert (tmp_path / "mlflow.db").exists()  # the default local store in the working directory
@@ -41,7 +47,11 @@ def test_default_benchmark_records_one_mlflow_run_per_method(tmp_path):
         assert m["test_top5"] >= m["test_accuracy"]
         assert m["train_img_per_s"] > 0 and m["wall_time_s"] > 0
         assert m["flops_dense"] > 0
-        assert t["benchsuite.run_key"] and t["benchsuite.version"] and t["benchsuite.device"].startswith("cpu")
+        assert (
+            t["benchsuite.run_key"]
+            and t["benchsuite.version"]
+            and t["benchsuite.device"].startswith("cpu")
+        )
         artifacts = Path(r.info.artifact_uri.removeprefix("file://"))
         state = load_file(artifacts / "model.safetensors")
         weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() > 1]
@@ -60,7 +70,9 @@ def test_default_benchmark_records_one_mlflow_run_per_method(tmp_path):
             assert m["flops_sparse"] < m["flops_dense"]
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
 
-    again = benchsuite("run", "--methods", "bimp,imp,dense", "--sparsity", "0.9", "--epochs", "10", cwd=tmp_path)
+    again = benchsuite(
+        "run", "--methods", "bimp,imp,dense", "--sparsity", "0.9", "--epochs", "10", cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr
     assert "0 finished, 0 failed, 3 skipped" in again.stdout
     assert len(client.search_runs([exp.experiment_id])) == 3

@@ -19,7 +19,10 @@ def test_imp_plan_dense_phase_then_retraining_phases():
     budget = Budget(20, 10)
     plan = IMP.plan(budget, IMPHparams(phases=3, retrain_fraction=0.5), 0.9, STEP)
     assert [(p.name, p.start_epoch, p.end_epoch) for p in plan.phases] == [
-        ("dense", 0, 10), ("retrain-1", 10, 13), ("retrain-2", 13, 16), ("retrain-3", 16, 20),
+        ("dense", 0, 10),
+        ("retrain-1", 10, 13),
+        ("retrain-2", 13, 16),
+        ("retrain-3", 16, 20),
     ]  # ⌊10/3⌋ per phase, remainder to the last
     assert len(plan.lr) == budget.total_steps
     # the dense phase is the preset's step schedule over its own 10 epochs
@@ -62,7 +65,9 @@ def test_imp_phases_prune_the_per_phase_fraction(tiny_preset, tiny_data):
     def spy(progress):
         seen.append(progress.sparsity)
 
-    result = run(preset, tiny_data, "imp", (("phases", "3"), ("retrain_fraction", "0.5")), on_epoch=spy)
+    result = run(
+        preset, tiny_data, "imp", (("phases", "3"), ("retrain_fraction", "0.5")), on_epoch=spy
+    )
     p = 1 - 0.1 ** (1 / 3)  # per-phase fraction of the remaining weights
     # epochs 1-2 dense, then a prune at the end of epochs 3, 4, 5 (phases of 1 epoch each)
     assert seen[:2] == [0.0, 0.0]
@@ -99,7 +104,9 @@ def test_imp_resets_momentum_after_the_dense_phase(tiny_preset, tiny_data, monke
     from benchsuite.method import TrainState
 
     original = TrainState.reset_optimizer
-    monkeypatch.setattr(TrainState, "reset_optimizer", lambda s: (calls.append(s.epoch), original(s)))
+    monkeypatch.setattr(
+        TrainState, "reset_optimizer", lambda s: (calls.append(s.epoch), original(s))
+    )
     run(tiny_preset, tiny_data, "imp", (("retrain_fraction", "0.25"),))
     assert calls == [3]
     calls.clear()

@@ -35,7 +35,9 @@ def test_seed_streams_are_independent_and_deterministic():
     assert seed_for(3, "order") == seed_for(3, "order") != seed_for(4, "order")
 
 
-def test_two_methods_start_from_the_same_weights_and_batches(tiny_preset, tiny_data, monkeypatch, with_recorder):
+def test_two_methods_start_from_the_same_weights_and_batches(
+    tiny_preset, tiny_data, monkeypatch, with_recorder
+):
     batches = []
     original = type(tiny_data).train_batches
 
@@ -57,8 +59,12 @@ def test_two_methods_start_from_the_same_weights_and_batches(tiny_preset, tiny_d
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     batches.clear()
     train_run(RunConfig(preset, "recorder", 0.5, seed=8), dataset=tiny_data)
-    assert not torch.equal(init_a["conv1.weight" if "conv1.weight" in init_a else next(iter(init_a))],
-                           Recorder.log["init"][next(iter(init_a)) if "conv1.weight" not in init_a else "conv1.weight"])
+    assert not torch.equal(
+        init_a["conv1.weight" if "conv1.weight" in init_a else next(iter(init_a))],
+        Recorder.log["init"][
+            next(iter(init_a)) if "conv1.weight" not in init_a else "conv1.weight"
+        ],
+    )
     assert not torch.equal(batches_a[0][1], batches[0][1])
 
 
@@ -83,8 +89,15 @@ def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data,
 
 def test_budget_is_exact_for_every_method(tiny_preset, tiny_data):
     steps = {
-        m: train_run(RunConfig(tiny_preset, m, 0.0 if m == "dense" else 0.9, 0, hparams=hp), dataset=tiny_data).metrics
-        for m, hp in [("dense", ()), ("imp", (("retrain_fraction", "0.25"),)), ("bimp", (("cycles", "2"),))]
+        m: train_run(
+            RunConfig(tiny_preset, m, 0.0 if m == "dense" else 0.9, 0, hparams=hp),
+            dataset=tiny_data,
+        ).metrics
+        for m, hp in [
+            ("dense", ()),
+            ("imp", (("retrain_fraction", "0.25"),)),
+            ("bimp", (("cycles", "2"),)),
+        ]
     }
     assert {int(s["train_steps"]) for s in steps.values()} == {tiny_preset.epochs * 14}
     assert {int(s["train_images"]) for s in steps.values()} == {tiny_preset.epochs * 14 * 32}
@@ -96,7 +109,9 @@ def test_cached_dense_phase_gives_the_same_run(tiny_preset, tiny_data, tmp_path)
     first = train_run(cfg, dataset=tiny_data, cache_dir=tmp_path)
     assert first.tags["cached_dense"] == "false"
     assert len(list(tmp_path.glob("*.pt"))) == 1
-    ft = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("retrain_fraction", "0.25"), ("schedule", "ft")))
+    ft = RunConfig(
+        tiny_preset, "imp", 0.9, 0, hparams=(("retrain_fraction", "0.25"), ("schedule", "ft"))
+    )
     again = train_run(cfg, dataset=tiny_data, cache_dir=tmp_path)
     assert again.tags["cached_dense"] == "true"
     for k, v in straight.model.state_dict().items():
@@ -106,7 +121,9 @@ def test_cached_dense_phase_gives_the_same_run(tiny_preset, tiny_data, tmp_path)
     # another schedule after the same dense phase reuses it; a different seed does not
     assert train_run(ft, dataset=tiny_data, cache_dir=tmp_path).tags["cached_dense"] == "true"
     other_seed = RunConfig(tiny_preset, "imp", 0.9, 1, hparams=(("retrain_fraction", "0.25"),))
-    assert train_run(other_seed, dataset=tiny_data, cache_dir=tmp_path).tags["cached_dense"] == "false"
+    assert (
+        train_run(other_seed, dataset=tiny_data, cache_dir=tmp_path).tags["cached_dense"] == "false"
+    )
 
 
 def test_generators_are_cpu_generators():

@@ -33,7 +33,8 @@ class OneShot(PruningMethod):
         if state.epoch == self.hp.when:
             masks = state.hard_masks()
             n = sum(p.numel() for p in masks.params)
-            masks.set(global_magnitude_masks(masks.params, keep_count(n, self.target)), state.optimizer)
+            keep = keep_count(n, self.target)
+            masks.set(global_magnitude_masks(masks.params, keep), state.optimizer)
 '''
 
 
@@ -45,7 +46,9 @@ def make_plugin(root, name, module_src, target):
     info = root / f"{name}_pkg-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-pkg\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[benchsuite.methods]\n{name} = {name}_pkg.method:{target}\n")
+    (info / "entry_points.txt").write_text(
+        f"[benchsuite.methods]\n{name} = {name}_pkg.method:{target}\n"
+    )
 
 
 @pytest.fixture
@@ -83,8 +86,12 @@ def cli(args, env_path=None, cwd=None):
     if env_path:
         env["PYTHONPATH"] = f"{env_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
     return subprocess.run(
-        [sys.executable, "-m", "benchsuite.cli", *args], capture_output=True, text=True, env=env,
-        cwd=cwd, timeout=600,
+        [sys.executable, "-m", "benchsuite.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
     )
 
 
@@ -96,8 +103,19 @@ def test_plugin_appears_in_methods_and_runs(plugins, tmp_path):
     assert "broken" in listing.stderr + listing.stdout  # reported, skipped
     uri = f"sqlite:///{tmp_path}/m.db"
     done = cli(
-        ["run", "--methods", "oneshot", "--sparsity", "0.8", "--epochs", "2", "--tracking-uri", uri],
-        plugins, cwd=tmp_path,
+        [
+            "run",
+            "--methods",
+            "oneshot",
+            "--sparsity",
+            "0.8",
+            "--epochs",
+            "2",
+            "--tracking-uri",
+            uri,
+        ],
+        plugins,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     from mlflow.tracking import MlflowClient

@@ -40,7 +40,9 @@ def test_cosine_and_warmup():
 
 
 def test_step_chained_with_warmup_counts_warmup_iterations():
-    lr = original_schedule(ScheduleSpec("multistep", lr=1.0, warmup_epochs=1, milestones=(0.5,)), 2, 4)
+    lr = original_schedule(
+        ScheduleSpec("multistep", lr=1.0, warmup_epochs=1, milestones=(0.5,)), 2, 4
+    )
     # milestone at 0.5 · 8 = iteration 4 counts the warm-up iterations
     assert lr[3] == pytest.approx(0.75, rel=1e-6)
     assert lr[4] == pytest.approx(0.1) and lr[7] == pytest.approx(0.1)

@@ -8,8 +8,8 @@ from benchsuite.sparsity import (
     achieved_sparsity,
     global_magnitude_masks,
     keep_count,
-    prunable_modules,
     project_to_sparsity,
+    prunable_modules,
     prune_remaining,
 )
 

@@ -60,7 +60,11 @@ class Preset:
 
 
 def list_presets() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in files(__package__).iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in files(__package__).iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def load_preset(name: str) -> Preset:
