@@ -1,0 +1,74 @@
+"""Isolated training throughput: each method variant's steps timed alone on an idle device.
+
+Trials share cores, so the img/s measured inside a trial reflects its neighbours. The
+leaderboard's img/s column comes from here instead: a method's whole plan in miniature
+(every phase and hook, ``steps`` steps per epoch on real training batches), one variant at a
+time, epoch-end hooks amortised over the steps of a real epoch. The same function times the
+methods in ``benchmarks/step_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from .budget import Budget
+from .data import Dataset
+from .train import RunConfig, autocast_dtype, make_generator, setup, train_step
+
+
+def plan_step_time(
+    config: RunConfig,
+    data: Any,
+    budget: Budget,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    real_steps_per_epoch: int,
+    device: torch.device | None = None,
+) -> float:
+    """Seconds per training step of a miniature plan, epoch-end hooks amortised.
+
+    ``data`` needs only ``num_classes`` and ``input_shape``; ``budget`` is the miniature
+    budget (the real number of epochs, few steps each).
+    """
+    device = device or torch.device(config.device)
+    model, method, state = setup(config, data, budget, device)
+    state.evaluate_val = lambda: 0.0  # diagnostics evaluation is not training work
+    amp = autocast_dtype(config, device)
+    cuda = device.type == "cuda"
+    model.train()
+    step_time = hook_time = 0.0
+    for _ in range(budget.epochs):
+        for i in range(budget.steps_per_epoch):
+            x, y = batches[i % len(batches)]
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            train_step(state, method, x, y, amp, config.preset.channels_last)
+            if cuda:
+                torch.cuda.synchronize(device)
+            step_time += time.perf_counter() - t0
+        state.epoch += 1
+        t0 = time.perf_counter()
+        method.on_epoch_end(state)
+        hook_time += time.perf_counter() - t0
+    return step_time / budget.total_steps + hook_time / (budget.epochs * real_steps_per_epoch)
+
+
+def isolated_img_per_s(config: RunConfig, data: Dataset, steps: int = 4, repeats: int = 2) -> float:
+    """Images per second of ``config``'s training steps, best of ``repeats`` after a warm-up."""
+    device = torch.device(config.device)
+    bs = config.preset.batch_size
+    order = make_generator(config.seed, "order")
+    augment = make_generator(config.seed, "augment")
+    batches = []
+    for x, y in data.train_batches(bs, order, augment, device):
+        batches.append((x, y))
+        if len(batches) == steps:
+            break
+    budget = Budget(config.preset.epochs, steps)
+    real = data.steps_per_epoch(bs)
+    plan_step_time(config, data, Budget(1, steps), batches, real, device)  # warm-up
+    best = min(plan_step_time(config, data, budget, batches, real, device) for _ in range(repeats))
+    return bs / best
