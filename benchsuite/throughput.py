@@ -34,7 +34,7 @@ def plan_step_time(
     """
     device = device or torch.device(config.device)
     model, method, state = setup(config, data, budget, device)
-    state.evaluate_val = lambda: 0.0  # diagnostics evaluation is not training work
+    state.evaluate_val = None  # diagnostics evaluation is not training work
     amp = autocast_dtype(config, device)
     cuda = device.type == "cuda"
     model.train()

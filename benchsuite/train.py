@@ -58,6 +58,7 @@ class RunConfig:
     split_seed: int = 42
     tuned: bool = False
     bn_recalibration_batches: int = 0  # optional, for every method alike (off by default)
+    evaluate_test: bool = True  # False while tuning: the test split is never read (not in run_key)
 
     def method_cls(self) -> type[PruningMethod]:
         return get_method(self.method)
@@ -267,8 +268,13 @@ def train_run(
     dataset: Dataset | None = None,
     cache_dir: Path | None = None,
     on_epoch: Callable[[Progress], None] | None = None,
+    validate: bool = True,
 ) -> RunResult:
-    """Train, finalize, project and test one run; log curves to ``run`` if given."""
+    """Train, finalize, project and test one run; log curves to ``run`` if given.
+
+    ``validate=False`` skips the per-epoch validation (and diagnostics that need it): only
+    for measuring the loop itself (benchmarks/harness_overhead.py).
+    """
     wall_start = time.perf_counter()
     preset = config.preset
     device = torch.device(config.device)
@@ -279,9 +285,10 @@ def train_run(
     amp_dtype = autocast_dtype(config, device)
     order = make_generator(config.seed, "order")
     augment = make_generator(config.seed, "augment")
-    state.evaluate_val = lambda: evaluate(
-        model, data.val_batches(preset.eval_batch_size, device), amp_dtype
-    )[0]
+    if validate:
+        state.evaluate_val = lambda: evaluate(
+            model, data.val_batches(preset.eval_batch_size, device), amp_dtype
+        )[0]
 
     ckpt = Checkpoints(cache_dir)
     cache_key = None
@@ -301,7 +308,7 @@ def train_run(
         """Epoch-end work after the counted steps: method hook, validation, curves."""
         state.logged.clear()
         method.on_epoch_end(state)
-        val_acc = state.evaluate_val()
+        val_acc = state.evaluate_val() if state.evaluate_val else float("nan")
         sparsity = achieved_sparsity(model)
         metrics = {
             "train_loss": train_loss,
@@ -378,12 +385,14 @@ def train_run(
     example = next(iter(data.val_batches(preset.eval_batch_size, device)))[0]
     layers = count_layers(model, example)
     val_acc, _ = evaluate(model, data.val_batches(preset.eval_batch_size, device), amp_dtype)
-    test_acc, test_top5 = evaluate(
-        model, data.test_batches(preset.eval_batch_size, device), amp_dtype
-    )
+    test_acc = test_top5 = None
+    if config.evaluate_test:
+        test_acc, test_top5 = evaluate(
+            model, data.test_batches(preset.eval_batch_size, device), amp_dtype
+        )
     total_images = images + cached_images
     metrics = {
-        "test_accuracy": test_acc,
+        **({} if test_acc is None else {"test_accuracy": test_acc}),
         "val_accuracy": val_acc,
         "sparsity": achieved_sparsity(model),
         "flops_dense": float(flops_dense(layers)),
@@ -396,7 +405,7 @@ def train_run(
     }
     if bn_images:
         metrics["bn_recal_images"] = float(bn_images)
-    if data.num_classes >= 5:
+    if data.num_classes >= 5 and test_top5 is not None:
         metrics["test_top5"] = test_top5
     speedup = theoretical_speedup(layers)
     if speedup is not None:
