@@ -1,0 +1,142 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) with global selection (reference §5 GMP).
+
+The sparsity follows the cubic ramp S(e) = S·(1 − (1 − e/E)³) of Zhu & Gupta's eq. (1), with
+the initial sparsity 0 and the pruning steps counted in epochs: K = ⌊T/P⌋ − 1 prunes at the
+*end* of epochs e = t·P, t = 1..K, and E = K·P, so the first prune is already above 0, the last
+(epoch E) reaches S exactly and at least P epochs train at the final sparsity. The
+selection is one global magnitude threshold over every Conv/Linear weight (the reference
+code's variant; the paper prunes layer by layer).
+
+Default (hard masks): each prune removes the fraction 1 − (1 − S(e))/(1 − S_prev) of the
+still-unpruned weights (reference §11.1) through the harness's hard masks, which zero the
+pruned weights and their momentum once and mask their gradients every step, so they stay
+exactly zero at ~no cost.
+
+``allow_recovering``: the forward uses w_orig ⊙ m (a parametrization), so masked w_orig keep
+feeling weight decay and momentum (they shrink, frozen otherwise); every prune restores all
+w_orig and computes a fresh global magnitude mask, following the reference code's
+bookkeeping: the "current sparsity" returns to 0 after every prune except the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from benchsuite.budget import Budget, BudgetError, Plan
+from benchsuite.method import PruningMethod, TrainState, hparam
+from benchsuite.schedules import ScheduleSpec
+from benchsuite.sparsity import latent_weight, prune_remaining
+
+CUBIC_EXPONENT = 3  # Zhu & Gupta 2017 eq. (1); hard-coded in the reference code (reference §10)
+
+
+def check_interval(method: str, budget: Budget, interval: int) -> None:
+    """GMP and DPF need at least one prune and P epochs after it: 1 ≤ P and 2P ≤ T."""
+    if interval < 1 or 2 * interval > budget.epochs:
+        raise BudgetError(
+            f"{method}: pruning_interval={interval} needs 1 <= pruning_interval and "
+            f"2·pruning_interval <= the budget of {budget.epochs} epochs"
+        )
+
+
+def cubic_schedule(epochs: int, interval: int, target: float) -> dict[int, float]:
+    """Epoch (1-based count of completed epochs) → the sparsity to reach at its end."""
+    prunes = epochs // interval - 1
+    last = prunes * interval
+    return {
+        t * interval: target * (1.0 - (1.0 - t * interval / last) ** CUBIC_EXPONENT)
+        for t in range(1, prunes + 1)
+    }
+
+
+class ForwardMask(nn.Module):
+    """w_orig ⊙ m in the forward; the gradient reaching w_orig is masked by the chain rule."""
+
+    def __init__(self, like: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.ones_like(like))
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w * self.mask
+
+
+@dataclass(frozen=True)
+class GMPHparams:
+    pruning_interval: int = hparam(
+        1,
+        "chosen here: the finest epoch-granular cubic ramp, valid for every budget of >= 2 "
+        "epochs (2P <= T); also the reference code's MNIST smoke-test value (reference §10)",
+        low=1,
+        high=5,
+        help="P, epochs between prunes; prunes at the ends of epochs P, 2P, .., (⌊T/P⌋ − 1)·P",
+    )
+    allow_recovering: bool = hparam(
+        False,
+        "chosen here: hard masks, as in Zhu & Gupta 2017 (pruned weights never return); "
+        "the reference code's smoke test sets True",
+        help="restore the weight-decayed w_orig and re-rank at every prune",
+    )
+
+
+class GMP(PruningMethod):
+    name = "gmp"
+    source = (
+        "Zhu & Gupta, To prune, or not to prune: exploring the efficacy of pruning for model "
+        "compression, arXiv:1710.01878 (2017); global selection as in the BIMP reference code"
+    )
+    Hparams = GMPHparams
+
+    @classmethod
+    def plan(cls, budget: Budget, hp: GMPHparams, target: float, schedule: ScheduleSpec) -> Plan:
+        check_interval(cls.name, budget, hp.pruning_interval)
+        plan = super().plan(budget, hp, target, schedule)
+        plan.notes["final_prune_epoch"] = max(cubic_schedule(budget.epochs, hp.pruning_interval, 1))
+        return plan
+
+    def __init__(self, hp: GMPHparams, target: float, plan: Plan) -> None:
+        super().__init__(hp, target, plan)
+        self.schedule = cubic_schedule(plan.budget.epochs, hp.pruning_interval, target)
+        self.last_epoch = max(self.schedule)
+        self.current = 0.0  # the bookkeeping "current sparsity" S_prev
+
+    # --- allow_recovering: a forward mask over w_orig --------------------------------------
+    def prepare(self, model: nn.Module, state: TrainState) -> None:
+        if self.hp.allow_recovering:
+            for _, module in state.prunable():
+                parametrize.register_parametrization(module, "weight", ForwardMask(module.weight))
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        goal = self.schedule.get(state.epoch)
+        if goal is None:
+            return
+        fraction = 1.0 - (1.0 - goal) / (1.0 - self.current)
+        if self.hp.allow_recovering:
+            self._prune_recovering(state, fraction)
+            # reference rule: the bookkeeping returns to 0 after every prune but the last
+            self.current = goal if state.epoch == self.last_epoch else 0.0
+        else:
+            masks = state.hard_masks()
+            new = prune_remaining(masks.params, fraction, masks.bool_masks())
+            masks.set(new, state.optimizer)  # zeroes the pruned weights and their momentum
+            self.current = goal
+        state.log("gmp_scheduled_sparsity", goal)
+
+    def _prune_recovering(self, state: TrainState, fraction: float) -> None:
+        modules = [m for _, m in state.prunable()]
+        weights = [latent_weight(m) for m in modules]  # w_orig: masked entries weight-decayed
+        restored = [torch.ones_like(w, dtype=torch.bool) for w in weights]
+        new = prune_remaining(weights, fraction, restored)
+        with torch.no_grad():
+            for module, m in zip(modules, new):
+                module.parametrizations.weight[0].mask.copy_(m)
+        state.zero_momentum(weights, new)
+
+    def finalize(self, model: nn.Module, state: TrainState) -> None:
+        """Make the last mask permanent: plain weights w_orig ⊙ m (hard masks already are)."""
+        for _, module in state.prunable():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
