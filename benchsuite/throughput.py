@@ -69,6 +69,50 @@ def isolated_img_per_s(config: RunConfig, data: Dataset, steps: int = 4, repeats
             break
     budget = Budget(config.preset.epochs, steps)
     real = data.steps_per_epoch(bs)
-    plan_step_time(config, data, Budget(1, steps), batches, real, device)  # warm-up
-    best = min(plan_step_time(config, data, budget, batches, real, device) for _ in range(repeats))
+    times = [plan_step_time(config, data, budget, batches, real, device) for _ in range(repeats + 1)]
+    best = min(times[1:])  # the first pass warms up allocators and caches
     return bs / best
+
+
+def record_isolated(
+    configs: list[RunConfig], data: Dataset, tracker: Any, *, command: str = ""
+) -> int:
+    """Measure each (method, variant) of a grid once, alone, and record it in MLflow.
+
+    Called after the grid's trials are done, so the device is otherwise idle. A variant
+    already measured on this device and thread count for this experiment is skipped.
+    Returns the number of new measurements.
+    """
+    from . import __version__
+    from .train import device_label
+
+    device = torch.device(configs[0].device) if configs else torch.device("cpu")
+    label = device_label(device)
+    done = {
+        (
+            r.data.params.get("method"),
+            r.data.params.get("variant"),
+            r.data.tags.get("benchsuite.device"),
+        )
+        for r in tracker.runs()
+        if r.data.tags.get("benchsuite.kind") == "throughput" and r.info.status == "FINISHED"
+    }
+    first: dict[tuple[str, str], RunConfig] = {}
+    for config in configs:
+        first.setdefault((config.method, config.variant()), config)
+    measured = 0
+    for (method, variant), config in first.items():
+        if (method, variant, label) in done:
+            continue
+        ips = isolated_img_per_s(config, data)
+        run = tracker.start_run(
+            f"throughput {method}[{variant}]",
+            {"method": method, "variant": variant, "preset": config.preset.name,
+             "batch_size": config.preset.batch_size, "target_sparsity": config.target},
+            {"kind": "throughput", "device": label, "threads": torch.get_num_threads(),
+             "version": __version__, "command": command},
+        )  # fmt: skip
+        run.log_metrics({"img_per_s": ips})
+        run.end("FINISHED")
+        measured += 1
+    return measured
