@@ -69,8 +69,11 @@ def isolated_img_per_s(config: RunConfig, data: Dataset, steps: int = 4, repeats
             break
     budget = Budget(config.preset.epochs, steps)
     real = data.steps_per_epoch(bs)
-    times = [plan_step_time(config, data, budget, batches, real, device) for _ in range(repeats + 1)]
-    best = min(times[1:])  # the first pass warms up allocators and caches
+    # the first pass warms up allocators and caches; the best of the rest is the least disturbed
+    times = [
+        plan_step_time(config, data, budget, batches, real, device) for _ in range(repeats + 1)
+    ]
+    best = min(times[1:])
     return bs / best
 
 
