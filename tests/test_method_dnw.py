@@ -1,0 +1,153 @@
+"""DNW mechanics against hand computations: the global τ, the mask, the straight-through
+gradient reaching pruned latents, τ tracking the weights, and the finalized plain weights."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from benchsuite.budget import Budget
+from benchsuite.method import TrainState
+from benchsuite.schedules import ScheduleSpec
+from benchsuite.sparsity import latent_weight
+from methods.dnw import DNW, kth_smallest_abs, straight_through_mask
+
+W1 = [[0.1, -0.5], [0.3, -0.05]]
+W2 = [[0.2, -0.4]]
+
+
+def tiny() -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(W1))
+        net[1].weight.copy_(torch.tensor(W2))
+    return net
+
+
+def prepared(model: nn.Module, target: float, lr: float = 0.1) -> tuple[DNW, TrainState]:
+    budget = Budget(1, 10)
+    hp = DNW.Hparams()
+    plan = DNW.plan(budget, hp, target, ScheduleSpec(kind="constant", lr=lr))
+    method = DNW(hp, target, plan)
+
+    def factory():
+        return torch.optim.SGD(model.parameters(), lr=lr)
+
+    state = TrainState(
+        model, budget, plan, plan.lr.copy(), torch.device("cpu"), torch.Generator(), factory
+    )
+    method.prepare(model, state)
+    state.optimizer = factory()
+    return method, state
+
+
+def test_tau_is_the_global_kth_smallest_and_masks_at_it():
+    net = tiny()
+    method, _ = prepared(
+        net, 0.5
+    )  # N = 6, k = ⌊0.5·6⌋ = 3: |w| sorted 0.05, 0.1, 0.2 | 0.3, 0.4, 0.5
+    assert method.tau() == pytest.approx(0.2)
+    assert net[0].weight.tolist() == [[0.0, pytest.approx(-0.5)], [pytest.approx(0.3), 0.0]]
+    assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]
+
+
+def test_straight_through_gradient_reaches_pruned_latents():
+    net = tiny()
+    prepared(net, 0.5)
+    x = torch.tensor([[1.0, 2.0]])
+    net(x).sum().backward()
+    # h = W1_e x = [−0.5·2, 0.3·1] = [−1.0, 0.3]; ∂L/∂W2_e = hᵀ; ∂L/∂W1_e = W2_eᵀ xᵀ
+    g1 = latent_weight(net[0]).grad
+    g2 = latent_weight(net[1]).grad
+    assert g2.tolist() == [[pytest.approx(-1.0), pytest.approx(0.3)]]  # W2[0,0] = 0.2 is pruned
+    assert g1.tolist() == [[0.0, 0.0], [pytest.approx(-0.4), pytest.approx(-0.8)]]  # W1[1,1] pruned
+    assert g2[0, 0] != 0 and g1[1, 1] != 0  # unmasked: pruned latents get gradient
+
+
+def test_tau_follows_every_step_and_a_pruned_latent_reenters():
+    net = tiny()
+    method, state = prepared(net, 0.5, lr=2.0)
+    net(torch.tensor([[1.0, 2.0]])).sum().backward()
+    state.optimizer.step()  # W2 ← [0.2 + 2·1.0, −0.4 − 2·0.3] = [2.2, −1.0]; W1[1] ← [1.1, 1.55]
+    method.after_step(state)
+    # |w| now 0.1, 0.5, 1.1, 1.55 | 2.2, 1.0 → τ = 3rd smallest = 1.0
+    assert method.tau() == pytest.approx(1.0)
+    assert float(net[1].weight[0, 0].detach()) == pytest.approx(2.2)  # the pruned 0.2 re-entered
+    assert float(net[1].weight[0, 1].detach()) == 0.0  # the kept −0.4 is now pruned
+    assert net[0].weight.tolist() == [[0.0, 0.0], [pytest.approx(1.1), pytest.approx(1.55)]]
+    net.eval()  # evaluation uses the same, current τ
+    assert net[0].weight.tolist() == [[0.0, 0.0], [pytest.approx(1.1), pytest.approx(1.55)]]
+
+
+def test_a_hand_edit_is_seen_by_the_next_forward():
+    net = tiny()
+    method, _ = prepared(net, 0.5)
+    with torch.no_grad():
+        latent_weight(net[0]).mul_(10.0)  # |W1| = 1, 5, 3, 0.5 → τ is now 0.5 (0.2, 0.4, 0.5)
+    assert net[0].weight.tolist() == [
+        [pytest.approx(1.0), pytest.approx(-5.0)],
+        [pytest.approx(3.0), 0.0],
+    ]
+    assert method.tau() == pytest.approx(0.5)
+
+
+def test_finalize_keeps_raw_masked_latents_as_plain_weights():
+    net = tiny()
+    method, state = prepared(net, 0.5)
+    method.finalize(net, state)
+    for m in net:
+        assert not parametrize.is_parametrized(m)
+        assert type(m.weight) is nn.Parameter
+    assert net[0].weight.tolist() == [[0.0, pytest.approx(-0.5)], [pytest.approx(0.3), 0.0]]
+    assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]
+    assert int(sum((m.weight == 0).sum() for m in net)) == 3
+    assert state.logged["sparsity_before_projection"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_selection_is_exact_on_every_path(dtype):
+    gen = torch.Generator().manual_seed(0)
+    ws = [
+        torch.randn(37, 11, generator=gen).to(dtype),
+        torch.randn(5, 3, 2, generator=gen).to(dtype),
+    ]
+    flat = torch.cat([w.flatten() for w in ws]).abs().float().numpy()
+    for k in (1, 2, 100, 200, 436, 437):
+        expected = np.sort(flat)[k - 1]
+        assert float(kth_smallest_abs(ws, k)) == float(expected)
+
+
+def test_single_tensor_form_is_straight_through():
+    w = torch.tensor([0.3, -0.1, 0.05, -0.7], requires_grad=True)
+    out = straight_through_mask(w, torch.tensor(0.1))
+    assert out.tolist() == [pytest.approx(0.3), 0.0, 0.0, pytest.approx(-0.7)]  # |w| = τ pruned
+    (out * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert w.grad.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_each_training_forward_gets_its_own_graph_and_eval_reuses():
+    net = tiny()
+    method, _ = prepared(net, 0.5)
+    x = torch.tensor([[1.0, 2.0]])
+    for _ in range(2):  # two forward/backward passes without a step: no stale graph reused
+        net(x).sum().backward()
+    assert latent_weight(net[1]).grad.tolist() == [[pytest.approx(-2.0), pytest.approx(0.6)]]
+    with torch.no_grad():
+        first = net[0].weight
+        assert net[0].weight is first  # no change since: the computed weight is reused
+
+
+def test_a_deep_copy_computes_from_its_own_latents():
+    import copy
+
+    net = tiny()
+    prepared(net, 0.5)
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        latent_weight(twin[0]).mul_(10.0)  # only the copy changes
+    assert net[0].weight.tolist() == [[0.0, pytest.approx(-0.5)], [pytest.approx(0.3), 0.0]]
+    assert twin[0].weight.tolist() == [
+        [pytest.approx(1.0), pytest.approx(-5.0)],
+        [pytest.approx(3.0), 0.0],
+    ]

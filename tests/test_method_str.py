@@ -1,0 +1,170 @@
+"""STR mechanics against hand computations: the effective weight sign(w)·relu(|w| − σ(s)), its
+exact gradients, the SGD weight decay acting on s, and the shrunk weights stored at the end."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from benchsuite.budget import Budget
+from benchsuite.method import TrainState, parse_hparams
+from benchsuite.models import build_model
+from benchsuite.schedules import ScheduleSpec
+from benchsuite.sparsity import achieved_sparsity, latent_weight
+from methods.str import STR, shrink, soft_threshold, soft_threshold_reference
+
+W = [[0.5, -0.2, 0.05, -0.01]]
+S0 = math.log(0.1 / 0.9)  # σ(S0) = 0.1
+
+
+def prepared(model: nn.Module, lr=0.1, wd=0.0, momentum=0.0, nesterov=False, **hp):
+    budget = Budget(1, 10)
+    params = parse_hparams(STR.Hparams, {"s_initial": S0, **hp})
+    plan = STR.plan(budget, params, 0.5, ScheduleSpec(kind="constant", lr=lr))
+    method = STR(params, 0.5, plan)
+
+    def factory():  # the harness's optimizer: SGD over all parameters in one group
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=nesterov
+        )
+
+    state = TrainState(
+        model, budget, plan, plan.lr.copy(), torch.device("cpu"), torch.Generator(), factory
+    )
+    method.prepare(model, state)
+    state.optimizer = factory()
+    return method, state
+
+
+def tiny() -> nn.Linear:
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(W))
+    return layer
+
+
+def test_effective_weight_is_the_soft_threshold():
+    layer = tiny()
+    prepared(layer)
+    # σ(s) = 0.1: 0.5 → 0.4, −0.2 → −0.1, |0.05|, |−0.01| ≤ 0.1 → exactly 0
+    assert layer.weight.tolist() == [[pytest.approx(0.4), pytest.approx(-0.1), 0.0, 0.0]]
+    assert torch.equal(layer.weight == 0, torch.tensor([[False, False, True, True]]))
+
+
+def test_gradients_of_w_and_s_are_exact():
+    layer = tiny()
+    prepared(layer)
+    c = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    (layer.weight * c).sum().backward()
+    s = layer.parametrizations.weight[0].s
+    # ∂L/∂w = c·1[|w| > σ]; ∂L/∂s = Σ c·(−sign w)·1[|w| > σ] · σ(1 − σ) = (−1 + 2)·0.09
+    assert latent_weight(layer).grad.tolist() == [[1.0, 2.0, 0.0, 0.0]]
+    assert float(s.grad) == pytest.approx(0.09)
+
+
+def test_weight_decay_acts_on_s():
+    layer = tiny()
+    lr, wd, mu = 0.1, 0.01, 0.9
+    method, state = prepared(layer, lr=lr, wd=wd, momentum=mu, nesterov=True)
+    s = layer.parametrizations.weight[0].s
+    assert any(p is s for p in state.optimizer.param_groups[0]["params"])  # in the single group
+    c = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    (layer.weight * c).sum().backward()
+    state.optimizer.step()
+    # first Nesterov step: d = g + wd·s; buf = d; update = d + μ·buf = (1 + μ)(g + wd·s)
+    expected = S0 - lr * (1 + mu) * (0.09 + wd * S0)
+    assert float(s.detach()) == pytest.approx(expected, rel=1e-6)
+    # without any loss gradient the decay alone pulls s towards 0: the threshold σ(s) rises
+    layer2 = tiny()
+    _, state2 = prepared(layer2, lr=lr, wd=wd)
+    s2 = layer2.parametrizations.weight[0].s
+    s2.grad = torch.zeros_like(s2)
+    state2.optimizer.step()
+    assert float(s2.detach()) == pytest.approx(S0 * (1 - lr * wd))
+    assert float(torch.sigmoid(s2.detach())) > 0.1
+
+
+def test_one_threshold_per_layer_or_one_global():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    method, state = prepared(net)
+    assert len(method.thresholds(net)) == 2
+    net2 = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    method2, _ = prepared(net2, use_global_threshold="true")
+    assert len(method2.thresholds(net2)) == 1
+    assert sum(1 for n, _ in net2.named_parameters() if n.endswith(".s")) == 1
+
+
+def test_finalize_stores_the_shrunk_weights_as_plain_tensors():
+    layer = tiny()
+    method, state = prepared(layer)
+    method.finalize(layer, state)
+    assert not parametrize.is_parametrized(layer)
+    assert type(layer.weight) is nn.Parameter
+    assert layer.weight.tolist() == [[pytest.approx(0.4), pytest.approx(-0.1), 0.0, 0.0]]
+    assert state.logged["sparsity_before_projection"] == 0.5
+
+
+def test_default_threshold_lets_lenet5_train():
+    """The debug s_initial = −0.1 zeroes every LeNet-5 weight; the default keeps nearly all."""
+    torch.manual_seed(0)
+    net = build_model("lenet5", 10, (1, 28, 28))
+    method, _ = prepared(net, s_initial=STR.Hparams().s_initial)
+    assert achieved_sparsity(net) < 0.15  # σ(−5) ≈ 0.0067: ~12 % of the initial weights below
+    torch.manual_seed(0)
+    debug = build_model("lenet5", 10, (1, 28, 28))
+    prepared(debug, s_initial=-0.1)
+    assert achieved_sparsity(debug) == 1.0
+
+
+def test_weight_decay_override_is_sgd_with_that_decay():
+    """``weight_decay`` (the calibration's knob) makes the step SGD with decay λ everywhere."""
+    lr, mu, preset_wd, wd = 0.1, 0.9, 1e-4, 0.02
+    results = []
+    for hp_wd, opt_wd in ((str(wd), preset_wd), ("none", wd)):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        method, state = prepared(
+            net, lr=lr, wd=opt_wd, momentum=mu, nesterov=True, weight_decay=hp_wd
+        )
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            state.optimizer.zero_grad(set_to_none=True)
+            net(x).square().sum().backward()
+            method.after_backward(state)
+            state.optimizer.step()
+        results.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_written_out_backward_equals_autograd_of_the_composed_form():
+    gen = torch.Generator().manual_seed(0)
+    s0 = math.log(0.05 / 0.95)
+    g0 = float(torch.sigmoid(torch.tensor(s0)))
+    w0 = torch.randn(6, 50, generator=gen) * 0.1
+    w0[0, :3] = torch.tensor([0.0, g0, -g0])  # a zero and two entries with |w| == σ(s) exactly
+    upstream = torch.randn(6, 50, generator=gen)
+    grads = []
+    for fn in (soft_threshold, soft_threshold_reference):
+        w = w0.clone().requires_grad_(True)
+        s = torch.tensor(s0, requires_grad=True)
+        out = fn(w, torch.sigmoid(s))
+        (out * upstream).sum().backward()
+        grads.append((out.detach(), w.grad, s.grad))
+    (o1, gw1, gs1), (o2, gw2, gs2) = grads
+    assert torch.equal(o1, o2)  # the forward is bit-identical
+    assert torch.equal(gw1, gw2)
+    torch.testing.assert_close(gs1, gs2)
+    assert o1[0, :3].tolist() == [0.0, 0.0, 0.0] and gw1[0, :3].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_both_forward_paths_give_the_same_values():
+    gen = torch.Generator().manual_seed(1)
+    ws = [torch.randn(7, 3, 3, generator=gen) * 0.1, torch.randn(40, 9, generator=gen) * 0.1]
+    gs = [torch.tensor(0.05), torch.tensor(0.08)]
+    ws[0][0, 0, :2] = torch.tensor([0.05, -0.05])  # exactly at the threshold
+    for a, b, w, g in zip(shrink(ws, gs, sync_free=True), shrink(ws, gs, sync_free=False), ws, gs):
+        assert torch.equal(a, b)
+        assert torch.equal(a, soft_threshold_reference(w, g))
