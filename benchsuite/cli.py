@@ -8,6 +8,7 @@ budgets, data) before the tracking store is touched.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -18,13 +19,24 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .grid import BadInput, Request, expand, load_data, parse_hp_options, parse_methods, parse_sparsities, resolve_preset
+from .grid import (
+    BadInput,
+    Request,
+    expand,
+    load_data,
+    parse_hp_options,
+    parse_methods,
+    parse_sparsities,
+    resolve_preset,
+)
 from .method import hparam_fields
 from .presets import list_presets, load_preset
 from .registry import registry
 from .tracking import DEFAULT_TRACKING_URI
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Equal-budget benchmarks of pruning methods.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Equal-budget benchmarks of pruning methods."
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -36,7 +48,10 @@ def fail(message: str) -> None:
 
 def report_broken_plugins() -> None:
     for broken in registry().broken:
-        err.print(f"warning: method plugin {broken.name!r} ({broken.target}) skipped: {broken.error}", markup=False)
+        err.print(
+            f"warning: method plugin {broken.name!r} ({broken.target}) skipped: {broken.error}",
+            markup=False,
+        )
 
 
 def default_experiment(preset: str, epochs: int) -> str:
@@ -45,21 +60,48 @@ def default_experiment(preset: str, epochs: int) -> str:
 
 @app.command()
 def run(
-    methods: Annotated[str, typer.Option(help="Comma list of registered methods, or 'all'.")] = "all",
-    sparsity: Annotated[str, typer.Option(help="Target sparsities in (0, 1), comma separated.")] = "0.9",
-    preset: Annotated[str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")] = "digits",
+    methods: Annotated[
+        str, typer.Option(help="Comma list of registered methods, or 'all'.")
+    ] = "all",
+    sparsity: Annotated[
+        str, typer.Option(help="Target sparsities in (0, 1), comma separated.")
+    ] = "0.9",
+    preset: Annotated[
+        str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")
+    ] = "digits",
     dataset: Annotated[str | None, typer.Option(help="Override the preset's dataset.")] = None,
     model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the budget (epochs) every method gets.")] = None,
-    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")] = 1,
-    hp: Annotated[list[str] | None, typer.Option(help="METHOD.NAME=V1,V2: one variant per value.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override the budget (epochs) every method gets.")
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")
+    ] = 1,
+    hp: Annotated[
+        list[str] | None, typer.Option(help="METHOD.NAME=V1,V2: one variant per value.")
+    ] = None,
     data_dir: Annotated[str | None, typer.Option(help="Directory of the dataset's files.")] = None,
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    cache_dir: Annotated[Path, typer.Option(help="Where shared dense-phase checkpoints go.")] = Path(".benchsuite/cache"),
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where shared dense-phase checkpoints go.")
+    ] = Path(".benchsuite/cache"),
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help=CPUS_HELP)] = 1.0,
+    gpus_per_trial: Annotated[float | None, typer.Option(help=GPUS_HELP)] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")] = 0,
+    tuned: Annotated[
+        bool,
+        typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
+    ] = False,
 ) -> None:
-    """Train every requested method on the same data, start and budget; record each run in MLflow."""
+    """Train every requested method on the same data, start and budget; record each in MLflow."""
     report_broken_plugins()
     try:
         if seeds < 1:
@@ -68,27 +110,259 @@ def run(
         targets = parse_sparsities(sparsity)
         resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
         variants = parse_hp_options(hp or [], names)
-        check_device(device)
+        resources = parse_resources(
+            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
+        )
+        data_dir = absolute_dir(data_dir)
         data = load_data(resolved, data_dir)
-        request = Request(resolved, names, targets, list(range(seeds)), variants, data_dir, device)
+        best = None
+        if tuned:
+            from .tuning import TUNING_SEED, load_tuned
+
+            if seeds > TUNING_SEED:
+                raise BadInput(
+                    f"--seeds {seeds} would reuse the tuning seeds ({TUNING_SEED}+) with --tuned; "
+                    f"use at most {TUNING_SEED} seeds"
+                )
+            best = load_tuned(resolved, names, targets)
+        request = Request(
+            resolved, names, targets, list(range(seeds)), variants, data_dir, device or "cpu", best
+        )
         configs = expand(request, data)
     except BadInput as exc:
         fail(str(exc))
         return
-    from .orchestrate import run_grid
-
     name = experiment or default_experiment(resolved.name, resolved.epochs)
-    command = "benchsuite " + shlex.join(sys.argv[1:])
-    outcome = run_grid(configs, data, tracking_uri, name, cache_dir=cache_dir, command=command, console=console)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
     from .leaderboard import aggregate, load_runs, render_rich
+    from .orchestrate import absolute_uri
 
-    console.print(render_rich(aggregate(load_runs(tracking_uri, name))))
+    console.print(render_rich(aggregate(load_runs(absolute_uri(tracking_uri), name))))
+    summarize(outcome, tracking_uri, name)
+
+
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda where trials get GPUs, else cpu)."
+ADDRESS_HELP = (
+    "Join a Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
+    "(default: a local Ray instance for this command)."
+)
+CPUS_HELP = "CPUs per trial (fractions allowed); torch uses max(1, int(N)) threads."
+GPUS_HELP = "GPUs per trial; fractions share a GPU (default: 1 where the cluster has GPUs, else 0)."
+
+
+def parse_resources(
+    address: str | None,
+    cpus_per_trial: float,
+    gpus_per_trial: float | None,
+    max_concurrent: int | None,
+    retries: int,
+    device: str | None,
+    tracking_uri: str,
+):
+    """Everything about resources that can be checked without starting Ray."""
+    from .orchestrate import Resources
+    from .tracking import is_sqlite
+
+    if not cpus_per_trial > 0:
+        raise BadInput(f"--cpus-per-trial {cpus_per_trial:g} must be > 0 (fractions allowed)")
+    if gpus_per_trial is not None and gpus_per_trial < 0:
+        raise BadInput(f"--gpus-per-trial {gpus_per_trial:g} must be >= 0 (fractions allowed)")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise BadInput(f"--max-concurrent {max_concurrent} must be >= 1")
+    if retries < 0:
+        raise BadInput(f"--retries {retries} must be >= 0")
+    if address is not None:
+        if not address.strip():
+            raise BadInput("--address is empty; give auto, HOST:PORT or ray://HOST:10001")
+        if is_sqlite(tracking_uri):
+            raise BadInput(
+                f"--tracking-uri {tracking_uri}: a local sqlite store cannot be shared by the "
+                "nodes of a Ray cluster; start an MLflow server and pass --tracking-uri http://HOST:PORT"
+            )
+    check_tracking_server(tracking_uri)
+    if device is not None:
+        if address is None:
+            check_device(device)
+        elif not (device == "cpu" or device.startswith("cuda")):
+            raise BadInput(f"--device {device!r}; choose from cpu, cuda, cuda:N")
+    if address is None and gpus_per_trial and not local_gpus():
+        raise BadInput(
+            f"--gpus-per-trial {gpus_per_trial:g}: this machine has no GPU; "
+            "use --gpus-per-trial 0, or --address to join a cluster with GPUs"
+        )
+    return Resources(
+        address=address,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_concurrent=max_concurrent,
+        retries=retries,
+        device=device,
+    )
+
+
+def check_tracking_server(tracking_uri: str) -> None:
+    """An unreachable server would otherwise cost MLflow's minutes of retries, then a traceback."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
+    except urllib.error.HTTPError:
+        return  # it answers (a proxy or auth in front of it): good enough
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BadInput(
+            f"--tracking-uri {tracking_uri}: no MLflow server answers there ({reason}); "
+            "start one with `mlflow server --host HOST --port PORT --backend-store-uri ...`"
+        ) from None
+
+
+def local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def absolute_dir(data_dir: str | None) -> str | None:
+    """Trials run in other processes (or nodes): a relative path means this directory."""
+    return None if data_dir is None else os.path.abspath(os.path.expanduser(data_dir))
+
+
+def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Path, resources, *,
+                kind: str = "run"):  # fmt: skip
+    from .orchestrate import ResourceError, run_grid
+
+    command = "benchsuite " + shlex.join(sys.argv[1:])
+    try:
+        return run_grid(
+            configs,
+            data,
+            tracking_uri,
+            experiment,
+            cache_dir=cache_dir,
+            command=command,
+            console=console,
+            resources=resources,
+            kind=kind,
+        )
+    except ResourceError as exc:
+        fail(str(exc))
+        raise AssertionError("unreachable") from None
+
+
+def summarize(outcome, tracking_uri: str, experiment: str) -> None:
+    retried = f", {outcome.retried} retried" if outcome.retried else ""
+    stopped = f", {outcome.interrupted} interrupted" if outcome.interrupted else ""
     console.print(
         f"{outcome.finished} finished, {outcome.failed} failed, {outcome.skipped} skipped "
-        f"(already finished) → {tracking_uri}, experiment {name!r}"
+        f"(already finished){retried}{stopped} → {tracking_uri}, experiment {experiment!r}"
     )
+    if outcome.interrupted:
+        raise typer.Exit(130)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    methods: Annotated[
+        str, typer.Option(help="Comma list of registered methods, or 'all'.")
+    ] = "all",
+    sparsity: Annotated[
+        str, typer.Option(help="Target sparsities in (0, 1), comma separated.")
+    ] = "0.9",
+    trials_per_method: Annotated[
+        int, typer.Option(help="Full-budget trials per method and target.")
+    ] = 8,
+    preset: Annotated[
+        str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")
+    ] = "digits",
+    dataset: Annotated[str | None, typer.Option(help="Override the preset's dataset.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override the budget (epochs) every trial gets.")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Directory of the dataset's files.")] = None,
+    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment of the trials (default <preset>-<epochs>ep-tune)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where shared dense-phase checkpoints go.")
+    ] = Path(".benchsuite/cache"),
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help=CPUS_HELP)] = 1.0,
+    gpus_per_trial: Annotated[float | None, typer.Option(help=GPUS_HELP)] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random state of the search (the same seed draws the same trials).")
+    ] = 0,
+) -> None:
+    """Equal tuning budget: N full-budget random-search trials per method, scored on validation."""
+    from .tuning import TUNING_SEED, draw_trials, save_tuned, select_best, tuned_path
+
+    report_broken_plugins()
+    try:
+        if trials_per_method < 1:
+            raise BadInput(f"--trials-per-method {trials_per_method} must be >= 1")
+        names = parse_methods(methods)
+        targets = parse_sparsities(sparsity)
+        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
+        resources = parse_resources(
+            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
+        )
+        data_dir = absolute_dir(data_dir)
+        data = load_data(resolved, data_dir)
+        request = Request(resolved, names, targets, [], {}, data_dir, device or "cpu")
+        configs, untunable = draw_trials(request, data, trials_per_method, seed=seed)
+        if not configs:
+            raise BadInput(
+                f"--methods: {', '.join(untunable)} declare no tunable hyperparameters "
+                "(no low/high or choices); nothing to tune"
+            )
+    except BadInput as exc:
+        fail(str(exc))
+        return
+    for method in untunable:
+        console.print(f"{method}: no tunable hyperparameters; it runs with its defaults (skipped)")
+    name = experiment or default_experiment(resolved.name, resolved.epochs) + "-tune"
+    console.print(
+        f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
+        f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
+        f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
+    )
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources, kind="tune")
+    from .orchestrate import absolute_uri
+    from .tracking import Tracker
+
+    best = select_best(Tracker(absolute_uri(tracking_uri), name), configs, data)
+    path = tuned_path(resolved)
+    save_tuned(path, resolved, data, best, trials=trials_per_method, experiment=name)
+    table = Table(title=f"Best of {trials_per_method} trials per method (validation accuracy)")
+    for col in ("method", "sparsity", "trials", "finished", "val acc", "hyperparameters"):
+        table.add_column(col, overflow="fold")
+    for method, per_target in best.items():
+        for target, entry in per_target.items():
+            score = entry.get("val_accuracy")
+            table.add_row(
+                method,
+                target,
+                str(entry["trials"]),
+                str(entry["finished"]),
+                "—" if score is None else f"{score:.2f}%",
+                ", ".join(f"{k}={v}" for k, v in sorted((entry.get("hparams") or {}).items()))
+                or "—",
+            )
+    console.print(table)
+    console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
+    summarize(outcome, tracking_uri, name)
 
 
 def check_device(device: str) -> None:
@@ -117,13 +391,19 @@ def methods_cmd() -> None:
             if f.metadata.get("choices"):
                 space = f" ∈ {{{', '.join(map(str, f.metadata['choices']))}}}"
             elif f.metadata.get("low") is not None:
-                space = f" ∈ [{f.metadata['low']}, {f.metadata['high']}]" + (" log" if f.metadata.get("log") else "")
+                space = f" ∈ [{f.metadata['low']}, {f.metadata['high']}]" + (
+                    " log" if f.metadata.get("log") else ""
+                )
             lines.append(f"{f.name} = {f.default!r}{space} — {f.metadata.get('source', '?')}")
-        paper = cls.source + ("" if cls.targets_sparsity else "\n(sparsity emerges from hyperparameters)")
+        paper = cls.source + (
+            "" if cls.targets_sparsity else "\n(sparsity emerges from hyperparameters)"
+        )
         table.add_row(name, reg.sources[name], paper, "\n".join(lines) or "—")
     console.print(table)
     for broken in reg.broken:
-        console.print(f"[red]skipped[/red] {broken.name} ({broken.target}): {broken.error}", markup=True)
+        console.print(
+            f"[red]skipped[/red] {broken.name} ({broken.target}): {broken.error}", markup=True
+        )
 
 
 @app.command()
@@ -163,7 +443,9 @@ def load_board(tracking_uri: str, experiment: str | None):
 
 @app.command()
 def leaderboard(
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the newest).")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the newest).")
+    ] = None,
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
 ) -> None:
     """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
@@ -174,10 +456,14 @@ def leaderboard(
 
 @app.command()
 def publish(
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the newest).")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the newest).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("leaderboards"),
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
-    force: Annotated[bool, typer.Option(help="Publish even if the runs are not comparable.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Publish even if the runs are not comparable.")
+    ] = False,
 ) -> None:
     """Write <experiment>.md, .json and .png (and the index) for publication."""
     from .leaderboard import UnfairComparison
@@ -201,3 +487,7 @@ def version() -> None:
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

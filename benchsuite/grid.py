@@ -127,7 +127,8 @@ class Request:
     variants: dict[str, list[dict[str, str]]]
     data_dir: str | None = None
     device: str = "cpu"
-    tuned: dict[str, dict[str, str]] | None = None  # method → best configuration from `tune`
+    # method → target sparsity (as f"{t:g}") → best hyperparameters from `benchsuite tune`
+    tuned: dict[str, dict[str, dict[str, str]]] | None = None
 
 
 def expand(request: Request, data: Dataset) -> list[RunConfig]:
@@ -140,8 +141,9 @@ def expand(request: Request, data: Dataset) -> list[RunConfig]:
         for overrides, target, seed in itertools.product(
             request.variants[method], targets, request.seeds
         ):
-            tuned = bool(request.tuned and method in request.tuned)
-            hps = {**(request.tuned or {}).get(method, {}), **overrides}
+            best = (request.tuned or {}).get(method, {}).get(f"{target:g}")
+            tuned = best is not None
+            hps = {**(best or {}), **overrides}
             calibrated = request.preset.calibration.get(method, {}).get(f"{target:g}", {})
             config = RunConfig(
                 preset=request.preset,

@@ -53,20 +53,17 @@ def execute(
     command: str = "",
     node: str = "local",
     on_epoch: Callable[[Progress], None] | None = None,
+    kind: str = "run",
 ) -> tuple[str, RunResult | None, str | None]:
-    """Train and record one run. Returns (status, result, error); never raises for a run error."""
+    """Train and record one run. Returns (status, result, error); never raises for a run error.
+
+    ``kind`` is ``run`` for benchmark runs and ``tune`` for tuning trials (leaderboards and
+    resume count only their own kind).
+    """
     data = dataset or load_dataset(
         config.preset.dataset, config.data_dir, split_seed=config.split_seed
     )
-    tags = {
-        "version": __version__,
-        "run_key": key_for(config, data),
-        "node": node,
-        "tuned": str(config.tuned).lower(),
-        "data": data.fingerprint,
-        "command": command,
-        "kind": "run",
-    }
+    tags = run_tags(config, data, command=command, node=node, kind=kind)
     run = tracker.start_run(config.label(), run_params(config), tags)
     try:
         result = train_run(config, run, dataset=data, cache_dir=cache_dir, on_epoch=on_epoch)
@@ -77,6 +74,37 @@ def execute(
     record_result(run, result)
     run.end("FINISHED")
     return "FINISHED", result, None
+
+
+def run_tags(
+    config: RunConfig, data: Dataset, *, command: str, node: str, kind: str
+) -> dict[str, str]:
+    return {
+        "version": __version__,
+        "run_key": key_for(config, data),
+        "node": node,
+        "tuned": str(config.tuned).lower(),
+        "data": data.fingerprint,
+        "command": command,
+        "kind": kind,
+    }
+
+
+def record_failure(
+    config: RunConfig,
+    tracker: Tracker,
+    data: Dataset,
+    error: str,
+    *,
+    command: str = "",
+    node: str = "unknown",
+    kind: str = "run",
+) -> str:
+    """A FAILED run for a trial that died before it could record itself (never dropped)."""
+    tags = run_tags(config, data, command=command, node=node, kind=kind)
+    run = tracker.start_run(config.label(), run_params(config), tags)
+    run.end("FAILED", error)
+    return run.run_id
 
 
 def record_result(run: TrackedRun, result: RunResult) -> None:

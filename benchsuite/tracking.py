@@ -14,10 +14,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# mlflow is imported where it is used: importing it costs ~1.5 s, which the orchestrator
+# overlaps with starting Ray instead of paying it when the command starts.
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG = "benchsuite."
@@ -58,12 +61,32 @@ def artifact_root(uri: str, experiment: str) -> str | None:
     return (db.parent / "mlartifacts" / experiment).as_uri()
 
 
+def preload() -> None:
+    """Import what opening a store needs (~1-2 s), e.g. while a Ray trial actor starts."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+
+def peek_finished_keys(uri: str, experiment: str, kind: str = "run") -> set[str]:
+    """Finished run_keys without creating anything (no database file, no experiment)."""
+    if is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
+        return set()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if retry_locked(client.get_experiment_by_name)(experiment) is None:
+        return set()
+    return Tracker(uri, experiment).finished_keys(kind)
+
+
 class Tracker:
     """One MLflow experiment: where the runs of one benchmark go."""
 
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
         self.experiment = experiment
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment_id()
 
@@ -100,12 +123,34 @@ class Tracker:
             [self.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"]
         )
 
-    def finished_keys(self) -> set[str]:
-        return {
-            r.data.tags.get(TAG + "run_key", "")
-            for r in self.runs()
-            if r.info.status == "FINISHED" and r.data.tags.get(TAG + "kind", "run") == "run"
-        }
+    def finished_keys(self, kind: str = "run") -> set[str]:
+        return set(self.finished(kind))
+
+    def finished(self, kind: str = "run") -> dict[str, dict[str, Any]]:
+        """run_key → the newest FINISHED run of that kind: its ``run_id`` and final metrics."""
+        found: dict[str, dict[str, Any]] = {}
+        for r in self.runs():  # newest first
+            key = r.data.tags.get(TAG + "run_key", "")
+            if r.info.status == "FINISHED" and r.data.tags.get(TAG + "kind", "run") == kind:
+                found.setdefault(key, {"run_id": r.info.run_id, **r.data.metrics})
+        return found
+
+    def fail_running(
+        self, key: str, error: str, *, since_ms: int = 0, status: str = "FAILED"
+    ) -> bool:
+        """End the RUNNING run(s) of ``key`` started since ``since_ms`` with ``error``.
+
+        For a trial whose process died (OOM, SIGKILL) before it could end its own run
+        (FAILED), or one stopped by Ctrl-C (KILLED).
+        """
+        running = [
+            r for r in self.runs()
+            if r.info.status == "RUNNING" and r.data.tags.get(TAG + "run_key") == key
+            and r.info.start_time >= since_ms
+        ]  # fmt: skip
+        for r in running:
+            TrackedRun(self.client, r.info.run_id).end(status, error)
+        return bool(running)
 
     def mark_stale(self, keys: set[str]) -> int:
         """Runs left RUNNING by a killed command (same run_key about to be redone) → KILLED."""
@@ -125,12 +170,16 @@ class TrackedRun:
 
     @retry_locked
     def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     @retry_locked
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self.client.log_batch(
             self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
@@ -138,6 +187,8 @@ class TrackedRun:
 
     @retry_locked
     def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         self.client.log_batch(self.run_id, tags=[RunTag(TAG + k, str(v)) for k, v in tags.items()])
 
     @retry_locked
@@ -153,6 +204,8 @@ class TrackedRun:
 
     @retry_locked
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        from mlflow.entities import RunStatus
+
         if error is not None:
             self.client.set_tag(self.run_id, TAG + "error", error[:5000])
         self.client.set_terminated(

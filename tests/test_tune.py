@@ -1,0 +1,154 @@
+"""``benchsuite tune``: equal full-budget random search, scored on the finalized validation
+accuracy, without ever reading the test split; ``run --tuned`` picks the result up."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from benchsuite import cli
+from benchsuite.cli import app
+from benchsuite.grid import Request
+from benchsuite.orchestrate import quiet_ray_environment
+from benchsuite.presets import load_preset
+from benchsuite.tuning import TUNING_SEED, draw_trials, search_space
+
+EPOCHS = 4
+STEPS = EPOCHS * 40  # digits: 1293 training images, batch 32
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    quiet_ray_environment()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    yield
+    ray.shutdown()
+
+
+def test_search_space_comes_from_the_hparams_metadata() -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = search_space("imp")
+    assert isinstance(space["schedule"], Categorical)
+    assert isinstance(space["phases"], Integer)
+    assert (space["phases"].lower, space["phases"].upper) == (1, 6)  # randint's upper is open
+    assert isinstance(space["retrain_fraction"], Float)
+    assert "allr_last_phase_only" not in space  # no range, no choices: not tunable
+    assert search_space("dense") == {}
+
+
+def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
+    from benchsuite.data import load_dataset
+
+    preset = load_preset("digits").replace(epochs=EPOCHS)
+    data = load_dataset("digits")
+    request = Request(preset, ["imp", "bimp", "dense"], [0.9], [], {})
+    configs, skipped = draw_trials(request, data, 5)
+    again, _ = draw_trials(request, data, 5)
+    assert configs == again
+    assert skipped == ["dense"]
+    per_method = defaultdict(list)
+    for c in configs:
+        per_method[c.method].append(c)
+        assert not c.evaluate_test
+    assert {m: len(v) for m, v in per_method.items()} == {"imp": 5, "bimp": 5}
+    for trials in per_method.values():
+        assert [c.seed for c in trials] == [TUNING_SEED + i for i in range(5)]
+    # one method's draws do not depend on which other methods are tuned with it
+    alone, _ = draw_trials(Request(preset, ["bimp"], [0.9], [], {}), data, 5)
+    assert alone == per_method["bimp"]
+
+
+@pytest.mark.slow
+def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    real_load = cli.load_data
+
+    def no_test_split(preset, data_dir):
+        """The driver ships this dataset to every trial: reading its test split fails the run."""
+        data = real_load(preset, data_dir)
+        data._load_test = lambda: (_ for _ in ()).throw(RuntimeError("test split read"))
+        return data
+
+    monkeypatch.setattr(cli, "load_data", no_test_split)
+    result = CliRunner().invoke(
+        app,
+        ["tune", "--methods", "imp,bimp", "--sparsity", "0.9", "--trials-per-method", "3",
+         "--epochs", str(EPOCHS)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr(cli, "load_data", real_load)
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")  # absolute: stores are cached
+    exp = client.get_experiment_by_name(f"digits-{EPOCHS}ep-tune")
+    trials = client.search_runs([exp.experiment_id], max_results=100)
+    by_method = defaultdict(list)
+    for run in trials:
+        by_method[run.data.params["method"]].append(run)
+    assert {m: len(v) for m, v in by_method.items()} == {"imp": 3, "bimp": 3}
+    for runs in by_method.values():
+        assert sorted(int(r.data.params["seed"]) for r in runs) == [1000, 1001, 1002]
+    for run in trials:
+        assert run.info.status == "FINISHED"  # none read the test split (it would have failed)
+        assert run.data.tags["benchsuite.kind"] == "tune"
+        assert run.data.metrics["train_steps"] == STEPS  # full budget, no early stopping
+        assert "test_accuracy" not in run.data.metrics
+        assert "test_top5" not in run.data.metrics
+
+    saved = json.loads((tmp_path / f".benchsuite/tuned/digits-{EPOCHS}ep.json").read_text())
+    for method, runs in by_method.items():
+        entry = saved["methods"][method]["0.9"]
+        assert (entry["trials"], entry["finished"]) == (3, 3)
+        # the score is the finalized model's validation accuracy: the value logged last
+        finals = {}
+        for run in runs:
+            history = client.get_metric_history(run.info.run_id, "val_accuracy")
+            last = max(history, key=lambda m: (m.step, m.timestamp))
+            finals[run.info.run_id] = last.value
+            assert run.data.metrics["val_accuracy"] == last.value
+        assert entry["val_accuracy"] == max(finals.values())
+        assert finals[entry["run_id"]] == entry["val_accuracy"]
+        chosen = next(r for r in runs if r.info.run_id == entry["run_id"])
+        for name, value in entry["hparams"].items():
+            assert chosen.data.params[f"hp.{name}"] == str(value)
+
+    result = CliRunner().invoke(
+        app,
+        ["run", "--methods", "dense,imp,bimp", "--sparsity", "0.9", "--epochs", str(EPOCHS),
+         "--tuned"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    exp = client.get_experiment_by_name(f"digits-{EPOCHS}ep")
+    final = {
+        r.data.params["method"]: r for r in client.search_runs([exp.experiment_id])
+    }  # fmt: skip
+    assert final["dense"].data.tags["benchsuite.tuned"] == "false"
+    for method in ("imp", "bimp"):
+        run = final[method]
+        assert run.data.tags["benchsuite.tuned"] == "true"
+        assert int(run.data.params["seed"]) < TUNING_SEED
+        assert "test_accuracy" in run.data.metrics
+        for name, value in saved["methods"][method]["0.9"]["hparams"].items():
+            assert run.data.params[f"hp.{name}"] == str(value)
+
+
+def test_run_tuned_without_a_tuning_result_is_bad_input(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--methods", "imp", "--epochs", "4", "--tuned"])
+    assert result.exit_code == 2
+    assert "--tuned: no tuned configuration" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
