@@ -100,6 +100,12 @@ def run(
         bool,
         typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
     ] = False,
+    throughput: Annotated[
+        bool,
+        typer.Option(
+            help="After the grid, time each method variant alone for the leaderboard's img/s."
+        ),
+    ] = True,
 ) -> None:
     """Train every requested method on the same data, start and budget; record each in MLflow."""
     report_broken_plugins()
@@ -136,6 +142,13 @@ def run(
     outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
     from .leaderboard import aggregate, load_runs, render_rich
     from .orchestrate import absolute_uri
+
+    if throughput and address is None and not outcome.interrupted:
+        from .throughput import record_isolated
+        from .tracking import Tracker
+
+        with console.status("timing each method variant alone (isolated img/s)"):
+            record_isolated(configs, data, Tracker(absolute_uri(tracking_uri), name))
 
     console.print(render_rich(aggregate(load_runs(absolute_uri(tracking_uri), name))))
     summarize(outcome, tracking_uri, name)

@@ -378,6 +378,7 @@ def train_run(
         end_epoch(train_loss)
 
     method.finalize(model, state)
+    before_projection = achieved_sparsity(model)  # what the method reached on its own
     project_to_sparsity(model, config.target)
     bn_images = (
         recalibrate_bn(model, data, config, device) if config.bn_recalibration_batches else 0
@@ -395,6 +396,7 @@ def train_run(
         **({} if test_acc is None else {"test_accuracy": test_acc}),
         "val_accuracy": val_acc,
         "sparsity": achieved_sparsity(model),
+        "sparsity_before_projection": before_projection,
         "flops_dense": float(flops_dense(layers)),
         "flops_sparse": float(flops_sparse(layers)),
         # in-trial throughput of the steps this process ran (a cached prefix is excluded)
