@@ -15,31 +15,14 @@ from benchsuite.presets import load_preset
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.train import RunConfig, train_run
 from methods.dpf import DPF, DPFHparams
+from tests.handmade import hand_state as build_state
 
 SCHEDULE = ScheduleSpec("constant", lr=0.1)
 LR, WD = 0.1, 0.01
 
 
 def hand_state(model: nn.Module, hp: DPFHparams, target: float, epochs: int):
-    budget = Budget(epochs, 8)
-    plan = DPF.plan(budget, hp, target, SCHEDULE)
-    method = DPF(hp, target, plan)
-
-    def factory() -> torch.optim.Optimizer:  # plain momentum SGD: easy to follow by hand
-        return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=WD)
-
-    state = TrainState(
-        model=model,
-        budget=budget,
-        plan=plan,
-        lr=plan.lr.copy(),
-        device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
-        optimizer_factory=factory,
-    )
-    method.prepare(model, state)
-    state.optimizer = factory()
-    return method, state
+    return build_state(model, DPF, hp, target, Budget(epochs, 8), lr=LR, wd=WD)
 
 
 def train_step(model: nn.Module, method: DPF, state: TrainState, loss_fn) -> None:

@@ -10,36 +10,18 @@ from torch.nn.utils import parametrize
 
 from benchsuite.budget import Budget, BudgetError
 from benchsuite.data import load_dataset
-from benchsuite.method import TrainState
 from benchsuite.presets import load_preset
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.train import RunConfig, train_run
 from methods.gmp import GMP, GMPHparams, cubic_schedule
+from tests.handmade import hand_state as build_state
 
 SCHEDULE = ScheduleSpec("constant", lr=0.1)
 
 
 def hand_state(model: nn.Module, method_cls, hp, target: float, epochs: int, lr: float, wd: float):
     """A TrainState built by hand around ``model`` (plain SGD with momentum, no Nesterov)."""
-    budget = Budget(epochs, 4)
-    plan = method_cls.plan(budget, hp, target, SCHEDULE)
-    method = method_cls(hp, target, plan)
-
-    def factory() -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
-
-    state = TrainState(
-        model=model,
-        budget=budget,
-        plan=plan,
-        lr=plan.lr.copy(),
-        device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
-        optimizer_factory=factory,
-    )
-    method.prepare(model, state)
-    state.optimizer = factory()
-    return method, state
+    return build_state(model, method_cls, hp, target, Budget(epochs, 4), lr=lr, wd=wd)
 
 
 def ranked_linear(n_in: int = 20, n_out: int = 10) -> nn.Linear:

@@ -10,11 +10,11 @@ from torch.nn.utils import parametrize
 
 from benchsuite.budget import Budget
 from benchsuite.data import load_dataset
-from benchsuite.method import NoHparams, TrainState
+from benchsuite.method import NoHparams
 from benchsuite.presets import load_preset
-from benchsuite.schedules import ScheduleSpec
 from benchsuite.train import RunConfig, train_run
 from methods.lc import LC
+from tests.handmade import hand_state as build_state
 
 LR = 0.1
 
@@ -30,26 +30,8 @@ def tiny_model() -> nn.Sequential:
     return model
 
 
-def hand_state(model: nn.Module, target: float, wd: float) -> tuple[LC, TrainState]:
-    budget = Budget(1, 4)
-    plan = LC.plan(budget, NoHparams(), target, ScheduleSpec("constant", lr=LR))
-    method = LC(NoHparams(), target, plan)
-
-    def factory() -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=wd)
-
-    state = TrainState(
-        model=model,
-        budget=budget,
-        plan=plan,
-        lr=plan.lr.copy(),
-        device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
-        optimizer_factory=factory,
-    )
-    method.prepare(model, state)
-    state.optimizer = factory()
-    return method, state
+def hand_state(model: nn.Module, target: float, wd: float):
+    return build_state(model, LC, NoHparams(), target, Budget(1, 4), lr=LR, wd=wd)
 
 
 def test_decay_hits_only_the_entries_outside_the_top_k() -> None:
