@@ -250,6 +250,12 @@ def train_step(
         loss = F.cross_entropy(state.model(x), y)
         reg = method.regularization(state)
         total = loss if reg is None else loss + reg
+    backward_and_step(state, method, total)
+    return loss.detach()
+
+
+def backward_and_step(state: TrainState, method: PruningMethod, total: torch.Tensor) -> None:
+    """Backward, the gradient hooks in their order, the optimizer step, the after-step hook."""
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     if state.masks is not None:
@@ -258,7 +264,6 @@ def train_step(
     state.optimizer.step()
     state.step += 1
     method.after_step(state)
-    return loss.detach()
 
 
 def train_run(

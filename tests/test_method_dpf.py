@@ -13,7 +13,7 @@ from benchsuite.data import load_dataset
 from benchsuite.method import TrainState
 from benchsuite.presets import load_preset
 from benchsuite.schedules import ScheduleSpec
-from benchsuite.train import RunConfig, train_run
+from benchsuite.train import RunConfig, backward_and_step, train_run
 from methods.dpf import DPF, DPFHparams
 from tests.handmade import hand_state as build_state
 
@@ -26,16 +26,8 @@ def hand_state(model: nn.Module, hp: DPFHparams, target: float, epochs: int):
 
 
 def train_step(model: nn.Module, method: DPF, state: TrainState, loss_fn) -> None:
-    """One step in the order of benchsuite.train.train_run."""
-    loss = loss_fn(model)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if state.masks is not None:
-        state.masks.mask_grads()
-    method.after_backward(state)
-    state.optimizer.step()
-    state.step += 1
-    method.after_step(state)
+    """One step of the harness with a hand-made loss."""
+    backward_and_step(state, method, loss_fn(model))
 
 
 def dense_of(method: DPF) -> torch.Tensor:
