@@ -10,6 +10,7 @@ methods in ``benchmarks/step_overhead.py``.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -91,23 +92,30 @@ def record_isolated(
 
     device = torch.device(configs[0].device) if configs else torch.device("cpu")
     label = device_label(device)
-    done = {
-        (
-            r.data.params.get("method"),
-            r.data.params.get("variant"),
-            r.data.tags.get("benchsuite.device"),
-        )
-        for r in tracker.runs()
-        if r.data.tags.get("benchsuite.kind") == "throughput" and r.info.status == "FINISHED"
-    }
+    runs = tracker.runs()
+    done = set()
+    trained = set()
+    for r in runs:
+        kind, finished = r.data.tags.get("benchsuite.kind"), r.info.status == "FINISHED"
+        key = (r.data.params.get("method"), r.data.params.get("variant"))
+        if kind == "throughput" and finished:
+            done.add((*key, r.data.tags.get("benchsuite.device")))
+        elif kind == "run" and finished:
+            trained.add(key)
     first: dict[tuple[str, str], RunConfig] = {}
     for config in configs:
         first.setdefault((config.method, config.variant()), config)
     measured = 0
     for (method, variant), config in first.items():
-        if (method, variant, label) in done:
+        if (method, variant, label) in done or (method, variant) not in trained:
+            continue  # measured already, or a variant whose runs failed: nothing to rank
+        try:
+            ips = isolated_img_per_s(config, data)
+        except Exception as exc:  # noqa: BLE001 - a timing problem must not fail the benchmark
+            warnings.warn(
+                f"isolated img/s of {method}[{variant}] not measured: {exc}", stacklevel=2
+            )
             continue
-        ips = isolated_img_per_s(config, data)
         run = tracker.start_run(
             f"throughput {method}[{variant}]",
             {"method": method, "variant": variant, "preset": config.preset.name,

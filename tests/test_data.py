@@ -290,9 +290,12 @@ def test_rotate_quarter_turns() -> None:
 def write_cifar(root: Path, name: str, n_per_batch: int = 8, n_test: int = 6) -> dict:
     rng = np.random.default_rng(1)
     if name == "cifar10":
-        folder, files, label_key, classes = "cifar-10-batches-py", [
-            f"data_batch_{i}" for i in range(1, 6)
-        ] + ["test_batch"], b"labels", 10
+        folder, files, label_key, classes = (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            b"labels",
+            10,
+        )
     else:
         folder, files = "cifar-100-python", ["train", "test"]
         label_key, classes = b"fine_labels", 100

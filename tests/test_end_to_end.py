@@ -33,7 +33,12 @@ def test_default_benchmark_records_one_mlflow_run_per_method(tmp_path):
     assert (tmp_path / "mlflow.db").exists()  # the default local store in the working directory
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("digits-10ep")
-    runs = {r.data.params["method"]: r for r in client.search_runs([exp.experiment_id])}
+    runs = {
+        r.data.params["method"]: r
+        for r in client.search_runs(
+            [exp.experiment_id], filter_string="tags.`benchsuite.kind` = 'run'"
+        )
+    }
     assert set(runs) == {"bimp", "imp", "dense"}
     steps = {r.data.metrics["train_steps"] for r in runs.values()}
     assert steps == {10 * 40}  # 1293 digits training images, batch 32
@@ -75,4 +80,11 @@ def test_default_benchmark_records_one_mlflow_run_per_method(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert "0 finished, 0 failed, 3 skipped" in again.stdout
-    assert len(client.search_runs([exp.experiment_id])) == 3
+    assert (
+        len(client.search_runs([exp.experiment_id], filter_string="tags.`benchsuite.kind` = 'run'"))
+        == 3
+    )
+    # one isolated throughput record per method, made once (not again on the re-run)
+    timed = client.search_runs([exp.experiment_id], "tags.`benchsuite.kind` = 'throughput'")
+    assert sorted(r.data.params["method"] for r in timed) == ["bimp", "dense", "imp"]
+    assert all(r.data.metrics["img_per_s"] > 0 for r in timed)

@@ -47,57 +47,115 @@ def paired_t(d: list[float]) -> float:
 _counter = iter(range(1_000_000))
 
 
-def rec(method: str, target: float, seed: int, acc: float | None, *, variant: str = "default",
-        speedup: float = 2.0, sparsity: float | None = None, status: str = "FINISHED",
-        start: int | None = None, run_key: str | None = None, steps: int = 1000,
-        ips: float = 50.0, version: str = "0.1.0", preset: str = "digits", data: str = "fp1",
-        tuned: str = "false", error: str | None = None) -> RunRecord:
+def rec(
+    method: str,
+    target: float,
+    seed: int,
+    acc: float | None,
+    *,
+    variant: str = "default",
+    speedup: float = 2.0,
+    sparsity: float | None = None,
+    status: str = "FINISHED",
+    start: int | None = None,
+    run_key: str | None = None,
+    steps: int = 1000,
+    ips: float = 50.0,
+    version: str = "0.1.0",
+    preset: str = "digits",
+    data: str = "fp1",
+    tuned: str = "false",
+    error: str | None = None,
+) -> RunRecord:
     """A run with the harness's MLflow schema, as plain data."""
     i = next(_counter)
     start = 1_700_000_000_000 + i * 1000 if start is None else start
-    params = {"method": method, "variant": variant, "target_sparsity": f"{target:g}",
-              "preset": preset, "dataset": "digits", "model": "smallcnn", "epochs": "10",
-              "batch_size": "64", "lr": "0.1", "seed": str(seed)}
+    params = {
+        "method": method,
+        "variant": variant,
+        "target_sparsity": f"{target:g}",
+        "preset": preset,
+        "dataset": "digits",
+        "model": "smallcnn",
+        "epochs": "10",
+        "batch_size": "64",
+        "lr": "0.1",
+        "seed": str(seed),
+    }
     metrics: dict[str, float] = {}
     if status == "FINISHED" and acc is not None:
-        metrics = {"test_accuracy": acc, "test_top5": 99.0, "val_accuracy": acc,
-                   "sparsity": target if sparsity is None else sparsity,
-                   "theoretical_speedup": speedup, "flops_dense": 1e6,
-                   "flops_sparse": 1e6 / speedup, "train_img_per_s": ips,
-                   "train_steps": steps, "train_images": steps * 64, "wall_time_s": 12.0}
-    tags = {"benchsuite.version": version, "benchsuite.kind": "run",
-            "benchsuite.run_key": run_key or f"{method}|{variant}|{target}|{seed}",
-            "benchsuite.device": "cpu:1 threads", "benchsuite.node": "n1",
-            "benchsuite.tuned": tuned, "benchsuite.cached_dense": "false",
-            "benchsuite.data": data,
-            "benchsuite.command": "benchsuite run --methods a,b,c,d,e --sparsity 0.9,0.95,0.98"}
+        metrics = {
+            "test_accuracy": acc,
+            "test_top5": 99.0,
+            "val_accuracy": acc,
+            "sparsity": target if sparsity is None else sparsity,
+            "theoretical_speedup": speedup,
+            "flops_dense": 1e6,
+            "flops_sparse": 1e6 / speedup,
+            "train_img_per_s": ips,
+            "train_steps": steps,
+            "train_images": steps * 64,
+            "wall_time_s": 12.0,
+        }
+    tags = {
+        "benchsuite.version": version,
+        "benchsuite.kind": "run",
+        "benchsuite.run_key": run_key or f"{method}|{variant}|{target}|{seed}",
+        "benchsuite.device": "cpu:1 threads",
+        "benchsuite.node": "n1",
+        "benchsuite.tuned": tuned,
+        "benchsuite.cached_dense": "false",
+        "benchsuite.data": data,
+        "benchsuite.command": "benchsuite run --methods a,b,c,d,e --sparsity 0.9,0.95,0.98",
+    }
     if error:
         tags["benchsuite.error"] = error
-    return RunRecord(run_id=f"r{i:04d}", status=status, start_time=start, end_time=start + 500,
-                     params=params, metrics=metrics, tags=tags)
+    return RunRecord(
+        run_id=f"r{i:04d}",
+        status=status,
+        start_time=start,
+        end_time=start + 500,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+    )
 
 
 def tp(method: str, img_per_s: float, variant: str = "default") -> RunRecord:
     i = next(_counter)
-    return RunRecord(run_id=f"t{i:04d}", start_time=1_800_000_000_000 + i,
-                     end_time=1_800_000_000_000 + i + 10,
-                     params={"method": method, "variant": variant, "preset": "digits",
-                             "batch_size": "64"},
-                     metrics={"img_per_s": img_per_s},
-                     tags={"benchsuite.kind": "throughput", "benchsuite.device": "cpu",
-                           "benchsuite.threads": "1"})
+    return RunRecord(
+        run_id=f"t{i:04d}",
+        start_time=1_800_000_000_000 + i,
+        end_time=1_800_000_000_000 + i + 10,
+        params={"method": method, "variant": variant, "preset": "digits", "batch_size": "64"},
+        metrics={"img_per_s": img_per_s},
+        tags={
+            "benchsuite.kind": "throughput",
+            "benchsuite.device": "cpu",
+            "benchsuite.threads": "1",
+        },
+    )
 
 
 # Column 0.9: a ¹ | b ≈ (noise to c) | c ≈ (tie with d) | d | e.
 # Column 0.95: a ¹ b ² c ³ (each separated) | d | e.  Column 0.98: a vs b share 1 seed.
 ACC = {
-    0.9: {"a": [95.0, 96.0, 97.0], "b": [94.0, 94.9, 96.1], "c": [93.5, 94.9, 95.1],
-          "d": [94.5, 94.0, 95.0], "e": [89.5, 88.8, 90.2]},
-    0.95: {"a": [90.0, 91.0, 92.0], "b": [89.0, 89.9, 91.1], "c": [88.0, 88.8, 90.2],
-           "d": [87.0, 87.7, 89.3], "e": [86.5, 87.7, 88.3]},
+    0.9: {
+        "a": [95.0, 96.0, 97.0],
+        "b": [94.0, 94.9, 96.1],
+        "c": [93.5, 94.9, 95.1],
+        "d": [94.5, 94.0, 95.0],
+        "e": [89.5, 88.8, 90.2],
+    },
+    0.95: {
+        "a": [90.0, 91.0, 92.0],
+        "b": [89.0, 89.9, 91.1],
+        "c": [88.0, 88.8, 90.2],
+        "d": [87.0, 87.7, 89.3],
+        "e": [86.5, 87.7, 88.3],
+    },
 }
-SPEEDUP_09 = {"a": [2.0] * 3, "b": [3.0] * 3, "c": [2.0] * 3, "d": [1.0, 1.2, 1.1],
-              "e": [1.0] * 3}
+SPEEDUP_09 = {"a": [2.0] * 3, "b": [3.0] * 3, "c": [2.0] * 3, "d": [1.0, 1.2, 1.1], "e": [1.0] * 3}
 DENSE = [98.0, 98.5, 99.0]
 
 
@@ -107,14 +165,15 @@ def table_runs() -> list[RunRecord]:
         for m, accs in by_method.items():
             for s, a in enumerate(accs):
                 sp = SPEEDUP_09[m][s] if target == 0.9 else 5.0 + s * 0.1
-                runs.append(rec(m, target, s, a, speedup=sp, sparsity=target - 0.001 * s,
-                                ips=40.0 + s))
+                runs.append(
+                    rec(m, target, s, a, speedup=sp, sparsity=target - 0.001 * s, ips=40.0 + s)
+                )
     runs += [rec("a", 0.98, s, 80.0 + s, speedup=20.0) for s in range(3)]
     runs.append(rec("b", 0.98, 0, 70.0, speedup=20.0))
-    runs += [rec("b", 0.98, s, None, status="FAILED", error="RuntimeError: nan loss")
-             for s in (1, 2)]
-    runs += [tp("dense", 2000.0), tp("a", 1000.0), tp("b", 900.0), tp("c", 880.0),
-             tp("e", 500.0)]
+    runs += [
+        rec("b", 0.98, s, None, status="FAILED", error="RuntimeError: nan loss") for s in (1, 2)
+    ]
+    runs += [tp("dense", 2000.0), tp("a", 1000.0), tp("b", 900.0), tp("c", 880.0), tp("e", 500.0)]
     return runs
 
 
@@ -144,8 +203,11 @@ def test_cell_statistics_match_hand_computation(board) -> None:
 
 
 def _comparison(board, metric: str, target: float, upper: str):
-    return next(c for c in board.comparisons
-                if c.metric == metric and c.target == target and c.upper == upper)
+    return next(
+        c
+        for c in board.comparisons
+        if c.metric == metric and c.target == target and c.upper == upper
+    )
 
 
 def test_paired_tests_match_hand_computation(board) -> None:
@@ -174,8 +236,11 @@ def test_paired_tests_match_hand_computation(board) -> None:
 
 
 def marks(board, target: float, metric: str = "test_accuracy") -> dict[str, str]:
-    return {r.label: r.cells[target].marks[metric].symbol for r in board.rows
-            if not r.reference and target in r.cells}
+    return {
+        r.label: r.cells[target].marks[metric].symbol
+        for r in board.rows
+        if not r.reference and target in r.cells
+    }
 
 
 def test_marks_rank_tie_within_noise_and_untested(board) -> None:
@@ -187,11 +252,22 @@ def test_marks_rank_tie_within_noise_and_untested(board) -> None:
     assert marks(board, 0.98) == {"a": "", "b": ""}
     # speedup: b 3.0 > a 2.0 (constant difference: p = 0), a ties c (2.0), c > d > e.
     assert marks(board, 0.9, "theoretical_speedup") == {
-        "b": "¹", "a": "≈", "c": "≈", "d": "", "e": ""}
+        "b": "¹",
+        "a": "≈",
+        "c": "≈",
+        "d": "",
+        "e": "",
+    }
     # img/s: a 1000 > b 900 by 11 % (separated), b 900 vs c 880 by 2.3 % (within 5 %).
     ips = {r.label: (r.img_per_s.source, r.img_per_s.mark.symbol) for r in board.rows}
-    assert ips == {"dense": ("isolated", ""), "a": ("isolated", "¹"), "b": ("isolated", "≈"),
-                   "c": ("isolated", "≈"), "d": ("in-trial", ""), "e": ("isolated", "")}
+    assert ips == {
+        "dense": ("isolated", ""),
+        "a": ("isolated", "¹"),
+        "b": ("isolated", "≈"),
+        "c": ("isolated", "≈"),
+        "d": ("in-trial", ""),
+        "e": ("isolated", ""),
+    }
     assert board.row("d").img_per_s.value == pytest.approx(41.0)  # median of 40, 41, 42 x2
 
 
@@ -208,10 +284,14 @@ def test_failed_runs_are_counted_and_shown(board) -> None:
 
 def test_latest_attempt_per_run_key_counts() -> None:
     base = [rec("dense", 0, s, 98.0) for s in range(2)]
-    retry_ok = [rec("a", 0.9, 0, 91.0, run_key="k0", start=2_000),
-                rec("a", 0.9, 0, None, status="FAILED", run_key="k0", start=1_000)]
-    retry_bad = [rec("a", 0.9, 1, 90.0, run_key="k1", start=1_000),
-                 rec("a", 0.9, 1, None, status="FAILED", run_key="k1", start=3_000)]
+    retry_ok = [
+        rec("a", 0.9, 0, 91.0, run_key="k0", start=2_000),
+        rec("a", 0.9, 0, None, status="FAILED", run_key="k0", start=1_000),
+    ]
+    retry_bad = [
+        rec("a", 0.9, 1, 90.0, run_key="k1", start=1_000),
+        rec("a", 0.9, 1, None, status="FAILED", run_key="k1", start=3_000),
+    ]
     board = aggregate(base + retry_ok + retry_bad, experiment="x")
     cell = board.row("a").cells[0.9]
     assert cell.seeds == (0,) and cell.stats["test_accuracy"].mean == 91.0
@@ -230,8 +310,10 @@ def _parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
     return titles, rows
 
 
-ACC_RE = re.compile(r"^(\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?(?P<mark>[¹²³]| ≈)? "
-                    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?$")
+ACC_RE = re.compile(
+    r"^(\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?(?P<mark>[¹²³]| ≈)? "
+    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?$"
+)
 
 
 def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
@@ -252,7 +334,7 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
         assert cells[1].endswith("†") == (ips["source"] == "in-trial")
         for i, target in enumerate(data["targets"]):
             key = "0.0" if jrow["reference"] else repr(target)
-            acc_t, ci_t, sp_t, spars_t = cells[2 + 4 * i: 6 + 4 * i]
+            acc_t, ci_t, sp_t, spars_t = cells[2 + 4 * i : 6 + 4 * i]
             if key not in jrow["cells"]:  # c, d, e were not run at 0.98
                 assert [acc_t, ci_t, sp_t, spars_t] == ["—"] * 4
                 continue
@@ -343,8 +425,9 @@ def test_publishing_twice_gives_identical_bytes(tmp_path: Path) -> None:
     newest = max(r.end_time for r in runs)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(newest / 1000))
     assert f"**Newest run:** {stamp}" in before["digits-10ep.md"].decode()
-    (out / "README.md").write_text("# Ours\n\nintro\n\n" + before["README.md"].decode()
-                                   .split("\n\n", 2)[2] + "\nfooter\n")
+    (out / "README.md").write_text(
+        "# Ours\n\nintro\n\n" + before["README.md"].decode().split("\n\n", 2)[2] + "\nfooter\n"
+    )
     publish(aggregate([rec("a", 0.9, 0, 90.0)], "zeta"), out, header={"command": "cmd z"})
     index = (out / "README.md").read_text()
     assert index.startswith("# Ours\n\nintro\n") and index.endswith("\nfooter\n")
@@ -357,33 +440,67 @@ def test_publishing_twice_gives_identical_bytes(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- real MLflow
 
 
-def _log(method: str, target: float, seed: int, acc: float | None, *, status: str = "FINISHED",
-         run_key: str | None = None, kind: str = "run") -> None:
+def _log(
+    method: str,
+    target: float,
+    seed: int,
+    acc: float | None,
+    *,
+    status: str = "FINISHED",
+    run_key: str | None = None,
+    kind: str = "run",
+) -> None:
     import mlflow
 
     mlflow.start_run()
     if kind == "throughput":
-        mlflow.log_params({"method": method, "variant": "default", "preset": "digits",
-                           "batch_size": 64})
+        mlflow.log_params(
+            {"method": method, "variant": "default", "preset": "digits", "batch_size": 64}
+        )
         mlflow.log_metrics({"img_per_s": acc})
-        mlflow.set_tags({"benchsuite.kind": "throughput", "benchsuite.device": "cpu",
-                         "benchsuite.threads": "1"})
+        mlflow.set_tags(
+            {"benchsuite.kind": "throughput", "benchsuite.device": "cpu", "benchsuite.threads": "1"}
+        )
         mlflow.end_run()
         return
-    mlflow.log_params({"method": method, "variant": "default", "target_sparsity": target,
-                       "preset": "digits", "dataset": "digits", "model": "smallcnn",
-                       "epochs": 10, "batch_size": 64, "lr": 0.1, "seed": seed})
-    tags = {"benchsuite.version": "0.1.0", "benchsuite.kind": "run",
-            "benchsuite.run_key": run_key or f"{method}-{target}-{seed}",
-            "benchsuite.device": "cpu:1 threads", "benchsuite.tuned": "false",
-            "benchsuite.data": "fp", "benchsuite.command": "benchsuite run"}
+    mlflow.log_params(
+        {
+            "method": method,
+            "variant": "default",
+            "target_sparsity": target,
+            "preset": "digits",
+            "dataset": "digits",
+            "model": "smallcnn",
+            "epochs": 10,
+            "batch_size": 64,
+            "lr": 0.1,
+            "seed": seed,
+        }
+    )
+    tags = {
+        "benchsuite.version": "0.1.0",
+        "benchsuite.kind": "run",
+        "benchsuite.run_key": run_key or f"{method}-{target}-{seed}",
+        "benchsuite.device": "cpu:1 threads",
+        "benchsuite.tuned": "false",
+        "benchsuite.data": "fp",
+        "benchsuite.command": "benchsuite run",
+    }
     if status == "FAILED":
         mlflow.set_tags({**tags, "benchsuite.error": "boom"})
         mlflow.end_run(status="FAILED")
         return
     mlflow.log_metric("sparsity", 0.5, step=0)  # a curve: the final value is logged last
-    mlflow.log_metrics({"test_accuracy": acc, "sparsity": target, "theoretical_speedup": 3.0,
-                        "train_steps": 100, "train_img_per_s": 10.0 + seed}, step=1)
+    mlflow.log_metrics(
+        {
+            "test_accuracy": acc,
+            "sparsity": target,
+            "theoretical_speedup": 3.0,
+            "train_steps": 100,
+            "train_img_per_s": 10.0 + seed,
+        },
+        step=1,
+    )
     mlflow.set_tags(tags)
     mlflow.end_run()
 

@@ -161,7 +161,9 @@ def finished_runs(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None
-    return client.search_runs([exp.experiment_id], max_results=1000)
+    return client.search_runs(
+        [exp.experiment_id], filter_string="tags.`benchsuite.kind` = 'run'", max_results=1000
+    )
 
 
 # --------------------------------------------------------------------------- the grid

@@ -95,7 +95,7 @@ def test_two_node_cluster_records_every_run_with_its_node(mlflow_server, two_nod
     assert not ray.is_initialized()  # the command disconnected; the cluster lives on
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("cluster")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`benchsuite.kind` = 'run'")
     assert len(runs) == 4
     assert {r.info.status for r in runs} == {"FINISHED"}
     nodes = {r.data.tags["benchsuite.node"] for r in runs}

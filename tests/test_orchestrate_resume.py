@@ -42,7 +42,13 @@ def processes_with_env(marker: str) -> list[int]:
 def runs(uri: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("resume")
-    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+    return (
+        []
+        if exp is None
+        else client.search_runs(
+            [exp.experiment_id], filter_string="tags.`benchsuite.kind` = 'run'", max_results=1000
+        )
+    )
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc to find lingering processes")

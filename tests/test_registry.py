@@ -121,7 +121,8 @@ def test_plugin_appears_in_methods_and_runs(plugins, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("digits-2ep").experiment_id])
+    exp_id = client.get_experiment_by_name("digits-2ep").experiment_id
+    (run,) = client.search_runs([exp_id], filter_string="tags.`benchsuite.kind` = 'run'")
     assert run.info.status == "FINISHED"
     assert run.data.params["method"] == "oneshot"
     assert run.data.metrics["sparsity"] == pytest.approx(0.8, abs=1e-3)

@@ -133,9 +133,8 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     exp = client.get_experiment_by_name(f"digits-{EPOCHS}ep")
-    final = {
-        r.data.params["method"]: r for r in client.search_runs([exp.experiment_id])
-    }  # fmt: skip
+    kind_run = "tags.`benchsuite.kind` = 'run'"
+    final = {r.data.params["method"]: r for r in client.search_runs([exp.experiment_id], kind_run)}
     assert final["dense"].data.tags["benchsuite.tuned"] == "false"
     for method in ("imp", "bimp"):
         run = final[method]
