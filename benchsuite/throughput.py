@@ -57,7 +57,7 @@ def plan_step_time(
     return step_time / budget.total_steps + hook_time / (budget.epochs * real_steps_per_epoch)
 
 
-def isolated_img_per_s(config: RunConfig, data: Dataset, steps: int = 4, repeats: int = 2) -> float:
+def isolated_img_per_s(config: RunConfig, data: Dataset, steps: int = 8, repeats: int = 3) -> float:
     """Images per second of ``config``'s training steps, best of ``repeats`` after a warm-up."""
     device = torch.device(config.device)
     bs = config.preset.batch_size
