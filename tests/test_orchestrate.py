@@ -8,7 +8,6 @@ package written into a temporary directory with a ``.dist-info`` entry point, so
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import textwrap
@@ -26,10 +25,10 @@ from benchsuite.orchestrate import (
     ResourceError,
     Resources,
     check_resources,
-    quiet_ray_environment,
     run_grid,
 )
 from benchsuite.presets import load_preset
+from tests.local_ray import start_local_ray
 
 PLUGIN = '''
 """Test-only methods: each misbehaves in a different way in its second epoch."""
@@ -113,19 +112,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_ray(plugin_dir: Path):
     """One 2-CPU local instance for the module; workers see the test plugin via PYTHONPATH."""
-    import ray
-
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_dir), saved]))
-    quiet_ray_environment()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        num_gpus=0,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    ray = start_local_ray()
     yield ray
     ray.shutdown()
     if saved is None:

@@ -4,7 +4,6 @@ accuracy, without ever reading the test split; ``run --tuned`` picks the result 
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 
 import pytest
@@ -14,9 +13,9 @@ from typer.testing import CliRunner
 from benchsuite import cli
 from benchsuite.cli import app
 from benchsuite.grid import Request
-from benchsuite.orchestrate import quiet_ray_environment
 from benchsuite.presets import load_preset
 from benchsuite.tuning import TUNING_SEED, draw_trials, search_space
+from tests.local_ray import start_local_ray
 
 EPOCHS = 4
 STEPS = EPOCHS * 40  # digits: 1293 training images, batch 32
@@ -24,17 +23,7 @@ STEPS = EPOCHS * 40  # digits: 1293 training images, batch 32
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import ray
-
-    quiet_ray_environment()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        num_gpus=0,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    ray = start_local_ray()
     yield
     ray.shutdown()
 
