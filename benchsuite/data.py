@@ -133,8 +133,11 @@ class TensorDataset(Dataset):
 
     A batch is ``x[idx]`` moved to the device, then ``x * scale``, the train augmentation
     (train batches only), and ``(x - mean) / std`` per channel; all of it batched, so there
-    is no per-sample Python. The test tensors come from ``load_test`` on the first
-    ``test_batches`` call, and must hash to ``test_digest`` (the fingerprint covers them).
+    is no per-sample Python. A split that is never augmented (validation, test, and train
+    without augmentation) is scaled and normalised once, on first use, with the same
+    operations, so its batches are bitwise the same and cost one gather. The test tensors
+    come from ``load_test`` on the first ``test_batches`` call, and must hash to
+    ``test_digest`` (the fingerprint covers them).
     """
 
     def __init__(
@@ -174,13 +177,29 @@ class TensorDataset(Dataset):
         self._augment = augment
         # Positions of each split in the source arrays (for audits and tests).
         self.split: dict[str, Tensor] = split or {}
+        self._ready: dict[str, Tensor] = {}  # split → normalised float tensor (CPU)
 
-    def _prepare(self, x: Tensor, device: torch.device, augment: torch.Generator | None) -> Tensor:
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ready"] = {}  # rebuilt where it is used: never shipped to Ray workers
+        return state
+
+    def _normalised(self, split: str, x: Tensor) -> Tensor:
+        """``x`` scaled and normalised as ``_prepare`` does, once per split."""
+        if split not in self._ready:
+            self._ready[split] = self._prepare(x, torch.device("cpu"), None)
+        return self._ready[split]
+
+    @staticmethod
+    def _to_device(x: Tensor, device: torch.device) -> Tensor:
         # Pinning lets the host-to-device copy overlap; the caching host allocator keeps the
         # pinned block alive until the copy has finished.
         if device.type == "cuda":
             x = x.pin_memory()
-        x = x.to(device, non_blocking=True).float()
+        return x.to(device, non_blocking=True)
+
+    def _prepare(self, x: Tensor, device: torch.device, augment: torch.Generator | None) -> Tensor:
+        x = self._to_device(x, device).float()
         if self._scale != 1.0:
             x = x * self._scale
         if augment is not None and self._augment is not None:
@@ -188,11 +207,6 @@ class TensorDataset(Dataset):
         mean = self._mean.to(device).view(-1, 1, 1)
         std = self._std.to(device).view(-1, 1, 1)
         return (x - mean) / std
-
-    def _labels(self, y: Tensor, device: torch.device) -> Tensor:
-        if device.type == "cuda":
-            y = y.pin_memory()
-        return y.to(device, non_blocking=True)
 
     def train_batches(
         self,
@@ -214,19 +228,25 @@ class TensorDataset(Dataset):
         device: torch.device,
     ) -> Iterator[Batch]:
         perm = torch.randperm(self.n_train, generator=order)
+        ready = None if self._augment is not None else self._normalised("train", self._x_train)
         for step in range(steps):
             idx = perm[step * batch_size : (step + 1) * batch_size]
-            x = self._prepare(self._x_train[idx], device, augment)
-            yield x, self._labels(self._y_train[idx], device)
+            # index_select: the same gather as x[idx], about 3× faster on CPU
+            if ready is None:
+                x = self._prepare(self._x_train.index_select(0, idx), device, augment)
+            else:
+                x = self._to_device(ready.index_select(0, idx), device)
+            yield x, self._to_device(self._y_train.index_select(0, idx), device)
 
-    def _eval_iter(self, x: Tensor, y: Tensor, batch_size: int, device: torch.device):
+    def _eval_iter(self, split: str, x: Tensor, y: Tensor, batch_size: int, device: torch.device):
+        ready = self._normalised(split, x)
         for start in range(0, len(y), batch_size):
-            xb = self._prepare(x[start : start + batch_size], device, None)
-            yield xb, self._labels(y[start : start + batch_size], device)
+            xb = self._to_device(ready[start : start + batch_size], device)
+            yield xb, self._to_device(y[start : start + batch_size], device)
 
     def val_batches(self, batch_size: int, device: torch.device | str) -> Iterator[Batch]:
         _check_batch_size(batch_size)
-        return self._eval_iter(self._x_val, self._y_val, batch_size, torch.device(device))
+        return self._eval_iter("val", self._x_val, self._y_val, batch_size, torch.device(device))
 
     def test_batches(self, batch_size: int, device: torch.device | str) -> Iterator[Batch]:
         _check_batch_size(batch_size)
@@ -240,7 +260,7 @@ class TensorDataset(Dataset):
                 )
             self._test = (x, y)
         x, y = self._test
-        return self._eval_iter(x, y, batch_size, torch.device(device))
+        return self._eval_iter("test", x, y, batch_size, torch.device(device))
 
 
 # --------------------------------------------------------------------------- helpers

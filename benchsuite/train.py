@@ -273,12 +273,13 @@ def train_run(
     dataset: Dataset | None = None,
     cache_dir: Path | None = None,
     on_epoch: Callable[[Progress], None] | None = None,
-    validate: bool = True,
+    evaluation: bool = True,
 ) -> RunResult:
     """Train, finalize, project and test one run; log curves to ``run`` if given.
 
-    ``validate=False`` skips the per-epoch validation (and diagnostics that need it): only
-    for measuring the loop itself (benchmarks/harness_overhead.py).
+    ``evaluation=False`` skips every validation and test pass (and the diagnostics that need
+    them), so the result has no accuracies: only for measuring the loop itself
+    (benchmarks/harness_overhead.py).
     """
     wall_start = time.perf_counter()
     preset = config.preset
@@ -290,7 +291,7 @@ def train_run(
     amp_dtype = autocast_dtype(config, device)
     order = make_generator(config.seed, "order")
     augment = make_generator(config.seed, "augment")
-    if validate:
+    if evaluation:
         state.evaluate_val = lambda: evaluate(
             model, data.val_batches(preset.eval_batch_size, device), amp_dtype
         )[0]
@@ -382,6 +383,9 @@ def train_run(
             )
         end_epoch(train_loss)
 
+    # The last epoch's validation already measured these weights; if finalize, the
+    # projection and the BN recalibration leave them as they are, it is the final one.
+    validated = [t.detach().clone() for t in model.state_dict().values()] if evaluation else None
     method.finalize(model, state)
     before_projection = achieved_sparsity(model)  # what the method reached on its own
     project_to_sparsity(model, config.target)
@@ -389,17 +393,23 @@ def train_run(
         recalibrate_bn(model, data, config, device) if config.bn_recalibration_batches else 0
     )
     example = next(iter(data.val_batches(preset.eval_batch_size, device)))[0]
-    layers = count_layers(model, example)
-    val_acc, _ = evaluate(model, data.val_batches(preset.eval_batch_size, device), amp_dtype)
-    test_acc = test_top5 = None
-    if config.evaluate_test:
+    layers = count_layers(model, example[:1])
+    val_acc = test_acc = test_top5 = None
+    if validated is not None:
+        if curves and all(map(torch.equal, validated, model.state_dict().values())):
+            val_acc = curves[-1][1]["val_accuracy"]
+        else:
+            val_acc, _ = evaluate(
+                model, data.val_batches(preset.eval_batch_size, device), amp_dtype
+            )
+    if evaluation and config.evaluate_test:
         test_acc, test_top5 = evaluate(
             model, data.test_batches(preset.eval_batch_size, device), amp_dtype
         )
     total_images = images + cached_images
     metrics = {
         **({} if test_acc is None else {"test_accuracy": test_acc}),
-        "val_accuracy": val_acc,
+        **({} if val_acc is None else {"val_accuracy": val_acc}),
         "sparsity": achieved_sparsity(model),
         "sparsity_before_projection": before_projection,
         "flops_dense": float(flops_dense(layers)),

@@ -456,3 +456,19 @@ def test_imagefolder_fingerprint(image_root, tmp_path) -> None:
     assert load_dataset("imagenet", copy, image_size=16, num_workers=0).fingerprint != a.fingerprint
     with pytest.raises(DataError, match="train"):
         load_dataset("imagenet", tmp_path / "copy" / "val")
+
+
+def test_normalised_once_gives_bitwise_the_per_batch_values(digits) -> None:
+    """The cached normalised splits are exactly what normalising each batch gives, and the
+    cache never travels with the dataset (pickled for Ray workers)."""
+    order = 3
+    cached = list(digits.train_batches(64, gen(order), gen(0), CPU))
+    perm = torch.randperm(digits.n_train, generator=gen(order))
+    for step, (x, y) in enumerate(cached):
+        idx = perm[step * 64 : (step + 1) * 64]
+        assert torch.equal(x, digits._prepare(digits._x_train[idx], CPU, None))
+        assert torch.equal(y, digits._y_train[idx])
+    x_val, _ = collect(digits.val_batches(100, CPU))
+    assert torch.equal(x_val, digits._prepare(digits._x_val, CPU, None))
+    assert set(digits._ready) == {"train", "val"}
+    assert digits.__getstate__()["_ready"] == {} and digits._ready

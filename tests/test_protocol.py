@@ -128,3 +128,39 @@ def test_cached_dense_phase_gives_the_same_run(tiny_preset, tiny_data, tmp_path)
 
 def test_generators_are_cpu_generators():
     assert make_generator(0, "order").device.type == "cpu"
+
+
+def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
+    tiny_preset, tiny_data, monkeypatch
+):
+    """Dense weights are final after the last epoch: its validation is the final one (E
+    validation passes and one test pass). A finalize that changes weights gets a new pass,
+    and either way the recorded accuracy is that of the finalized model."""
+    import benchsuite.train as train
+
+    passes = []
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+
+    class Shrink(PruningMethod):
+        name = "shrink"
+
+        def finalize(self, model, state):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(0.5)
+
+    monkeypatch.setitem(registry().methods, "shrink", Shrink)
+    val = lambda r: real(r.model, tiny_data.val_batches(256, "cpu"))[0]  # noqa: E731
+    epochs = tiny_preset.epochs
+    dense = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data)
+    assert len(passes) == epochs + 1
+    assert dense.metrics["val_accuracy"] == val(dense)
+    passes.clear()
+    shrunk = train_run(RunConfig(tiny_preset, "shrink", 0.0, 0), dataset=tiny_data)
+    assert len(passes) == epochs + 2
+    assert shrunk.metrics["val_accuracy"] == val(shrunk)
+    passes.clear()
+    quiet = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data, evaluation=False)
+    assert passes == [] and "val_accuracy" not in quiet.metrics
+    assert "test_accuracy" not in quiet.metrics
