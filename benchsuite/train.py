@@ -132,15 +132,31 @@ def device_label(device: torch.device) -> str:
     return f"cpu:{torch.get_num_threads()} threads"
 
 
+def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with channels_last strides, so a convolution runs channels_last whatever its
+    weight's strides say. A one-channel batch is already "contiguous" in both layouts, and
+    ``contiguous(memory_format=...)`` keeps its NCHW strides: then a first conv whose weight
+    a method recomputed with NCHW strides would switch the whole network to NCHW (2× slower
+    pooling on LeNet-5)."""
+    if x.dim() != 4 or x.stride(1) == 1:
+        return x
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches, amp_dtype: torch.dtype | None = None
+    model: nn.Module,
+    batches,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (%) in eval mode; restores the training flag."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = total = 0
     for x, y in batches:
+        if channels_last:
+            x = channels_last_input(x)
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(x)
         k = min(5, out.shape[1])
@@ -244,8 +260,8 @@ def train_step(
     lr = float(state.lr[state.step])
     for group in state.optimizer.param_groups:  # the optimizer may have been replaced
         group["lr"] = lr
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        x = channels_last_input(x)
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss = F.cross_entropy(state.model(x), y)
         reg = method.regularization(state)
@@ -289,11 +305,12 @@ def train_run(
     model, method, state = setup(config, data, budget, device)
     plan = state.plan
     amp_dtype = autocast_dtype(config, device)
+    channels_last = preset.channels_last
     order = make_generator(config.seed, "order")
     augment = make_generator(config.seed, "augment")
     if evaluation:
         state.evaluate_val = lambda: evaluate(
-            model, data.val_batches(preset.eval_batch_size, device), amp_dtype
+            model, data.val_batches(preset.eval_batch_size, device), amp_dtype, channels_last
         )[0]
 
     ckpt = Checkpoints(cache_dir)
@@ -356,7 +373,7 @@ def train_run(
             if cuda:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            loss = train_step(state, method, x, y, amp_dtype, preset.channels_last)
+            loss = train_step(state, method, x, y, amp_dtype, channels_last)
             if cuda:
                 torch.cuda.synchronize(device)
             step_time += time.perf_counter() - t0
@@ -400,11 +417,11 @@ def train_run(
             val_acc = curves[-1][1]["val_accuracy"]
         else:
             val_acc, _ = evaluate(
-                model, data.val_batches(preset.eval_batch_size, device), amp_dtype
+                model, data.val_batches(preset.eval_batch_size, device), amp_dtype, channels_last
             )
     if evaluation and config.evaluate_test:
         test_acc, test_top5 = evaluate(
-            model, data.test_batches(preset.eval_batch_size, device), amp_dtype
+            model, data.test_batches(preset.eval_batch_size, device), amp_dtype, channels_last
         )
     total_images = images + cached_images
     metrics = {

@@ -151,3 +151,34 @@ def test_a_deep_copy_computes_from_its_own_latents():
         [pytest.approx(1.0), pytest.approx(-5.0)],
         [pytest.approx(3.0), 0.0],
     ]
+
+
+@pytest.mark.parametrize("method", ["dnw", "str", "dst"])
+def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -> None:
+    """The batched methods compute on each weight as stored: a channels_last model gets
+    channels_last effective weights (a convolution would otherwise switch layouts every
+    step), with exactly the values and gradients of the NCHW model."""
+    from benchsuite.presets import load_preset
+    from benchsuite.train import RunConfig, channels_last_input, setup
+
+    class Shape:
+        num_classes, input_shape = 10, (1, 28, 28)
+
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    results = []
+    for channels_last in (False, True):
+        preset = load_preset("fashion-mnist").replace(channels_last=channels_last)
+        model, _, state = setup(RunConfig(preset, method, 0.9, 0), Shape, Budget(2, 4), "cpu")
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        for conv in convs:
+            assert conv.weight.stride() == latent_weight(conv).stride()
+            if channels_last:
+                assert conv.weight.stride(1) == 1  # channels_last, also with one input channel
+        inputs = channels_last_input(x) if channels_last else x
+        model(inputs).square().sum().backward()
+        results.append(
+            [(c.weight.detach().contiguous(), latent_weight(c).grad.contiguous()) for c in convs]
+        )
+    for (w0, g0), (w1, g1) in zip(*results):
+        assert torch.equal(w0, w1)
+        torch.testing.assert_close(g0, g1)

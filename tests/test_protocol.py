@@ -164,3 +164,18 @@ def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
     quiet = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data, evaluation=False)
     assert passes == [] and "val_accuracy" not in quiet.metrics
     assert "test_accuracy" not in quiet.metrics
+
+
+def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
+    """A (B, 1, H, W) batch counts as contiguous in both layouts; the loop gives it
+    channels_last strides, so the first convolution runs channels_last even when a method
+    recomputed its weight with NCHW strides."""
+    from benchsuite.train import channels_last_input
+
+    x = torch.randn(4, 1, 6, 6)
+    assert x.contiguous(memory_format=torch.channels_last).stride(1) != 1  # PyTorch keeps NCHW
+    y = channels_last_input(x)
+    assert y.stride() == (36, 1, 6, 1) and torch.equal(x, y)
+    conv = torch.nn.Conv2d(1, 3, 3)  # weight strides (9, 9, 3, 1): NCHW
+    assert conv(y).stride(1) == 1 and torch.equal(conv(y), conv(x))
+    assert channels_last_input(y) is y
