@@ -58,44 +58,60 @@ def default_experiment(preset: str, epochs: int) -> str:
     return f"{preset}-{epochs}ep"
 
 
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda where trials get GPUs, else cpu)."
+ADDRESS_HELP = (
+    "Join a Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
+    "(default: a local Ray instance for this command)."
+)
+CPUS_HELP = "CPUs per trial (fractions allowed); torch uses max(1, int(N)) threads."
+GPUS_HELP = "GPUs per trial; fractions share a GPU (default: 1 where the cluster has GPUs, else 0)."
+
+# Options that several commands share, declared once.
+MethodsOption = Annotated[str, typer.Option(help="Comma list of registered methods, or 'all'.")]
+SparsityOption = Annotated[str, typer.Option(help="Target sparsities in (0, 1), comma separated.")]
+PresetOption = Annotated[str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")]
+DatasetOption = Annotated[str | None, typer.Option(help="Override the preset's dataset.")]
+ModelOption = Annotated[str | None, typer.Option(help="Override the preset's model.")]
+EpochsOption = Annotated[int | None, typer.Option(help="Override the budget (epochs) of all runs.")]
+DataDirOption = Annotated[str | None, typer.Option(help="Directory of the dataset's files.")]
+TrackingOption = Annotated[str, typer.Option(help="MLflow tracking URI.")]
+DeviceOption = Annotated[str | None, typer.Option(help=DEVICE_HELP)]
+CacheDirOption = Annotated[Path, typer.Option(help="Where shared dense-phase checkpoints go.")]
+AddressOption = Annotated[str | None, typer.Option(help=ADDRESS_HELP)]
+CpusOption = Annotated[float, typer.Option(help=CPUS_HELP)]
+GpusOption = Annotated[float | None, typer.Option(help=GPUS_HELP)]
+MaxConcurrentOption = Annotated[
+    int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
+]
+RetriesOption = Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")]
+
+
 @app.command()
 def run(
-    methods: Annotated[
-        str, typer.Option(help="Comma list of registered methods, or 'all'.")
-    ] = "all",
-    sparsity: Annotated[
-        str, typer.Option(help="Target sparsities in (0, 1), comma separated.")
-    ] = "0.9",
-    preset: Annotated[
-        str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")
-    ] = "digits",
-    dataset: Annotated[str | None, typer.Option(help="Override the preset's dataset.")] = None,
-    model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Override the budget (epochs) every method gets.")
-    ] = None,
+    methods: MethodsOption = "all",
+    sparsity: SparsityOption = "0.9",
+    preset: PresetOption = "digits",
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
     seeds: Annotated[
         int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")
     ] = 1,
     hp: Annotated[
         list[str] | None, typer.Option(help="METHOD.NAME=V1,V2: one variant per value.")
     ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Directory of the dataset's files.")] = None,
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
-    cache_dir: Annotated[
-        Path, typer.Option(help="Where shared dense-phase checkpoints go.")
-    ] = Path(".benchsuite/cache"),
-    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help=CPUS_HELP)] = 1.0,
-    gpus_per_trial: Annotated[float | None, typer.Option(help=GPUS_HELP)] = None,
-    max_concurrent: Annotated[
-        int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
-    ] = None,
-    retries: Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")] = 0,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
+    address: AddressOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    retries: RetriesOption = 0,
     tuned: Annotated[
         bool,
         typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
@@ -152,15 +168,6 @@ def run(
 
     console.print(render_rich(aggregate(load_runs(absolute_uri(tracking_uri), name))))
     summarize(outcome, tracking_uri, name)
-
-
-DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda where trials get GPUs, else cpu)."
-ADDRESS_HELP = (
-    "Join a Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
-    "(default: a local Ray instance for this command)."
-)
-CPUS_HELP = "CPUs per trial (fractions allowed); torch uses max(1, int(N)) threads."
-GPUS_HELP = "GPUs per trial; fractions share a GPU (default: 1 where the cluster has GPUs, else 0)."
 
 
 def parse_resources(
@@ -280,40 +287,28 @@ def summarize(outcome, tracking_uri: str, experiment: str) -> None:
 
 @app.command()
 def tune(
-    methods: Annotated[
-        str, typer.Option(help="Comma list of registered methods, or 'all'.")
-    ] = "all",
-    sparsity: Annotated[
-        str, typer.Option(help="Target sparsities in (0, 1), comma separated.")
-    ] = "0.9",
+    methods: MethodsOption = "all",
+    sparsity: SparsityOption = "0.9",
     trials_per_method: Annotated[
         int, typer.Option(help="Full-budget trials per method and target.")
     ] = 8,
-    preset: Annotated[
-        str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")
-    ] = "digits",
-    dataset: Annotated[str | None, typer.Option(help="Override the preset's dataset.")] = None,
-    model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Override the budget (epochs) every trial gets.")
-    ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Directory of the dataset's files.")] = None,
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+    preset: PresetOption = "digits",
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     experiment: Annotated[
         str | None,
         typer.Option(help="MLflow experiment of the trials (default <preset>-<epochs>ep-tune)."),
     ] = None,
-    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
-    cache_dir: Annotated[
-        Path, typer.Option(help="Where shared dense-phase checkpoints go.")
-    ] = Path(".benchsuite/cache"),
-    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help=CPUS_HELP)] = 1.0,
-    gpus_per_trial: Annotated[float | None, typer.Option(help=GPUS_HELP)] = None,
-    max_concurrent: Annotated[
-        int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
-    ] = None,
-    retries: Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")] = 0,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
+    address: AddressOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    retries: RetriesOption = 0,
     seed: Annotated[
         int, typer.Option(help="Random state of the search (the same seed draws the same trials).")
     ] = 0,
@@ -459,7 +454,7 @@ def leaderboard(
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default: the newest).")
     ] = None,
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
 ) -> None:
     """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
     from .leaderboard import render_rich
@@ -473,7 +468,7 @@ def publish(
         str | None, typer.Option(help="MLflow experiment (default: the newest).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("leaderboards"),
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     force: Annotated[
         bool, typer.Option(help="Publish even if the runs are not comparable.")
     ] = False,
