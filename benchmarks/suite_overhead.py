@@ -115,7 +115,8 @@ def trial_overhead(work: Path) -> dict[str, float]:
     configs = expand(Request(preset, [method], [0.9], [0, 1, 2], {method: [{}]}), data)
     experiment = f"overhead-{time.time_ns()}"
     outcome = run_grid(configs, data, f"sqlite:///{work}/mlflow.db", experiment,
-                       console=Console(quiet=True), resources=Resources(max_concurrent=1))  # fmt: skip
+                       console=Console(quiet=True),
+                       resources=Resources(max_concurrent=1))  # fmt: skip
     records = sorted(outcome.trials, key=lambda r: r.label)
     for record in records:
         assert record.status == "FINISHED", record.error

@@ -42,12 +42,14 @@ Marks (accuracy and speedup columns; higher is better)
      links are *untested* (fewer than 2 shared seeds) are left unmarked.
 
 Marks (img/s column)
-  An isolated throughput figure is a single measurement with no noise estimate, so img/s
-  uses a stated relative threshold instead of a test: neighbours are separated when the
-  faster is more than 5 % faster (``IMG_S_REL_THRESHOLD``); the same steps 1-4 apply
-  otherwise. Only isolated measurements are ranked; a row without one shows the median
-  in-trial ``train_img_per_s`` of its runs marked ``†`` (measured under contention) and
-  is never marked. Achieved sparsity is never marked.
+  An isolated throughput figure is the mean over interleaved timing rounds
+  (``benchsuite.throughput``); round r of every variant ran in the same spell of the
+  machine, so neighbours are compared by the same two-sided paired t-test, over the rounds
+  instead of the seeds. A record without per-round figures (older records) falls back to a
+  stated relative threshold: separated when the faster is more than 5 % faster
+  (``IMG_S_REL_THRESHOLD``). Only isolated measurements are ranked; a row without one
+  shows the median in-trial ``train_img_per_s`` of its runs marked ``†`` (measured under
+  contention) and is never marked. Achieved sparsity is never marked.
 
 Fairness
   If the runs differ in ``preset``, ``train_steps`` (FINISHED runs), data fingerprint
@@ -267,6 +269,7 @@ class Throughput:
     device: str | None = None
     threads: str | None = None
     mark: Mark = field(default_factory=Mark)
+    rounds: tuple[float, ...] = ()  # per-round figures of an interleaved measurement
 
 
 @dataclass
@@ -467,7 +470,7 @@ def _rank_column(
     comps: list[Comparison] = []
     links: list[str] = []
     for (row_u, vals_u, _), (row_l, vals_l, _) in zip(ranked, ranked[1:], strict=False):
-        if metric == "img_per_s":
+        if metric == "img_per_s" and min(len(vals_u), len(vals_l)) < 2:  # no rounds: 5 % rule
             hi, lo = mean((row_u, vals_u, Mark())), mean((row_l, vals_l, Mark()))
             rel = hi / lo - 1.0 if lo > 0 else math.inf
             status = "tie" if _equal(hi, lo) else (
@@ -583,9 +586,11 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
     for row in ordered:
         rec = tp_by_row.get((row.method, row.variant))
         if rec is not None:
+            rounds = json.loads(rec.tags.get("benchsuite.img_per_s_rounds") or "[]")
             row.img_per_s = Throughput(float(rec.metrics["img_per_s"]), "isolated", (rec.run_id,),
                                        rec.tags.get("benchsuite.device"),
-                                       rec.tags.get("benchsuite.threads"))
+                                       rec.tags.get("benchsuite.threads"),
+                                       rounds=tuple(float(v) for v in rounds))
             continue
         pairs = sorted(
             (r.run_id, v) for r in trial
@@ -610,9 +615,10 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
                 if cell is not None and cell.by_seed.get(metric):
                     entries.append((row, cell.by_seed[metric], cell.marks[metric]))
             comparisons += _rank_column(entries, metric, target, alpha)
-    iso = [(row, {0: row.img_per_s.value}, row.img_per_s.mark) for row in candidates
+    iso = [(row, dict(enumerate(row.img_per_s.rounds)) or {0: row.img_per_s.value},
+            row.img_per_s.mark) for row in candidates
            if row.img_per_s is not None and row.img_per_s.source == "isolated"]
-    comparisons += _rank_column(iso, "img_per_s", None)
+    comparisons += _rank_column(iso, "img_per_s", None, alpha)
 
     # ---- fairness
     problems: list[str] = []
@@ -762,7 +768,9 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "never marked.",
         "**img/s**: training throughput, images per second of the method's training steps "
         "(Σ images ÷ Σ step time after warm-up), measured in isolation, one method at a time "
-        f"on an otherwise idle device ({board.header.get('throughput_device', 'unknown')}).",
+        f"on an otherwise idle device ({board.header.get('throughput_device', 'unknown')}); "
+        "the mean over interleaved timing rounds, compared between neighbours by a paired "
+        "t-test over the rounds.",
     ]
     if _uses_in_trial(board):
         lines.append("**†**: no isolated measurement for this row; median in-trial "
@@ -774,9 +782,9 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         f"(seeds are paired: same initial weights and batches), α = {board.alpha}. "
         "**Bold** with ¹ ² ³: that place, separated (p < α) from both neighbours. "
         "≈: within noise of (or tied with) a neighbour, so not ranked. Unmarked top-3 cells "
-        "share fewer than 2 seeds with their neighbour (untested). img/s has no noise "
-        f"estimate: neighbours count as separated when the faster is more than "
-        f"{IMG_S_REL_THRESHOLD:.0%} faster."
+        "share fewer than 2 seeds with their neighbour (untested). img/s: the same test over "
+        "the timing rounds (a record without rounds: separated when the faster is more than "
+        f"{IMG_S_REL_THRESHOLD:.0%} faster)."
     )
     if any(r.reference for r in board.rows):
         lines.append(f"`{REFERENCE_METHOD}` is the unpruned reference (sparsity 0), shown in every "
@@ -892,7 +900,7 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
             "tuned": row.tuned,
             "img_per_s": None if tp is None else {
                 "value": tp.value, "source": tp.source, "device": tp.device,
-                "threads": tp.threads, "run_ids": list(tp.run_ids),
+                "threads": tp.threads, "run_ids": list(tp.run_ids), "rounds": list(tp.rounds),
                 "mark": {"rank": tp.mark.rank, "within_noise": tp.mark.within_noise}},
             "cells": cells,
         })

@@ -3,12 +3,17 @@
 Trials share cores, so the img/s measured inside a trial reflects its neighbours. The
 leaderboard's img/s column comes from here instead: a method's whole plan in miniature
 (every phase and hook, ``steps`` steps per epoch on real training batches), one variant at a
-time, epoch-end hooks amortised over the steps of a real epoch. The same function times the
+time, epoch-end hooks amortised over the steps of a real epoch. The variants are timed in
+interleaved rounds (a fresh order each round), so a slow spell of a shared machine hits
+every variant of that round alike, and the leaderboard compares two variants by a paired
+test over the rounds instead of trusting one figure each. The same function times the
 methods in ``benchmarks/step_overhead.py``.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import time
 import warnings
 from typing import Any
@@ -57,35 +62,52 @@ def plan_step_time(
     return step_time / budget.total_steps + hook_time / (budget.epochs * real_steps_per_epoch)
 
 
-def isolated_img_per_s(config: RunConfig, data: Dataset, steps: int = 8, repeats: int = 3) -> float:
-    """Images per second of ``config``'s training steps, best of ``repeats`` after a warm-up."""
-    device = torch.device(config.device)
-    bs = config.preset.batch_size
-    order = make_generator(config.seed, "order")
-    augment = make_generator(config.seed, "augment")
+ROUNDS = 5  # chosen here: ~1 s per variant and round on LeNet-5; enough for a paired test
+
+
+def interleaved_img_per_s(
+    configs: list[RunConfig], data: Dataset, *, rounds: int = ROUNDS, steps: int = 8
+) -> list[list[float]]:
+    """Images per second of each config's training steps in each of ``rounds`` rounds.
+
+    A first round (discarded) warms up allocators and caches; every round times each config
+    once, in a fresh random order, on the same real batches.
+    """
+    if not configs:
+        return []
+    device = torch.device(configs[0].device)
+    bs = configs[0].preset.batch_size
+    order = make_generator(configs[0].seed, "order")
+    augment = make_generator(configs[0].seed, "augment")
     batches = []
     for x, y in data.train_batches(bs, order, augment, device):
         batches.append((x, y))
         if len(batches) == steps:
             break
-    budget = Budget(config.preset.epochs, steps)
+    budget = Budget(configs[0].preset.epochs, steps)
     real = data.steps_per_epoch(bs)
-    # the first pass warms up allocators and caches; the best of the rest is the least disturbed
-    times = [
-        plan_step_time(config, data, budget, batches, real, device) for _ in range(repeats + 1)
-    ]
-    best = min(times[1:])
-    return bs / best
+    result: list[list[float]] = [[] for _ in configs]
+    shuffle = random.Random(0)
+    for r in range(rounds + 1):
+        positions = list(range(len(configs)))
+        shuffle.shuffle(positions)
+        for i in positions:
+            seconds = plan_step_time(configs[i], data, budget, batches, real, device)
+            if r:
+                result[i].append(bs / seconds)
+    return result
 
 
 def record_isolated(
-    configs: list[RunConfig], data: Dataset, tracker: Any, *, command: str = ""
+    configs: list[RunConfig], data: Dataset, tracker: Any, *, command: str = "",
+    rounds: int = ROUNDS,
 ) -> int:
-    """Measure each (method, variant) of a grid once, alone, and record it in MLflow.
+    """Measure each (method, variant) of a grid, alone, and record it in MLflow.
 
     Called after the grid's trials are done, so the device is otherwise idle. A variant
     already measured on this device and thread count for this experiment is skipped.
-    Returns the number of new measurements.
+    ``img_per_s`` is the mean over the rounds; the per-round figures are in the tag
+    ``benchsuite.img_per_s_rounds`` (JSON). Returns the number of new measurements.
     """
     from . import __version__
     from .train import device_label
@@ -105,25 +127,24 @@ def record_isolated(
     first: dict[tuple[str, str], RunConfig] = {}
     for config in configs:
         first.setdefault((config.method, config.variant()), config)
-    measured = 0
-    for (method, variant), config in first.items():
-        if (method, variant, label) in done or (method, variant) not in trained:
-            continue  # measured already, or a variant whose runs failed: nothing to rank
-        try:
-            ips = isolated_img_per_s(config, data)
-        except Exception as exc:  # noqa: BLE001 - a timing problem must not fail the benchmark
-            warnings.warn(
-                f"isolated img/s of {method}[{variant}] not measured: {exc}", stacklevel=2
-            )
-            continue
+    todo = {
+        key: config for key, config in first.items()
+        if (*key, label) not in done and key in trained
+    }  # not measured yet, and trained: a variant whose runs failed has nothing to rank
+    try:
+        figures = interleaved_img_per_s(list(todo.values()), data, rounds=rounds)
+    except Exception as exc:  # noqa: BLE001 - a timing problem must not fail the benchmark
+        warnings.warn(f"isolated img/s not measured: {exc}", stacklevel=2)
+        return 0
+    for ((method, variant), config), per_round in zip(todo.items(), figures):
         run = tracker.start_run(
             f"throughput {method}[{variant}]",
             {"method": method, "variant": variant, "preset": config.preset.name,
              "batch_size": config.preset.batch_size, "target_sparsity": config.target},
             {"kind": "throughput", "device": label, "threads": torch.get_num_threads(),
-             "version": __version__, "command": command},
+             "version": __version__, "command": command,
+             "img_per_s_rounds": json.dumps([round(v, 1) for v in per_round])},
         )  # fmt: skip
-        run.log_metrics({"img_per_s": ips})
+        run.log_metrics({"img_per_s": sum(per_round) / len(per_round)})
         run.end("FINISHED")
-        measured += 1
-    return measured
+    return len(todo)

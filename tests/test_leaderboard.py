@@ -121,19 +121,20 @@ def rec(
     )
 
 
-def tp(method: str, img_per_s: float, variant: str = "default") -> RunRecord:
+def tp(
+    method: str, img_per_s: float, variant: str = "default", rounds: list[float] | None = None
+) -> RunRecord:
     i = next(_counter)
+    tags = {"benchsuite.kind": "throughput", "benchsuite.device": "cpu", "benchsuite.threads": "1"}
+    if rounds is not None:
+        tags["benchsuite.img_per_s_rounds"] = json.dumps(rounds)
     return RunRecord(
         run_id=f"t{i:04d}",
         start_time=1_800_000_000_000 + i,
         end_time=1_800_000_000_000 + i + 10,
         params={"method": method, "variant": variant, "preset": "digits", "batch_size": "64"},
         metrics={"img_per_s": img_per_s},
-        tags={
-            "benchsuite.kind": "throughput",
-            "benchsuite.device": "cpu",
-            "benchsuite.threads": "1",
-        },
+        tags=tags,
     )
 
 
@@ -544,3 +545,21 @@ def test_real_mlflow_store(tmp_path: Path) -> None:
     assert board.problems == [] and board.header["train_steps"] == "100"
     with pytest.raises(KeyError):
         load_runs(uri, "missing")
+
+
+def test_img_per_s_neighbours_are_compared_over_the_timing_rounds() -> None:
+    """Rounds pair the figures (same spell of the machine): a steady 3 % lead is separated,
+    a 10 % lead that flips between rounds is noise; the 5 % rule no longer decides."""
+    runs = [rec(m, 0.9, s, 90.0 + s) for m in "abc" for s in range(3)]
+    runs += [
+        tp("a", 1100.0, rounds=[1000.0, 1400.0, 900.0]),  # 10 % ahead of b on average
+        tp("b", 1000.0, rounds=[1050.0, 1000.0, 950.0]),  # 3 % ahead of c in every round
+        tp("c", 970.0, rounds=[1018.5, 970.0, 921.5]),
+    ]
+    board = aggregate(runs)
+    ranked = {c.upper: c for c in board.comparisons if c.metric == "img_per_s"}
+    assert ranked["a"].status == "noise" and ranked["b"].status == "separated"
+    d = [1000 - 1050, 1400 - 1000, 900 - 950]  # a − b per round
+    assert ranked["a"].p == pytest.approx(p_df2(paired_t(d)))
+    ips = {r.label: r.img_per_s.mark.symbol for r in board.rows}
+    assert ips == {"a": "≈", "b": "≈", "c": "³"}  # c: separated from its one neighbour

@@ -1,8 +1,10 @@
 """Isolated img/s: each method variant timed alone, recorded once, used by the leaderboard."""
 
+import pytest
+
 from benchsuite.leaderboard import leaderboard_for
 from benchsuite.runner import execute
-from benchsuite.throughput import isolated_img_per_s, record_isolated
+from benchsuite.throughput import interleaved_img_per_s, record_isolated
 from benchsuite.tracking import Tracker
 from benchsuite.train import RunConfig
 
@@ -24,10 +26,13 @@ def test_isolated_throughput_is_recorded_once_and_read_by_the_leaderboard(
     board = leaderboard_for(uri, "exp")
     rows = {row.method: row for row in board.rows}
     for method in ("dense", "imp"):
-        assert rows[method].img_per_s.source == "isolated"
-        assert rows[method].img_per_s.value > 0
+        tp = rows[method].img_per_s
+        assert tp.source == "isolated" and len(tp.rounds) == 5
+        assert tp.value == pytest.approx(sum(tp.rounds) / 5, rel=1e-3)
 
 
-def test_isolated_img_per_s_counts_images_of_real_batches(tiny_preset, tiny_data):
-    ips = isolated_img_per_s(RunConfig(tiny_preset, "dense", 0.0, 0), tiny_data, steps=2, repeats=1)
-    assert 0 < ips < float("inf")
+def test_interleaved_rounds_time_every_config_once_per_round(tiny_preset, tiny_data):
+    configs = [RunConfig(tiny_preset, "dense", 0.0, 0), RunConfig(tiny_preset, "gmp", 0.9, 0)]
+    figures = interleaved_img_per_s(configs, tiny_data, rounds=3, steps=2)
+    assert [len(f) for f in figures] == [3, 3]
+    assert all(0 < v < float("inf") for f in figures for v in f)
