@@ -763,7 +763,9 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "(Student t; none with n < 2).",
         "**Speedup**: *theoretical* speedup = multiply-adds per sample of the dense model ÷ "
         "those of the finalized sparse model (mean over seeds). It is not a measured inference "
-        "speed: the models are only masked, so dense kernels still run on zeros.",
+        "speed: the models are only masked, so dense kernels still run on zeros. What a real "
+        "sparse kernel gains is measured by `python benchmarks/sparse_inference.py "
+        f"--experiment {board.experiment}` (see the README's Performance section).",
         "**Sparsity**: achieved fraction of prunable weights that are exactly zero (mean, %); "
         "never marked.",
         "**img/s**: training throughput, images per second of the method's training steps "
