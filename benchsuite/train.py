@@ -402,7 +402,9 @@ def train_run(
 
     # The last epoch's validation already measured these weights; if finalize, the
     # projection and the BN recalibration leave them as they are, it is the final one.
-    validated = [t.detach().clone() for t in model.state_dict().values()] if evaluation else None
+    validated = (
+        {k: t.detach().clone() for k, t in model.state_dict().items()} if evaluation else None
+    )
     method.finalize(model, state)
     before_projection = achieved_sparsity(model)  # what the method reached on its own
     project_to_sparsity(model, config.target)
@@ -413,7 +415,7 @@ def train_run(
     layers = count_layers(model, example[:1])
     val_acc = test_acc = test_top5 = None
     if validated is not None:
-        if curves and all(map(torch.equal, validated, model.state_dict().values())):
+        if curves and unchanged(validated, model.state_dict()):
             val_acc = curves[-1][1]["val_accuracy"]
         else:
             val_acc, _ = evaluate(
@@ -448,6 +450,13 @@ def train_run(
     if state.step != budget.total_steps:  # the protocol's invariant; never silently violated
         raise RuntimeError(f"ran {state.step} steps, the budget is {budget.total_steps}")
     return RunResult(metrics, tags, layer_sparsity(model), model)
+
+
+def unchanged(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
+    """The same entries with the same values (a removed parametrization changes the keys)."""
+    return before.keys() == after.keys() and all(
+        torch.equal(before[k], after[k]) for k in before
+    )
 
 
 @torch.no_grad()
