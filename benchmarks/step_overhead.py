@@ -16,7 +16,6 @@ on LeNet-5 and ≤ 1.05 on ResNet-20 for dnw, gsm and lc, whose definitions need
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from benchsuite.budget import Budget
 from benchsuite.presets import load_preset
 from benchsuite.registry import list_methods
-from benchsuite.throughput import plan_step_time
+from benchsuite.throughput import interleaved_step_times
 from benchsuite.train import RunConfig
 
 PER_STEP_SELECTION = {"dnw", "gsm", "lc"}
@@ -70,19 +69,14 @@ def measure(
         )
         for _ in range(4)
     ]
-    configs = {m: RunConfig(preset, m, 0.0 if m == "dense" else args.sparsity, 0) for m in methods}
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    order = list(methods)
-    shuffle = random.Random(0)
-    for rnd in range(args.rounds + 1):  # round 0 warms up and is discarded
-        shuffle.shuffle(order)
-        for m in order:
-            t = plan_step_time(configs[m], shape, budget, batches, REAL_STEPS[model_name])
-            if rnd:
-                times[m].append(t)
-        print(f"  {model_name} round {rnd}/{args.rounds}", file=sys.stderr, end="\r")
+    configs = [RunConfig(preset, m, 0.0 if m == "dense" else args.sparsity, 0) for m in methods]
+    times = interleaved_step_times(
+        configs, shape, budget, batches, REAL_STEPS[model_name], rounds=args.rounds,
+        on_round=lambda r: print(f"  {model_name} round {r}/{args.rounds}", file=sys.stderr,
+                                 end="\r"),
+    )  # fmt: skip
     print(file=sys.stderr)
-    return times
+    return dict(zip(methods, times))
 
 
 def main() -> int:

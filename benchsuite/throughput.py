@@ -16,6 +16,7 @@ import json
 import random
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,14 +66,43 @@ def plan_step_time(
 ROUNDS = 5  # chosen here: ~1 s per variant and round on LeNet-5; enough for a paired test
 
 
+def interleaved_step_times(
+    configs: list[RunConfig],
+    data: Any,
+    budget: Budget,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    real_steps_per_epoch: int,
+    *,
+    rounds: int = ROUNDS,
+    device: torch.device | None = None,
+    on_round: Callable[[int], None] | None = None,
+) -> list[list[float]]:
+    """``plan_step_time`` of each config in each of ``rounds`` rounds.
+
+    A first round (discarded) warms up allocators and caches; every round times each config
+    once, in a fresh random order, so a slow spell of the machine hits a whole round.
+    """
+    result: list[list[float]] = [[] for _ in configs]
+    shuffle = random.Random(0)
+    for r in range(rounds + 1):
+        positions = list(range(len(configs)))
+        shuffle.shuffle(positions)
+        for i in positions:
+            seconds = plan_step_time(
+                configs[i], data, budget, batches, real_steps_per_epoch, device
+            )
+            if r:
+                result[i].append(seconds)
+        if on_round is not None:
+            on_round(r)
+    return result
+
+
 def interleaved_img_per_s(
     configs: list[RunConfig], data: Dataset, *, rounds: int = ROUNDS, steps: int = 8
 ) -> list[list[float]]:
-    """Images per second of each config's training steps in each of ``rounds`` rounds.
-
-    A first round (discarded) warms up allocators and caches; every round times each config
-    once, in a fresh random order, on the same real batches.
-    """
+    """Images per second of each config's training steps in each of ``rounds`` rounds, all on
+    the same ``steps`` real training batches."""
     if not configs:
         return []
     device = torch.device(configs[0].device)
@@ -86,16 +116,10 @@ def interleaved_img_per_s(
             break
     budget = Budget(configs[0].preset.epochs, steps)
     real = data.steps_per_epoch(bs)
-    result: list[list[float]] = [[] for _ in configs]
-    shuffle = random.Random(0)
-    for r in range(rounds + 1):
-        positions = list(range(len(configs)))
-        shuffle.shuffle(positions)
-        for i in positions:
-            seconds = plan_step_time(configs[i], data, budget, batches, real, device)
-            if r:
-                result[i].append(bs / seconds)
-    return result
+    times = interleaved_step_times(
+        configs, data, budget, batches, real, rounds=rounds, device=device
+    )
+    return [[bs / seconds for seconds in per_round] for per_round in times]
 
 
 def record_isolated(
