@@ -15,7 +15,7 @@ from .method import hparam_fields, parse_hparams
 from .models import MODELS
 from .presets import Preset, PresetError, load_preset
 from .registry import get_method, list_methods
-from .train import RunConfig
+from .train import RunConfig, hparam_pairs
 
 
 class BadInput(ValueError):
@@ -144,14 +144,13 @@ def expand(request: Request, data: Dataset) -> list[RunConfig]:
             best = (request.tuned or {}).get(method, {}).get(f"{target:g}")
             tuned = best is not None
             hps = {**(best or {}), **overrides}
-            calibrated = request.preset.calibration.get(method, {}).get(f"{target:g}", {})
             config = RunConfig(
                 preset=request.preset,
                 method=method,
                 target=target,
                 seed=seed,
-                hparams=tuple(sorted((k, str(v)) for k, v in hps.items())),
-                calibrated=tuple(sorted((k, str(v)) for k, v in calibrated.items())),
+                hparams=hparam_pairs(hps),
+                calibrated=hparam_pairs(request.preset.calibrated(method, target)),
                 data_dir=request.data_dir,
                 device=request.device,
                 tuned=tuned,

@@ -81,6 +81,11 @@ class RunConfig:
         )
 
 
+def hparam_pairs(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Hyperparameter overrides as ``RunConfig`` holds them: sorted (name, text) pairs."""
+    return tuple(sorted((k, str(v)) for k, v in values.items()))
+
+
 def seed_for(seed: int, stream: str) -> int:
     """Independent generator seeds per stream, derived from the run seed."""
     index = SEED_STREAMS.index(stream)

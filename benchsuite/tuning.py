@@ -33,7 +33,7 @@ from .presets import Preset
 from .registry import get_method
 from .runner import key_for
 from .tracking import Tracker
-from .train import RunConfig
+from .train import RunConfig, hparam_pairs
 
 TUNING_SEED = 1000  # trial i trains with seed 1000 + i; benchmark runs use seeds 0..N-1
 TUNED_DIR = Path(".benchsuite/tuned")
@@ -91,7 +91,7 @@ def draw_trials(
             continue
         for target in request.sparsities:
             rng = _rng(method, target, seed)
-            calibrated = preset.calibration.get(method, {}).get(f"{target:g}", {})
+            calibrated = hparam_pairs(preset.calibrated(method, target))
             for i in range(trials):
                 for _ in range(MAX_DRAWS):
                     hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
@@ -100,8 +100,8 @@ def draw_trials(
                         method=method,
                         target=target,
                         seed=TUNING_SEED + i,
-                        hparams=tuple(sorted((k, str(v)) for k, v in hps.items())),
-                        calibrated=tuple(sorted((k, str(v)) for k, v in calibrated.items())),
+                        hparams=hparam_pairs(hps),
+                        calibrated=calibrated,
                         data_dir=request.data_dir,
                         device=request.device,
                         evaluate_test=False,

@@ -55,6 +55,10 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def calibrated(self, method: str, target: float) -> dict[str, Any]:
+        """The calibration's hyperparameter overrides for ``method`` at ``target`` (or none)."""
+        return self.calibration.get(method, {}).get(f"{target:g}", {})
+
     def replace(self, **changes: Any) -> Preset:
         return dataclasses.replace(self, **changes)
 
