@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import math
 import os
 import pickle
@@ -363,25 +364,55 @@ def cifar_augment(max_degrees: float = 0.0, padding: int = 4) -> Augment:
 # --------------------------------------------------------------------------- digits
 
 
-def _load_digits(split_seed: int, val_fraction: float) -> TensorDataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def _stratified_holdout(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held out) positions of ``labels``: ⌈fraction · n⌉ held out, every class in
+    proportion (⌊fraction · n_c⌋ each, the remainder to the classes with the largest
+    fractional parts, ties in random order), each class's members drawn at random.
 
-    bunch = load_digits()
-    images = bunch.images.astype(np.uint8)  # values 0..16, exact
-    target = bunch.target.astype(np.int64)
+    Written here rather than scikit-learn's ``train_test_split``: importing scikit-learn
+    costs ~1 s of every command's start-up (issue 4), and this is all the digits split needs.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    total = math.ceil(fraction * len(labels))
+    share = fraction * counts
+    take = np.floor(share).astype(np.int64)
+    order = rng.permutation(len(classes))  # random tie-break, then a stable sort
+    ranked = order[np.argsort(-(share - take)[order], kind="stable")]
+    take[ranked[: total - int(take.sum())]] += 1
+    if np.any(take < 1) or np.any(take >= counts):
+        raise ValueError(f"holding out {fraction} leaves a class without a member on one side")
+    held = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    held_out = np.concatenate(held)
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) uint8 in 0..16, labels) from the copy scikit-learn ships.
+
+    Read straight from the package's ``digits.csv.gz`` (64 pixels and the label per row):
+    the package is located without importing it.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError("digits: scikit-learn is not installed (it ships the dataset)")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    return table[:, :-1].astype(np.uint8).reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+def _load_digits(split_seed: int, val_fraction: float) -> TensorDataset:
+    images, target = digits_arrays()
     x = torch.from_numpy(images).unsqueeze(1)  # (1797, 1, 8, 8)
     y = torch.from_numpy(target)
-    all_idx = np.arange(len(target))
-    rest, test = train_test_split(
-        all_idx, test_size=0.2, stratify=target, random_state=split_seed
-    )
+    rng = np.random.default_rng(split_seed)
+    rest, test = _stratified_holdout(target, 0.2, rng)
     try:
-        train, val = train_test_split(
-            rest, test_size=val_fraction, stratify=target[rest], random_state=split_seed
-        )
-    except ValueError as err:  # a stratified split needs at least one sample per class
+        kept, held = _stratified_holdout(target[rest], val_fraction, rng)
+    except ValueError as err:
         raise DataError(f"digits: val_fraction {val_fraction} is too small: {err}") from None
+    train, val = rest[kept], rest[held]
     train, val, test = (torch.from_numpy(np.sort(i)) for i in (train, val, test))
     scale = 1.0 / 16.0
     train_pixels = x[train].double() * scale
@@ -393,7 +424,7 @@ def _load_digits(split_seed: int, val_fraction: float) -> TensorDataset:
         (x[val], y[val]),
         lambda: (x[test], y[test]),
         n_test=len(test),
-        fingerprint=_fingerprint("digits", _digest(images, target)),
+        fingerprint=_fingerprint("digits", "stratified-holdout", _digest(images, target)),
         scale=scale,
         mean=(mean,),
         std=(std,),
