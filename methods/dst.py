@@ -13,12 +13,14 @@ weights in a forward gets its thresholds reset to 0 and the mask recomputed. The
     α · Σ_layers Σ_o exp(−t_o)  +  ½ · wd · Σ ‖w‖²       (the L2 term only with ``l2_doubled``)
 
 and SGD applies wd to w and t once more, so with ``l2_doubled`` (the reference code, the
-default) the weights' effective L2 is 2·wd. At the end the mask comes from t and the raw w is
-kept, masked (reference §11.10).
+default) the weights' effective L2 is 2·wd. The penalty's value is never recorded (the loop
+reports the data loss), so only its gradient, −α·exp(−t) and wd·w, is computed: added to the
+gradients after the backward pass, three multi-tensor ops instead of an autograd node. At the
+end the mask comes from t and the raw w is kept, masked (reference §11.10).
 
-All layers' masked weights come from one autograd function per forward pass (``LayerBatch``
-in ``methods/dnw.py``): multi-tensor ops for the mask, the reset check and the product, and
-the backward written out; tested against the composed autograd form of one layer.
+All layers' masked weights come from one autograd function per forward pass over the flat
+latents (``methods/batched.py``): one op per formula step for all layers, the reset check
+per layer, and the backward written out; tested against the composed autograd form.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
 from benchsuite.sparsity import count_zeros
-from methods.dnw import BatchedWeight, LayerBatch, register_batched, remove_batched
+from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
 
 RESET_DENSITY = 0.01  # reference §10: hard-coded reset at ≤ 1 % density
 NARROW, WIDE = 0.4, 1.0  # reference §10: the surrogate's breakpoints
@@ -70,93 +72,96 @@ class Step(torch.autograd.Function):
         return grad * surrogate_derivative(x)
 
 
-def _channel_view(t: Tensor, w: Tensor) -> Tensor:
-    return t.view(-1, *([1] * (w.dim() - 1)))
-
-
 def reset_sparse_layers(
-    ws: Sequence[Tensor],
+    layout: FlatLayout,
     ts: Sequence[Tensor],
-    a: list[Tensor],
-    x: list[Tensor],
-    keep: list[Tensor],
+    a: Tensor,
+    x: Tensor,
+    keep: Tensor,
     sync_free: bool | None = None,
 ) -> None:
     """The safety reset: every layer whose float mask ``keep`` holds ≤ 1 % of its weights gets
-    t ← 0 (in place) and x = |w| − t, keep = H(x) recomputed (``a`` = |w|; lists edited).
+    t ← 0 and x = |w| − t, keep = H(x) recomputed (``a`` = |w|; x, keep, t edited in place;
+    all but t flat, see ``FlatLayout``).
 
     On the CPU a plain branch per layer; on accelerators (``sync_free``) the same result
     without a host sync: t is multiplied by 0 where a layer resets, and x, keep recomputed
     for every layer (identical where t did not change).
     """
     # exact counts: a float32 sum of 0/1 is exact below 2²⁴ entries, float64 beyond
-    wide = max(k.numel() for k in keep) >= 2**24
-    counts = torch.stack([k.sum(dtype=torch.float64 if wide else None) for k in keep])
-    limits = [RESET_DENSITY * w.numel() for w in ws]
-    if ws[0].is_cuda if sync_free is None else sync_free:
+    wide = max(layout.sizes) >= 2**24
+    counts = layout.sums(keep, dtype=torch.float64 if wide else None)
+    limits = [RESET_DENSITY * size for size in layout.sizes]
+    if keep.is_cuda if sync_free is None else sync_free:
         limit = torch.tensor(limits, dtype=counts.dtype, device=counts.device)
         stay = (counts > limit).to(ts[0].dtype)
         torch._foreach_mul_(list(ts), list(stay.unbind()))
         torch._foreach_add_(list(ts), 0.0)  # −0.0 → 0.0
-        x[:] = torch._foreach_sub(a, [_channel_view(t, w) for t, w in zip(ts, ws)])
-        keep[:] = [step(xi) for xi in x]
+        subtract_thresholds(layout, ts, a, x)
+        torch.sign(x, out=keep).clamp_min_(0.0)
         return
-    for i, (count, limit) in enumerate(zip(counts.tolist(), limits)):
+    for t, a_l, x_l, keep_l, count, limit in zip(
+        ts, layout.parts(a), layout.parts(x), layout.parts(keep), counts.tolist(), limits
+    ):
         if count <= limit:
-            ts[i].zero_()
-            x[i] = a[i].clone()  # |w| − 0
-            keep[i] = step(x[i])
+            t.zero_()
+            x_l.copy_(a_l)  # |w| − 0
+            torch.sign(x_l, out=keep_l).clamp_min_(0.0)
+
+
+def subtract_thresholds(layout: FlatLayout, ts: Sequence[Tensor], a: Tensor, x: Tensor) -> None:
+    """x = a − t_o over the flat tensors, t_o the threshold of each entry's output channel."""
+    for a_rows, x_rows, t in zip(layout.rows(a), layout.rows(x), ts):
+        torch.sub(a_rows, t.view(-1, 1), out=x_rows)
 
 
 class _MaskedWeights(torch.autograd.Function):
-    """w_i ⊙ H(|w_i| − t_i) for every layer, with the reset; backward written out.
+    """w ⊙ H(|w| − t_o) for every layer at once (over the flat latents), with the reset;
+    backward written out.
 
     With x = |w| − t, m = H(x), s = H'(x) (the surrogate) and upstream gradient g:
     ∂L/∂x = g·w·s;  ∂L/∂w = g·m + ∂L/∂x · sign(w) = g·m + g·s·|w|;  ∂L/∂t_o = −Σ_{row o} ∂L/∂x.
     """
 
     @staticmethod
-    def forward(ctx, n: int, *tensors: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
+    def forward(ctx, layout: FlatLayout, *tensors: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
+        n = len(layout)
         ws, ts = tensors[:n], tensors[n:]
-        a = torch._foreach_abs(ws)
-        x = list(torch._foreach_sub(a, [_channel_view(t, w) for t, w in zip(ts, ws)]))
-        keep = list(torch._foreach_sign(x))
-        torch._foreach_clamp_min_(keep, 0.0)  # H(x) = relu(sign(x))
-        reset_sparse_layers(ws, ts, a, x, keep)  # may reset t in place (no grad here)
-        ctx.n = n
-        ctx.save_for_backward(*ws, *a, *x, *keep)
-        return tuple(torch._foreach_mul(ws, keep))
+        w = layout.flat(ws)
+        a = w.abs()
+        x = torch.empty_like(a)
+        subtract_thresholds(layout, ts, a, x)
+        keep = step(x)
+        reset_sparse_layers(layout, ts, a, x, keep)  # may reset t in place (no grad here)
+        ctx.layout = layout
+        ctx.save_for_backward(w, a, x, keep)
+        return tuple(layout.unflatten(w * keep))
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: D102
-        n, saved = ctx.n, ctx.saved_tensors
-        ws, a, x, keep = saved[:n], saved[n : 2 * n], saved[2 * n : 3 * n], saved[3 * n :]
-        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, ws)]
-        gs = surrogate_derivatives(x)
-        torch._foreach_mul_(gs, grads)  # g·H'(x)
-        dx = torch._foreach_mul(gs, ws)  # ∂L/∂x
-        grad_t = [d.sum(dim=tuple(range(1, d.dim()))).neg_() for d in dx]
-        grad_w = torch._foreach_mul(grads, keep)
-        torch._foreach_addcmul_(grad_w, gs, a)
-        return None, *grad_w, *grad_t
+        layout: FlatLayout = ctx.layout
+        w, a, x, keep = ctx.saved_tensors
+        g = layout.flatten(grads)
+        gs = surrogate_derivative(x).mul_(g)  # g·H'(x)
+        grad_t = [rows.sum(dim=1).neg_() for rows in layout.rows(gs * w)]  # −Σ_row ∂L/∂x
+        grad_w = g.mul_(keep).addcmul_(gs, a)
+        return None, *layout.unflatten(grad_w), *grad_t
 
 
-def surrogate_derivatives(x: Sequence[Tensor]) -> list[Tensor]:
-    """``surrogate_derivative`` over a list of tensors with ``torch._foreach`` ops."""
-    d = list(torch._foreach_abs(x))
-    over = torch._foreach_sub(d, WIDE)
-    torch._foreach_sign_(over)
-    torch._foreach_clamp_min_(over, 0.0)  # 1[|x| > 1]
-    torch._foreach_mul_(d, -4.0)
-    torch._foreach_add_(d, 2.0)  # 2 − 4|x| (4|x| is exact: one rounding, as in the scalar form)
-    torch._foreach_clamp_min_(d, NARROW_VALUE)
-    torch._foreach_add_(d, over, alpha=-NARROW_VALUE)
-    return d
+def add_to_grads(params: Sequence[Tensor], terms: Sequence[Tensor], scale: float) -> None:
+    """p.grad += scale · term for each pair (a missing gradient starts from zero)."""
+    grads = [p.grad for p in params]
+    if any(g is None for g in grads):
+        for p, g in zip(params, grads):
+            if g is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+    torch._foreach_add_(grads, list(terms), alpha=scale)
 
 
 def masked_weight(w: Tensor, t: Tensor) -> Tensor:
     """One layer's w ⊙ H(|w| − t) with the reset and the surrogate gradient."""
-    return _MaskedWeights.apply(1, w, t)[0]
+    return _MaskedWeights.apply(FlatLayout([w]), w, t)[0]
 
 
 class ThresholdMask(BatchedWeight):
@@ -167,34 +172,6 @@ class ThresholdMask(BatchedWeight):
         self.threshold = nn.Parameter(
             torch.zeros(out_channels, dtype=like.dtype, device=like.device)
         )
-
-
-class _Penalty(torch.autograd.Function):
-    """α · Σ exp(−t) + ½ · wd · Σ ‖w‖² over lists of tensors, as one autograd node.
-
-    The gradients −α·exp(−t) and wd·w are written out with ``torch._foreach`` ops: the same
-    value and gradients as the composed expression, without ~30 tiny autograd nodes a step.
-    """
-
-    @staticmethod
-    def forward(ctx, alpha: float, wd: float, n_t: int, *tensors: Tensor) -> Tensor:  # noqa: D102
-        ts, ws = tensors[:n_t], tensors[n_t:]
-        e = torch._foreach_exp(torch._foreach_neg(ts))
-        value = alpha * torch.cat([x.reshape(-1) for x in e]).sum()
-        if ws:
-            norms = torch.stack(torch._foreach_norm(ws))
-            value = value + 0.5 * wd * norms.square().sum()
-        ctx.alpha, ctx.wd, ctx.n_t = alpha, wd, n_t
-        ctx.save_for_backward(*e, *ws)
-        return value
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
-        saved = ctx.saved_tensors
-        e, ws = saved[: ctx.n_t], saved[ctx.n_t :]
-        grad_t = torch._foreach_mul(e, grad * -ctx.alpha)
-        grad_w = torch._foreach_mul(ws, grad * ctx.wd) if ws else []
-        return None, None, None, *grad_t, *grad_w
 
 
 @dataclass(frozen=True)
@@ -237,12 +214,10 @@ class DST(PruningMethod):
         masks = [ThresholdMask(m.weight.shape[0], m.weight, i) for i, m in enumerate(modules)]
         self.latents = register_batched(modules, masks)
         self.thresholds = [mask.threshold for mask in masks]
-        n = len(modules)
+        def compute(layout: FlatLayout, *inputs: Tensor) -> Sequence[Tensor]:
+            return _MaskedWeights.apply(layout, *inputs)
 
-        def compute(*inputs: Tensor) -> Sequence[Tensor]:
-            return _MaskedWeights.apply(n, *inputs)
-
-        self.batch = LayerBatch(compute, [*self.latents, *self.thresholds])
+        self.batch = LayerBatch(compute, self.latents, self.thresholds)
         for mask in masks:
             mask.batch = self.batch
 
@@ -250,11 +225,17 @@ class DST(PruningMethod):
         assert state.optimizer is not None
         return float(state.optimizer.param_groups[0]["weight_decay"])
 
-    def regularization(self, state: TrainState) -> Tensor:
-        """α · Σ exp(−t) (+ ½ · wd · Σ‖w‖² over the latent prunable weights if l2_doubled)."""
+    @torch.no_grad()
+    def after_backward(self, state: TrainState) -> None:
+        """The penalty's gradient, added to the gradients: −α·exp(−t) to t's and, with
+        ``l2_doubled``, wd·w to the latent weights' (see the module docstring)."""
         wd = self.weight_decay(state)
-        ws = self.latents if self.hp.l2_doubled and wd else []
-        return _Penalty.apply(self.hp.penalty, wd, len(self.thresholds), *self.thresholds, *ws)
+        pairs = [(self.thresholds, torch._foreach_exp(torch._foreach_neg(self.thresholds)),
+                  -self.hp.penalty)]  # fmt: skip
+        if self.hp.l2_doubled and wd:
+            pairs.append((self.latents, self.latents, wd))
+        for params, terms, scale in pairs:
+            add_to_grads(params, terms, scale)
 
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Mask from the thresholds (after the reset check, as in a forward); raw w kept."""

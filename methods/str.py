@@ -23,58 +23,57 @@ from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
 from benchsuite.sparsity import count_zeros
-from methods.dnw import BatchedWeight, LayerBatch, register_batched, remove_batched
+from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
 
 
-def shrink(
-    ws: Sequence[Tensor], gs: Sequence[Tensor], sync_free: bool | None = None
-) -> list[Tensor]:
-    """sign(w) · relu(|w| − g) per pair, without autograd.
+def shrink(layout: FlatLayout, w: Tensor, g: Tensor, sync_free: bool | None = None) -> Tensor:
+    """sign(w) · relu(|w| − g_l) over the flat latents ``w``, g_l = ``g[l]`` for layer l.
 
-    On accelerators (``sync_free``) the composed form with multi-tensor kernels and no host
-    sync; on the CPU w − clamp(w, −g, g), the same values bit for bit (for |w| > g both
-    compute ±(|w| − g) with one rounding; elsewhere w − w = 0) in two passes instead of five.
+    On accelerators (``sync_free``) the composed form, g spread over each layer's entries,
+    without a host sync; on the CPU w − clamp(w, −g_l, g_l) layer by layer, the same values
+    bit for bit (for |w| > g both compute ±(|w| − g) with one rounding; elsewhere w − w = 0)
+    in two passes instead of five.
     """
-    if ws[0].is_cuda if sync_free is None else sync_free:
-        shrunk = torch._foreach_abs(ws)
-        torch._foreach_sub_(shrunk, list(gs))
-        torch._foreach_clamp_min_(shrunk, 0.0)  # relu
-        out = list(torch._foreach_sign(ws))
-        torch._foreach_mul_(out, shrunk)
-        return out
-    return [w - w.clamp(-float(g), float(g)) for w, g in zip(ws, gs)]
+    if w.is_cuda if sync_free is None else sync_free:
+        sizes = torch.tensor(layout.sizes, device=w.device)
+        spread = g.repeat_interleave(sizes, output_size=layout.numel)
+        return w.abs().sub_(spread).clamp_min_(0.0).mul_(w.sign())  # relu, then the sign
+    out = torch.empty_like(w)
+    for w_l, out_l, g_l in zip(layout.parts(w), layout.parts(out), g.tolist()):
+        torch.clamp(w_l, -g_l, g_l, out=out_l)
+    return torch.sub(w, out, out=out)
 
 
 class _SoftThresholds(torch.autograd.Function):
-    """sign(w_i) · relu(|w_i| − g_i) for every layer, with the exact gradient written out.
+    """sign(w) · relu(|w| − g_l) for every layer at once, with the exact gradient written out.
 
     With o = the output and z = sign(o) = sign(w)·1[|w| > g]: ∂L/∂w = g_o·z² (= g_o·1[|w| > g],
-    relu'(0) = 0 as in autograd) and ∂L/∂g = −Σ g_o·z. Float ops only, four backward instead
-    of autograd's nine (comparisons included) for the composed form; equal to it (tested).
+    relu'(0) = 0 as in autograd) and ∂L/∂g_l = −Σ_layer l g_o·z. Float ops only, four
+    backward instead of autograd's nine (comparisons included) for the composed form; equal
+    to it (tested).
     """
 
     @staticmethod
-    def forward(ctx, n: int, *tensors: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
-        ws, gs = tensors[:n], tensors[n:]
-        out = shrink(ws, gs)
-        ctx.save_for_backward(*out)
-        ctx.g_shapes = [g.shape for g in gs]
-        return tuple(out)
+    def forward(ctx, layout: FlatLayout, g: Tensor, *ws: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
+        out = shrink(layout, layout.flat(ws), g)
+        ctx.layout = layout
+        ctx.save_for_backward(out)
+        return tuple(layout.unflatten(out))
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: D102
-        out = ctx.saved_tensors
-        grads = [torch.zeros_like(o) if g is None else g for g, o in zip(grads, out)]
-        z = torch._foreach_sign(out)
-        gz = torch._foreach_mul(grads, z)
-        grad_g = [x.sum().neg_().reshape(shape) for x, shape in zip(gz, ctx.g_shapes)]
-        torch._foreach_mul_(gz, z)  # now ∂L/∂w = g_o·z²
-        return None, *gz, *grad_g
+        (out,) = ctx.saved_tensors
+        layout: FlatLayout = ctx.layout
+        z = out.sign()
+        gz = layout.flatten(grads).mul_(z)
+        grad_g = layout.sums(gz).neg_()
+        gz.mul_(z)  # now ∂L/∂w = g_o·z²
+        return None, grad_g, *layout.unflatten(gz)
 
 
 def soft_threshold(w: Tensor, threshold: Tensor) -> Tensor:
     """sign(w) · relu(|w| − threshold) for one tensor; ``threshold`` 0-dim (σ(s))."""
-    return _SoftThresholds.apply(1, w, threshold)[0]
+    return _SoftThresholds.apply(FlatLayout([w]), threshold.reshape(1), w)[0]
 
 
 def soft_threshold_reference(w: Tensor, threshold: Tensor) -> Tensor:
@@ -153,13 +152,13 @@ class STR(PruningMethod):
         logits = list(dict.fromkeys(p.s for p in parametrizations))  # one, or one per layer
         n = len(latents)
 
-        def compute(*inputs: Tensor) -> Sequence[Tensor]:
+        def compute(layout: FlatLayout, *inputs: Tensor) -> Sequence[Tensor]:
             ws, ss = inputs[:n], inputs[n:]
-            gs = torch.sigmoid(torch.stack(ss)).unbind()
-            gs = gs * n if len(ss) == 1 else gs  # the global threshold: one σ(s) for all
-            return _SoftThresholds.apply(n, *ws, *gs)
+            g = torch.sigmoid(torch.stack(ss))
+            g = g.expand(n) if len(ss) == 1 else g  # the global threshold: one σ(s) for all
+            return _SoftThresholds.apply(layout, g, *ws)
 
-        self.batch = LayerBatch(compute, [*latents, *logits])
+        self.batch = LayerBatch(compute, latents, logits)
         for p in parametrizations:
             p.batch = self.batch
 

@@ -182,3 +182,12 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
     for (w0, g0), (w1, g1) in zip(*results):
         assert torch.equal(w0, w1)
         torch.testing.assert_close(g0, g1)
+
+
+def test_finalized_weights_have_storage_of_their_own() -> None:
+    net = tiny()
+    method, state = prepared(net, 0.5)
+    method.finalize(net, state)
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]  # not a view of a shared buffer

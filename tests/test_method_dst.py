@@ -1,6 +1,6 @@
 """DST mechanics against hand computations: the step function's surrogate gradient at
-|x| = 0.2, 0.7, 1.5, the gradients of w and t, the reset below 1 % density, the regularization
-value, and the finalized plain weights (raw w kept, masked)."""
+|x| = 0.2, 0.7, 1.5, the gradients of w and t, the reset below 1 % density, the penalty's
+gradients, and the finalized plain weights (raw w kept, masked)."""
 
 import math
 
@@ -13,13 +13,14 @@ from benchsuite.budget import Budget
 from benchsuite.method import TrainState, parse_hparams
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import latent_weight
+from methods.batched import FlatLayout
 from methods.dst import (
     DST,
     Step,
     reset_sparse_layers,
     step,
+    subtract_thresholds,
     surrogate_derivative,
-    surrogate_derivatives,
 )
 
 
@@ -98,19 +99,22 @@ def test_reset_at_or_below_one_percent_density(sync_free, t_row0, kept, reset):
     w = torch.linspace(0.01, 1.0, 100).repeat(2, 1)  # 200 weights, 1 % = 2
     t = torch.tensor([t_row0, 2.0])  # row 0 keeps its largest `kept`, row 1 keeps none
     other_w, other_t = torch.ones(3, 4), torch.zeros(3)  # a dense second layer: never reset
-    a = [w.abs(), other_w.abs()]
-    x = [a[0] - t.view(-1, 1), a[1] - other_t.view(-1, 1)]
-    keep = [step(xi) for xi in x]
-    assert int(keep[0].sum()) == kept
-    x0 = x[0].clone()
-    reset_sparse_layers([w, other_w], [t, other_t], a, x, keep, sync_free=sync_free)
+    layout = FlatLayout([w, other_w])
+    a = layout.flatten([w, other_w]).abs()
+    x = torch.empty_like(a)
+    subtract_thresholds(layout, [t, other_t], a, x)
+    keep = step(x)
+    assert int(layout.parts(keep)[0].sum()) == kept
+    x0 = x.clone()
+    reset_sparse_layers(layout, [t, other_t], a, x, keep, sync_free=sync_free)
+    x_w, (keep_w, keep_other) = layout.parts(x)[0], layout.parts(keep)
     if reset:  # thresholds to 0, mask recomputed: every (nonzero) weight kept
         assert t.tolist() == [0.0, 0.0] and not torch.signbit(t).any()
-        assert torch.equal(x[0], w.abs()) and bool((keep[0] == 1).all())
+        assert torch.equal(x_w, w.abs().flatten()) and bool((keep_w == 1).all())
     else:
         assert t.tolist() == [pytest.approx(t_row0), 2.0]
-        assert torch.equal(x[0], x0) and int(keep[0].sum()) == kept
-    assert other_t.tolist() == [0.0] * 3 and bool((keep[1] == 1).all())
+        assert torch.equal(x, x0) and int(keep_w.sum()) == kept
+    assert other_t.tolist() == [0.0] * 3 and bool((keep_other == 1).all())
 
 
 def test_reset_happens_in_the_forward_of_a_layer():
@@ -123,8 +127,8 @@ def test_reset_happens_in_the_forward_of_a_layer():
     assert torch.equal(w_e, latent_weight(layer).detach())  # mask recomputed with t = 0
 
 
-def test_regularization_value():
-    def net_with(**hp):
+def test_penalty_gradients_by_hand():
+    def grads_with(**hp):
         net = nn.Sequential(nn.Linear(2, 2, bias=True), nn.Linear(2, 1, bias=False))
         with torch.no_grad():
             net[0].weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.0]]))
@@ -134,11 +138,20 @@ def test_regularization_value():
         with torch.no_grad():
             thresholds(net[0]).copy_(torch.tensor([0.0, math.log(2.0)]))
             thresholds(net[1]).copy_(torch.tensor([math.log(4.0)]))
-        return float(method.regularization(state).detach())
+        method.after_backward(state)  # no backward: the gradients are the penalty's alone
+        return [t.grad.tolist() for t in method.thresholds], [
+            None if w.grad is None else w.grad.tolist() for w in method.latents
+        ]
 
-    # α Σ exp(−t) = 0.1·(1 + 0.5 + 0.25) = 0.175; ½·wd·Σ‖w‖² = 0.005·(1 + 1 + 0.25 + 4 + 0.25)
-    assert net_with() == pytest.approx(0.175 + 0.005 * 6.5)
-    assert net_with(l2_doubled="false") == pytest.approx(0.175)
+    # ∂/∂t α Σ exp(−t) = −α·exp(−t) = −0.1·(1, 0.5), −0.1·0.25;  ∂/∂w ½·wd·‖w‖² = wd·w
+    t_grads, w_grads = grads_with()
+    assert t_grads == [pytest.approx([-0.1, -0.05]), pytest.approx([-0.025])]
+    assert w_grads == [
+        [pytest.approx([0.01, -0.01]), pytest.approx([0.005, 0.0])],
+        [pytest.approx([0.02, 0.005])],
+    ]
+    t_grads, w_grads = grads_with(l2_doubled="false")
+    assert t_grads[1] == [pytest.approx(-0.025)] and w_grads == [None, None]
 
 
 def test_thresholds_are_in_the_single_sgd_group():
@@ -172,29 +185,29 @@ def test_surrogate_matches_its_piecewise_definition_everywhere():
     a = x.double().abs()
     expected = torch.where(a <= 0.4, 2 - 4 * a, torch.where(a <= 1.0, 0.4, 0.0))
     torch.testing.assert_close(surrogate_derivative(x).double(), expected, atol=1e-6, rtol=0)
-    assert torch.equal(surrogate_derivatives([x, -x])[0], surrogate_derivative(x))
     assert surrogate_derivative(torch.tensor([1.0, -1.0, 1.0000001])).tolist() == pytest.approx(
         [0.4, 0.4, 0.0]
     )
 
 
 @pytest.mark.parametrize("l2_doubled", ["true", "false"])
-def test_regularization_gradients_equal_the_composed_expression(l2_doubled):
+def test_penalty_gradients_equal_the_composed_expression(l2_doubled):
     gen = torch.Generator().manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(12, 4))
     method, state = prepared(net, wd=0.05, penalty=0.3, l2_doubled=l2_doubled)
     with torch.no_grad():
         for t in method.thresholds:
             t.copy_(torch.randn(t.shape, generator=gen))
-    method.regularization(state).backward()
     params = (*method.thresholds, *method.latents)
-    fast = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+    x = torch.randn(5, 2, 4, 4, generator=gen)
+    net(x).square().sum().backward()
+    method.after_backward(state)
+    fast = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
-    composed = 0.3 * sum(t.neg().exp().sum() for t in method.thresholds)
+    composed = net(x).square().sum() + 0.3 * sum(t.neg().exp().sum() for t in method.thresholds)
     if l2_doubled == "true":
         composed = composed + 0.5 * 0.05 * sum(w.square().sum() for w in method.latents)
     composed.backward()
-    slow = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-    for a, b in zip(fast, slow):
-        torch.testing.assert_close(a, b)
+    for a, p in zip(fast, params):
+        torch.testing.assert_close(a, p.grad)

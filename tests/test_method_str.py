@@ -13,6 +13,7 @@ from benchsuite.method import TrainState, parse_hparams
 from benchsuite.models import build_model
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import achieved_sparsity, latent_weight
+from methods.batched import FlatLayout
 from methods.str import STR, shrink, soft_threshold, soft_threshold_reference
 
 W = [[0.5, -0.2, 0.05, -0.01]]
@@ -165,6 +166,9 @@ def test_both_forward_paths_give_the_same_values():
     ws = [torch.randn(7, 3, 3, generator=gen) * 0.1, torch.randn(40, 9, generator=gen) * 0.1]
     gs = [torch.tensor(0.05), torch.tensor(0.08)]
     ws[0][0, 0, :2] = torch.tensor([0.05, -0.05])  # exactly at the threshold
-    for a, b, w, g in zip(shrink(ws, gs, sync_free=True), shrink(ws, gs, sync_free=False), ws, gs):
-        assert torch.equal(a, b)
-        assert torch.equal(a, soft_threshold_reference(w, g))
+    layout, g = FlatLayout(ws), torch.stack(gs)
+    flat = layout.flatten(ws)
+    cpu = shrink(layout, flat, g, sync_free=False)
+    assert torch.equal(shrink(layout, flat, g, sync_free=True), cpu)
+    for out, w, g_l in zip(layout.unflatten(cpu), ws, gs):
+        assert torch.equal(out, soft_threshold_reference(w, g_l))

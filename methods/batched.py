@@ -1,0 +1,200 @@
+"""Layers whose effective weights one function computes from all latent weights at once.
+
+DNW, STR and DST reparametrize every prunable weight: each forward uses w_e = f(w, ...) for
+every layer. Layer by layer, that is ~20 small ops per layer and step, and on the CPU each
+op's dispatch costs about as much as its arithmetic on LeNet-5's 61k weights. So the latents
+live in one flat buffer (each layer's Parameter a view of its slice, in the layer's memory
+order: ``FlatLayout``), each formula step is one op over every layer's weights, and the
+layers' effective weights are views of one flat result (``LayerBatch``), recomputed only
+when an input changed. ``torch.nn.utils.parametrize`` attaches each to its layer
+(``BatchedWeight``), so ``layer.weight`` is the effective weight everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+
+def channels_last(t: Tensor) -> bool:
+    """A 4-d tensor stored channels_last, by the rule convolutions pick their layout with
+    (unit stride on the channels), which also decides for a single input channel, where
+    both layouts describe the same memory."""
+    return t.dim() == 4 and t.stride(1) == 1 and t.is_contiguous(memory_format=torch.channels_last)
+
+
+class FlatLayout:
+    """Where each of several tensors (one dtype, one device) lies in one flat buffer.
+
+    Each tensor occupies a slice in its own memory order: a channels_last (O, I, H, W)
+    weight as its (O, H, W, I) block, so its views keep the layout the convolution runs
+    fastest with, and every output channel's (row's) entries are contiguous in either
+    layout. Element-wise results and per-row or per-layer reductions over the flat form are
+    those of the tensors themselves.
+    """
+
+    def __init__(self, tensors: Sequence[Tensor]) -> None:
+        self.shapes = [t.shape for t in tensors]
+        self.permuted = [channels_last(t) for t in tensors]
+        self.sizes = [t.numel() for t in tensors]
+        ends = torch.tensor(self.sizes).cumsum(0).tolist()
+        self.bounds = list(zip([0, *ends[:-1]], ends))
+        self.numel = int(ends[-1])
+        self.buffer: Tensor | None = None
+        self.pointers: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def flatten(self, tensors: Sequence[Tensor | None]) -> Tensor:
+        """One new 1-d tensor of their values in layout order (a missing one as zeros)."""
+        like = next(t for t in tensors if t is not None)
+        parts = []
+        for t, shape, permuted in zip(tensors, self.shapes, self.permuted):
+            if t is None:
+                t = like.new_zeros(shape)
+            parts.append((t.permute(0, 2, 3, 1) if permuted else t).reshape(-1))
+        return torch.cat(parts)
+
+    def unflatten(self, flat: Tensor) -> list[Tensor]:
+        """Views of ``flat`` with each tensor's shape and layout."""
+        views = []
+        for (a, b), shape, permuted in zip(self.bounds, self.shapes, self.permuted):
+            if permuted:
+                o, i, h, w = shape
+                views.append(flat[a:b].view(o, h, w, i).permute(0, 3, 1, 2))
+            else:
+                views.append(flat[a:b].view(shape))
+        return views
+
+    def parts(self, flat: Tensor) -> list[Tensor]:
+        """Each tensor's 1-d slice of ``flat``."""
+        return [flat[a:b] for a, b in self.bounds]
+
+    def rows(self, flat: Tensor) -> list[Tensor]:
+        """Each tensor's slice of ``flat`` as (output channels, entries per channel)."""
+        return [flat[a:b].view(shape[0], -1) for (a, b), shape in zip(self.bounds, self.shapes)]
+
+    def sums(self, flat: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """Per-tensor sums of ``flat``, as one 1-d tensor."""
+        return torch.stack([flat[a:b].sum(dtype=dtype) for a, b in self.bounds])
+
+    def adopt(self, tensors: Sequence[Tensor]) -> None:
+        """Make ``tensors`` views of one new buffer holding their values. Their ``.data`` is
+        replaced; the Parameter objects (and so a model's and an optimizer's references)
+        stay, and every later in-place update of them writes into the buffer."""
+        with torch.no_grad():
+            buffer = self.flatten([t.detach() for t in tensors])
+        for t, view in zip(tensors, self.unflatten(buffer)):
+            t.data = view
+        self.buffer = buffer
+        self.pointers = [t.data_ptr() for t in tensors]
+
+    def adopted(self, tensors: Sequence[Tensor]) -> bool:
+        return self.buffer is not None and all(
+            t.data_ptr() == p for t, p in zip(tensors, self.pointers)
+        )
+
+    def flat(self, tensors: Sequence[Tensor]) -> Tensor:
+        """Their values as one 1-d tensor: the buffer itself when they are its views, a new
+        copy otherwise (tensors that were never adopted, as in the single-layer forms)."""
+        if self.adopted(tensors):
+            assert self.buffer is not None
+            return self.buffer
+        return self.flatten([t.detach() for t in tensors])
+
+
+class LayerBatch:
+    """Every prunable layer's effective weight from one autograd call, recomputed on change.
+
+    ``compute(layout, *latents, *extras)`` returns all layers' effective weights (views of one
+    flat result, see ``FlatLayout``). Exact: the outputs depend only on the inputs and are
+    recomputed whenever
+
+    * any input's version counter moved (the optimizer step, a hand edit, DST's reset), or
+    * grad mode changed, or
+    * (with grad enabled) layer i already took its output since the last computation, so
+      each forward pass builds its own graph node.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[..., Sequence[Tensor]],
+        latents: Sequence[Tensor],
+        extras: Sequence[Tensor] = (),
+    ) -> None:
+        """``latents``: the layers' latent weights in layer order (adopted into one flat
+        buffer); ``extras``: any other tensor the weights depend on (thresholds, logits)."""
+        self.compute = compute
+        self.inputs = [*latents, *extras]
+        self.layout = FlatLayout(latents)
+        self.layout.adopt(latents)
+        self.outputs: Sequence[Tensor] | None = None
+        self.key: tuple | None = None
+        self.taken: set[int] = set()
+
+    def current_key(self) -> tuple:
+        return (torch.is_grad_enabled(), *(t._version for t in self.inputs))
+
+    def output(self, i: int) -> Tensor:
+        stale = self.outputs is None or self.key != self.current_key()
+        if stale or (i in self.taken and torch.is_grad_enabled()):
+            latents = self.inputs[: len(self.layout)]
+            if not self.layout.adopted(latents):  # e.g. a deep copy: new tensors
+                self.layout.adopt(latents)
+            self.outputs = self.compute(self.layout, *self.inputs)
+            self.key = self.current_key()  # after the computation (it may reset inputs)
+            self.taken = set()
+        self.taken.add(i)
+        return self.outputs[i]
+
+    def invalidate(self) -> None:
+        self.outputs = None
+
+
+class BatchedWeight(nn.Module):
+    """The parametrization of layer ``index``: its effective weight from the shared batch.
+
+    It may own the layer's extra parameters (thresholds, logits), so that they sit in the
+    model and in the optimizer's single group.
+    """
+
+    def __init__(self, batch: LayerBatch | None, index: int) -> None:
+        super().__init__()
+        self.batch = batch
+        self.index = index
+
+    def forward(self, w: Tensor) -> Tensor:
+        assert self.batch is not None
+        if self.batch.inputs[self.index] is not w:  # e.g. a deep copy of the model
+            raise RuntimeError("this parametrization's batch computes another tensor's weight")
+        return self.batch.output(self.index)
+
+
+def register_batched(
+    modules: Sequence[nn.Module], parametrizations: Sequence[BatchedWeight]
+) -> list[nn.Parameter]:
+    """Register ``parametrizations`` on ``modules``' weights; returns the latent weights."""
+    for m, p in zip(modules, parametrizations):
+        # unsafe: skip the registration-time evaluation; the batch is bound afterwards
+        parametrize.register_parametrization(m, "weight", p, unsafe=True)
+    return [m.parametrizations.weight.original for m in modules]
+
+
+@torch.no_grad()
+def remove_batched(modules: Sequence[nn.Module], batch: LayerBatch) -> list[Tensor]:
+    """Turn every layer's current effective weight into its plain weight tensor.
+
+    All outputs are computed once before any layer changes, then each parametrization is
+    removed and the latent (the same Parameter object) overwritten with its output, in
+    storage of its own again (a plain model, not views of the batch's buffer).
+    """
+    batch.invalidate()
+    outputs = [batch.output(i) for i in range(len(modules))]
+    for m, out in zip(modules, outputs):
+        parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+        m.weight.data = out.clone(memory_format=torch.preserve_format)
+    return [m.weight for m in modules]

@@ -1,0 +1,44 @@
+"""The flat buffer behind DNW, STR and DST: latents adopted as views in memory order, updates
+through the Parameters visible to the batch, and plain weights of their own after removal."""
+
+import torch
+from torch import nn
+
+from methods.batched import FlatLayout, channels_last
+
+
+def test_adopted_parameters_are_views_of_one_buffer_in_memory_order() -> None:
+    conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    linear = nn.Linear(5, 2)
+    params = [conv.weight, linear.weight]
+    values = [p.detach().clone() for p in params]
+    layout = FlatLayout(params)
+    layout.adopt(params)
+    assert params[0] is conv.weight and params[1] is linear.weight  # the same Parameters
+    assert layout.adopted(params) and layout.buffer is not None
+    assert channels_last(conv.weight)  # the layout the convolution runs with is kept
+    for p, v in zip(params, values):
+        assert torch.equal(p, v)
+    # conv's (O, H, W, I) block first, then linear's rows
+    expected = torch.cat([values[0].permute(0, 2, 3, 1).reshape(-1), values[1].reshape(-1)])
+    assert torch.equal(layout.buffer, expected)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    torch.optim.SGD(params, lr=0.5).step()  # in-place updates land in the buffer
+    assert torch.equal(layout.buffer, expected - 0.5)
+    assert torch.equal(layout.flat(params), layout.buffer)
+    assert [r.shape for r in layout.rows(layout.buffer)] == [(4, 27), (2, 5)]
+    assert layout.sums(torch.ones(layout.numel)).tolist() == [108.0, 10.0]
+
+
+def test_tensors_that_were_not_adopted_are_copied() -> None:
+    a, b = torch.randn(3, 2), torch.randn(4)
+    layout = FlatLayout([a, b])
+    flat = layout.flat([a, b])
+    assert torch.equal(flat, torch.cat([a.flatten(), b]))
+    flat.zero_()
+    assert a.abs().sum() > 0  # a copy, not the tensors' memory
+    out = layout.unflatten(torch.arange(10.0))
+    assert out[0].tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]] and out[1].tolist() == [
+        6.0, 7.0, 8.0, 9.0
+    ]
