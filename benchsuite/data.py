@@ -398,6 +398,8 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     if spec is None or spec.origin is None:
         raise DataError("digits: scikit-learn is not installed (it ships the dataset)")
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        raise DataError(f"digits: {path} is missing from this scikit-learn installation")
     table = np.loadtxt(path, delimiter=",", dtype=np.float64)
     return table[:, :-1].astype(np.uint8).reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
