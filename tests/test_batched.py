@@ -39,6 +39,5 @@ def test_tensors_that_were_not_adopted_are_copied() -> None:
     flat.zero_()
     assert a.abs().sum() > 0  # a copy, not the tensors' memory
     out = layout.unflatten(torch.arange(10.0))
-    assert out[0].tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]] and out[1].tolist() == [
-        6.0, 7.0, 8.0, 9.0
-    ]
+    assert out[0].tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    assert out[1].tolist() == [6.0, 7.0, 8.0, 9.0]
