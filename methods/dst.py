@@ -229,13 +229,11 @@ class DST(PruningMethod):
     def after_backward(self, state: TrainState) -> None:
         """The penalty's gradient, added to the gradients: −α·exp(−t) to t's and, with
         ``l2_doubled``, wd·w to the latent weights' (see the module docstring)."""
+        decay = torch._foreach_exp(torch._foreach_neg(self.thresholds))
+        add_to_grads(self.thresholds, decay, -self.hp.penalty)
         wd = self.weight_decay(state)
-        pairs = [(self.thresholds, torch._foreach_exp(torch._foreach_neg(self.thresholds)),
-                  -self.hp.penalty)]  # fmt: skip
         if self.hp.l2_doubled and wd:
-            pairs.append((self.latents, self.latents, wd))
-        for params, terms, scale in pairs:
-            add_to_grads(params, terms, scale)
+            add_to_grads(self.latents, self.latents, wd)
 
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Mask from the thresholds (after the reset check, as in a forward); raw w kept."""
