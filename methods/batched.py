@@ -47,6 +47,7 @@ class FlatLayout:
         self.numel = int(ends[-1])
         self.buffer: Tensor | None = None
         self.pointers: list[int] = []
+        self._constants: dict[tuple, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -83,6 +84,14 @@ class FlatLayout:
     def sums(self, flat: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """Per-tensor sums of ``flat``, as one 1-d tensor."""
         return torch.stack([flat[a:b].sum(dtype=dtype) for a, b in self.bounds])
+
+    def constant(self, values: Sequence[float], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``torch.tensor(values)`` on ``device``, made once: a host-to-device copy in every
+        forward would make the accelerator paths wait for the host."""
+        key = (tuple(values), dtype, str(device))
+        if key not in self._constants:
+            self._constants[key] = torch.tensor(values, dtype=dtype, device=device)
+        return self._constants[key]
 
     def adopt(self, tensors: Sequence[Tensor]) -> None:
         """Make ``tensors`` views of one new buffer holding their values. Their ``.data`` is

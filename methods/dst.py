@@ -93,7 +93,7 @@ def reset_sparse_layers(
     counts = layout.sums(keep, dtype=torch.float64 if wide else None)
     limits = [RESET_DENSITY * size for size in layout.sizes]
     if keep.is_cuda if sync_free is None else sync_free:
-        limit = torch.tensor(limits, dtype=counts.dtype, device=counts.device)
+        limit = layout.constant(limits, counts.dtype, counts.device)
         stay = (counts > limit).to(ts[0].dtype)
         torch._foreach_mul_(list(ts), list(stay.unbind()))
         torch._foreach_add_(list(ts), 0.0)  # −0.0 → 0.0

@@ -35,7 +35,7 @@ def shrink(layout: FlatLayout, w: Tensor, g: Tensor, sync_free: bool | None = No
     in two passes instead of five.
     """
     if w.is_cuda if sync_free is None else sync_free:
-        sizes = torch.tensor(layout.sizes, device=w.device)
+        sizes = layout.constant(layout.sizes, torch.int64, w.device)
         spread = g.repeat_interleave(sizes, output_size=layout.numel)
         return w.abs().sub_(spread).clamp_min_(0.0).mul_(w.sign())  # relu, then the sign
     out = torch.empty_like(w)

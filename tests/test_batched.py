@@ -41,3 +41,11 @@ def test_tensors_that_were_not_adopted_are_copied() -> None:
     out = layout.unflatten(torch.arange(10.0))
     assert out[0].tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
     assert out[1].tolist() == [6.0, 7.0, 8.0, 9.0]
+
+
+def test_constants_are_made_once_per_dtype_and_device() -> None:
+    layout = FlatLayout([torch.zeros(2, 3)])
+    sizes = layout.constant(layout.sizes, torch.int64, torch.device("cpu"))
+    assert sizes.tolist() == [6] and sizes.dtype == torch.int64
+    assert layout.constant(layout.sizes, torch.int64, torch.device("cpu")) is sizes
+    assert layout.constant(layout.sizes, torch.float32, torch.device("cpu")) is not sizes
