@@ -7,14 +7,18 @@ live in one flat buffer (each layer's Parameter a view of its slice, in the laye
 order: ``FlatLayout``), each formula step is one op over every layer's weights, and the
 layers' effective weights are views of one flat result (``LayerBatch``), recomputed only
 when an input changed. ``torch.nn.utils.parametrize`` attaches each to its layer
-(``BatchedWeight``), so ``layer.weight`` is the effective weight everywhere. Measured on
-LeNet-5 against per-layer multi-tensor ops: DST's step 5 % faster, STR's the same, results
-bit for bit the same for DNW and STR (``benchmarks/step_overhead.py``; README, Performance).
+(``BatchedWeight``), so ``layer.weight`` is the effective weight everywhere. The effective
+weights are leaves of the autograd graph: their gradients accumulate into one flat buffer,
+and the method's ``after_backward`` turns that into the latents' gradients with the
+formula's derivative written out (tested against autograd of the composed form). Measured on
+LeNet-5 (``benchmarks/step_overhead.py``; README, Performance): the flat buffer made DST's
+step 5 % faster than per-layer multi-tensor ops; leaves instead of a custom autograd function
+took another ~3-8 % off STR's and DST's; results bit for bit the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -119,51 +123,109 @@ class FlatLayout:
 
 
 class LayerBatch:
-    """Every prunable layer's effective weight from one autograd call, recomputed on change.
+    """Every prunable layer's effective weight, computed outside autograd, with the latents'
+    gradients written out from the effective weights' own.
 
-    ``compute(layout, *latents, *extras)`` returns all layers' effective weights (views of one
-    flat result, see ``FlatLayout``). Exact: the outputs depend only on the inputs and are
-    recomputed whenever
+    A subclass gives the two halves of the method's formula over the flat latents:
+    ``compute(w, out)`` writes the effective weights (and keeps what ``gradients`` needs),
+    ``gradients(g, out)`` writes ∂L/∂w for the latents from g = ∂L/∂w_e and returns the extra
+    inputs' gradients. The layers' weights are views of one flat buffer, leaves of the
+    autograd graph whose gradients accumulate into one flat buffer too; ``backward`` (the
+    method's ``after_backward``) turns them into the latents' and extras' gradients. Next to
+    a custom autograd function this saves its graph node, the per-layer view nodes and the
+    per-output gradient gathering, ~5 % of a LeNet-5 step (``benchmarks/step_overhead.py``).
 
-    * any input's version counter moved (the optimizer step, a hand edit, DST's reset), or
-    * grad mode changed, or
-    * (with grad enabled) layer i already took its output since the last computation, so
-      each forward pass builds its own graph node.
+    Exact: the effective weights depend only on the inputs and are recomputed whenever any
+    input's version counter moved (the optimizer step, a hand edit, a loaded state, DST's
+    reset); several forward/backward passes before a ``backward`` add up, as autograd's do.
     """
 
-    def __init__(
-        self,
-        compute: Callable[..., Sequence[Tensor]],
-        latents: Sequence[Tensor],
-        extras: Sequence[Tensor] = (),
-    ) -> None:
+    def __init__(self, latents: Sequence[Tensor], extras: Sequence[Tensor] = ()) -> None:
         """``latents``: the layers' latent weights in layer order (adopted into one flat
         buffer); ``extras``: any other tensor the weights depend on (thresholds, logits)."""
-        self.compute = compute
-        self.inputs = [*latents, *extras]
-        self.layout = FlatLayout(latents)
-        self.layout.adopt(latents)
-        self.outputs: Sequence[Tensor] | None = None
+        self.latents = list(latents)
+        self.extras = list(extras)
+        self.inputs = [*self.latents, *self.extras]
+        self.layout = FlatLayout(self.latents)
+        self.layout.adopt(self.latents)
+        like = self.latents[0]
+        self.effective = like.new_empty(self.layout.numel)  # w_e, flat
+        self.effective_grad = like.new_zeros(self.layout.numel)  # ∂L/∂w_e, accumulated
+        self.weights = [v.requires_grad_() for v in self.layout.unflatten(self.effective)]
+        self.weight_grads = self.layout.unflatten(self.effective_grad)
+        for weight, grad in zip(self.weights, self.weight_grads):
+            weight.grad = grad
+        self.latent_grad = like.new_empty(self.layout.numel)  # ∂L/∂w, written by gradients
+        self.latent_grads = self.layout.unflatten(self.latent_grad)
+        self.scratch: dict[str, Tensor] = {}
         self.key: tuple | None = None
-        self.taken: set[int] = set()
+        self.seen = self.effective_grad._version
+
+    def buffer(self, name: str) -> Tensor:
+        """A flat working buffer of the latents' size, kept between steps: a fresh 240 kB
+        tensor per step on LeNet-5 costs the CPU allocator page faults, measured ~2 % of a
+        step for DST's five."""
+        if name not in self.scratch:
+            self.scratch[name] = torch.empty_like(self.effective)
+        return self.scratch[name]
+
+    def compute(self, w: Tensor, out: Tensor) -> None:
+        """Write the effective weights of the flat latents ``w`` into ``out``."""
+        raise NotImplementedError
+
+    def gradients(self, g: Tensor, out: Tensor) -> Sequence[Tensor]:
+        """Write ∂L/∂w for the flat latents into ``out`` from g = ∂L/∂w_e (flat, read only);
+        return the extras' gradients."""
+        raise NotImplementedError
 
     def current_key(self) -> tuple:
-        return (torch.is_grad_enabled(), *(t._version for t in self.inputs))
+        return tuple(t._version for t in self.inputs)
 
     def output(self, i: int) -> Tensor:
-        stale = self.outputs is None or self.key != self.current_key()
-        if stale or (i in self.taken and torch.is_grad_enabled()):
-            latents = self.inputs[: len(self.layout)]
-            if not self.layout.adopted(latents):  # e.g. a deep copy: new tensors
-                self.layout.adopt(latents)
-            self.outputs = self.compute(self.layout, *self.inputs)
-            self.key = self.current_key()  # after the computation (it may reset inputs)
-            self.taken = set()
-        self.taken.add(i)
-        return self.outputs[i]
+        if self.key != self.current_key() or not self.layout.adopted(self.latents):
+            self.refresh()
+        return self.weights[i]
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        if not self.layout.adopted(self.latents):  # e.g. a deep copy: new tensors
+            self.layout.adopt(self.latents)
+        assert self.layout.buffer is not None
+        self.compute(self.layout.buffer, self.effective)
+        self.key = self.current_key()  # after the computation (it may reset inputs)
 
     def invalidate(self) -> None:
-        self.outputs = None
+        self.key = None
+
+    @torch.no_grad()
+    def backward(self) -> None:
+        """Add the gradients that reached the effective weights since the last call to the
+        latents' and extras' ``.grad``, and clear them (nothing to do without a backward)."""
+        for weight, view in zip(self.weights, self.weight_grads):
+            if weight.grad is not view:  # set to None (a model's zero_grad) or replaced
+                if weight.grad is not None:
+                    view.add_(weight.grad)
+                weight.grad = view
+        if self.effective_grad._version == self.seen:
+            return
+        for p, view in zip(self.latents, self.latent_grads):
+            if p.grad is view:  # last step's, kept (zero_grad without set_to_none)
+                p.grad = view.clone()
+        extra_grads = self.gradients(self.effective_grad, self.latent_grad)
+        accumulate(self.latents, self.latent_grads)
+        accumulate(self.extras, extra_grads)
+        self.effective_grad.zero_()
+        self.seen = self.effective_grad._version
+
+
+def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """p.grad = grad, or p.grad += grad where the parameter already has one (e.g. from a loss
+    term on the latents themselves)."""
+    for p, grad in zip(params, grads):
+        if p.grad is None:
+            p.grad = grad
+        else:
+            p.grad.add_(grad)
 
 
 class BatchedWeight(nn.Module):
@@ -204,7 +266,7 @@ def remove_batched(modules: Sequence[nn.Module], batch: LayerBatch) -> list[Tens
     storage of its own again (a plain model, not views of the batch's buffer).
     """
     batch.invalidate()
-    outputs = [batch.output(i) for i in range(len(modules))]
+    outputs = [batch.output(i).detach() for i in range(len(modules))]
     for m, out in zip(modules, outputs):
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
         m.weight.data = out.clone(memory_format=torch.preserve_format)

@@ -31,32 +31,29 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState
-from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
+from methods.batched import BatchedWeight, LayerBatch, register_batched, remove_batched
 
 
-class _StraightThroughMasks(torch.autograd.Function):
-    """w · 1[|w| > τ] for every layer at once (over the flat latents); identity backward (the
-    gradient reaches every latent).
+class StraightThroughMasks(LayerBatch):
+    """w · 1[|w| > τ] for every layer at once, τ the global k-th smallest |w|; identity
+    backward (the gradient reaches every latent).
 
     The mask is relu(sign(|w| − τ)), float ops only (a comparison to bool and the bool
     product cost ~15× more on the CPU): |w| − τ > 0 exactly when |w| > τ (IEEE subtraction
     of distinct floats is never 0; PyTorch does not flush denormals unless asked to).
     """
 
-    @staticmethod
-    def forward(ctx, layout: FlatLayout, tau: Tensor, *ws: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
-        w = layout.flat(ws)
-        mask = w.abs().sub_(tau).sign_().clamp_min_(0.0)
-        return tuple(layout.unflatten(mask.mul_(w)))
+    def __init__(self, latents: Sequence[Tensor], k: int) -> None:
+        super().__init__(latents)
+        self.k = k
 
-    @staticmethod
-    def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
-        return None, None, *grads
+    def compute(self, w: Tensor, out: Tensor) -> None:
+        tau = global_threshold([w], self.k)
+        torch.abs(w, out=out).sub_(tau).sign_().clamp_min_(0.0).mul_(w)
 
-
-def straight_through_mask(w: Tensor, tau: Tensor) -> Tensor:
-    """One layer's w · 1[|w| > τ] with the straight-through gradient (the reference form)."""
-    return _StraightThroughMasks.apply(FlatLayout([w]), tau, w)[0]
+    def gradients(self, g: Tensor, out: Tensor) -> list[Tensor]:
+        out.copy_(g)
+        return []
 
 
 def kth_smallest_abs(tensors: Sequence[Tensor], k: int) -> Tensor:
@@ -102,20 +99,15 @@ class DNW(PruningMethod):
     Hparams = DNWHparams
     targets_sparsity = True
 
-    batch: LayerBatch | None = None
+    batch: StraightThroughMasks | None = None
 
     def prepare(self, model: nn.Module, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         parametrizations = [BatchedWeight(None, i) for i in range(len(modules))]
         latents = register_batched(modules, parametrizations)
         self.n = sum(w.numel() for w in latents)
-        self.k = k = math.floor(self.target * self.n)  # ⌊S · N_prunable⌋, reference §5
-
-        def compute(layout: FlatLayout, *ws: Tensor) -> Sequence[Tensor]:
-            tau = global_threshold([layout.flat(ws)], k)
-            return _StraightThroughMasks.apply(layout, tau, *ws)
-
-        self.batch = LayerBatch(compute, latents)
+        self.k = math.floor(self.target * self.n)  # ⌊S · N_prunable⌋, reference §5
+        self.batch = StraightThroughMasks(latents, self.k)
         for p in parametrizations:
             p.batch = self.batch
 
@@ -123,6 +115,11 @@ class DNW(PruningMethod):
         """The current τ (for inspection; every forward computes its own)."""
         assert self.batch is not None
         return float(global_threshold(self.batch.inputs, self.k))
+
+    def after_backward(self, state: TrainState) -> None:
+        """The latents' gradients: those of the effective weights (straight through)."""
+        assert self.batch is not None
+        self.batch.backward()
 
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Mask at the current τ, keep the raw latents (masked) as plain weights."""

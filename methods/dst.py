@@ -40,22 +40,24 @@ NARROW, WIDE = 0.4, 1.0  # reference §10: the surrogate's breakpoints
 NARROW_VALUE = 0.4  # its value on 0.4 < |x| ≤ 1 (= 2 − 4·0.4: continuous at 0.4)
 
 
-def step(x: Tensor) -> Tensor:
-    """H(x) = 1[x > 0] as a float tensor, from float ops only: relu(sign(x)) is exactly 1 where
-    x > 0 and 0 elsewhere (comparisons to bool and ``where`` cost 5–50× more on the CPU)."""
-    return torch.sign(x).relu_()
+def step(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """H(x) = 1[x > 0] as a float tensor: the comparison written straight into a float
+    output, one pass (a bool result and a conversion, or ``where``, cost 5–10× more on the
+    CPU)."""
+    return torch.gt(x, 0.0, out=torch.empty_like(x) if out is None else out)
 
 
-def surrogate_derivative(x: Tensor) -> Tensor:
+def surrogate_derivative(x: Tensor, out: Tensor | None = None) -> Tensor:
     """The step function's backward: 2 − 4|x| on |x| ≤ 0.4, 0.4 on 0.4 < |x| ≤ 1, else 0.
 
     Written as max(2 − 4|x|, 0.4) − 0.4·1[|x| > 1], float ops only; exact (2 − 4|x| ≥ 0.4
     exactly when |x| ≤ 0.4, and 4|x| is exact), and equal at the breakpoints to the
     definition: 1.2 at |x| = 0.2, 0.4 at |x| = 0.4 and 1, 0 beyond 1.
     """
-    a = x.abs()
-    d = torch.rsub(a, 2.0, alpha=4.0).clamp_min_(NARROW_VALUE)
-    return d.sub_(step(a - WIDE), alpha=NARROW_VALUE)
+    d = torch.abs(x, out=out)
+    beyond = torch.gt(d, WIDE, out=torch.empty_like(d))
+    d.mul_(-4.0).add_(2.0).clamp_min_(NARROW_VALUE)  # 2 − 4|x| (exact: 4|x| is), at least 0.4
+    return d.sub_(beyond, alpha=NARROW_VALUE)
 
 
 class Step(torch.autograd.Function):
@@ -115,37 +117,30 @@ def subtract_thresholds(layout: FlatLayout, ts: Sequence[Tensor], a: Tensor, x: 
         torch.sub(a_rows, t.view(-1, 1), out=x_rows)
 
 
-class _MaskedWeights(torch.autograd.Function):
-    """w ⊙ H(|w| − t_o) for every layer at once (over the flat latents), with the reset;
-    backward written out.
+class MaskedWeights(LayerBatch):
+    """w ⊙ H(|w| − t_o) for every layer at once (over the flat latents), with the reset; the
+    gradients written out.
 
     With x = |w| − t, m = H(x), s = H'(x) (the surrogate) and upstream gradient g:
     ∂L/∂x = g·w·s;  ∂L/∂w = g·m + ∂L/∂x · sign(w) = g·m + g·s·|w|;  ∂L/∂t_o = −Σ_{row o} ∂L/∂x.
     """
 
-    @staticmethod
-    def forward(ctx, layout: FlatLayout, *tensors: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
-        n = len(layout)
-        ws, ts = tensors[:n], tensors[n:]
-        w = layout.flat(ws)
-        a = w.abs()
-        x = torch.empty_like(a)
-        subtract_thresholds(layout, ts, a, x)
-        keep = step(x)
-        reset_sparse_layers(layout, ts, a, x, keep)  # may reset t in place (no grad here)
-        ctx.layout = layout
-        ctx.save_for_backward(w, a, x, keep)
-        return tuple(layout.unflatten(w * keep))
+    def compute(self, w: Tensor, out: Tensor) -> None:
+        ts = self.extras
+        a = torch.abs(w, out=self.buffer("a"))
+        x = self.buffer("x")
+        subtract_thresholds(self.layout, ts, a, x)
+        keep = step(x, out=self.buffer("keep"))
+        reset_sparse_layers(self.layout, ts, a, x, keep)  # may reset t in place
+        torch.mul(w, keep, out=out)
 
-    @staticmethod
-    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: D102
-        layout: FlatLayout = ctx.layout
-        w, a, x, keep = ctx.saved_tensors
-        g = layout.flatten(grads)
-        gs = surrogate_derivative(x).mul_(g)  # g·H'(x)
-        grad_t = [rows.sum(dim=1).neg_() for rows in layout.rows(gs * w)]  # −Σ_row ∂L/∂x
-        grad_w = g.mul_(keep).addcmul_(gs, a)
-        return None, *layout.unflatten(grad_w), *grad_t
+    def gradients(self, g: Tensor, out: Tensor) -> list[Tensor]:
+        w, a, x, keep = self.layout.buffer, self.buffer("a"), self.buffer("x"), self.buffer("keep")
+        gs = surrogate_derivative(x, out=self.buffer("gs")).mul_(g)  # g·H'(x)
+        gx = torch.mul(gs, w, out=self.buffer("gx"))  # ∂L/∂x
+        grad_t = [rows.sum(dim=1).neg_() for rows in self.layout.rows(gx)]  # −Σ_row ∂L/∂x
+        torch.mul(g, keep, out=out).addcmul_(gs, a)
+        return grad_t
 
 
 def add_to_grads(params: Sequence[Tensor], terms: Sequence[Tensor], scale: float) -> None:
@@ -157,11 +152,6 @@ def add_to_grads(params: Sequence[Tensor], terms: Sequence[Tensor], scale: float
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in params]
     torch._foreach_add_(grads, list(terms), alpha=scale)
-
-
-def masked_weight(w: Tensor, t: Tensor) -> Tensor:
-    """One layer's w ⊙ H(|w| − t) with the reset and the surrogate gradient."""
-    return _MaskedWeights.apply(FlatLayout([w]), w, t)[0]
 
 
 class ThresholdMask(BatchedWeight):
@@ -207,17 +197,14 @@ class DST(PruningMethod):
         super().__init__(hp, target, plan)
         self.latents: list[Tensor] = []
         self.thresholds: list[nn.Parameter] = []
-        self.batch: LayerBatch | None = None
+        self.batch: MaskedWeights | None = None
 
     def prepare(self, model: nn.Module, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         masks = [ThresholdMask(m.weight.shape[0], m.weight, i) for i, m in enumerate(modules)]
         self.latents = register_batched(modules, masks)
         self.thresholds = [mask.threshold for mask in masks]
-        def compute(layout: FlatLayout, *inputs: Tensor) -> Sequence[Tensor]:
-            return _MaskedWeights.apply(layout, *inputs)
-
-        self.batch = LayerBatch(compute, self.latents, self.thresholds)
+        self.batch = MaskedWeights(self.latents, self.thresholds)
         for mask in masks:
             mask.batch = self.batch
 
@@ -227,8 +214,11 @@ class DST(PruningMethod):
 
     @torch.no_grad()
     def after_backward(self, state: TrainState) -> None:
-        """The penalty's gradient, added to the gradients: −α·exp(−t) to t's and, with
-        ``l2_doubled``, wd·w to the latent weights' (see the module docstring)."""
+        """The latents' and thresholds' gradients (``MaskedWeights``), then the penalty's
+        added: −α·exp(−t) to t's and, with ``l2_doubled``, wd·w to the latent weights' (see
+        the module docstring)."""
+        assert self.batch is not None
+        self.batch.backward()
         decay = torch._foreach_exp(torch._foreach_neg(self.thresholds))
         add_to_grads(self.thresholds, decay, -self.hp.penalty)
         wd = self.weight_decay(state)

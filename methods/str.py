@@ -26,8 +26,11 @@ from benchsuite.sparsity import count_zeros
 from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
 
 
-def shrink(layout: FlatLayout, w: Tensor, g: Tensor, sync_free: bool | None = None) -> Tensor:
-    """sign(w) · relu(|w| − g_l) over the flat latents ``w``, g_l = ``g[l]`` for layer l.
+def shrink(
+    layout: FlatLayout, w: Tensor, g: Tensor, out: Tensor, sync_free: bool | None = None
+) -> None:
+    """``out`` = sign(w) · relu(|w| − g_l) over the flat latents ``w``, g_l = ``g[l]`` for
+    layer l.
 
     On accelerators (``sync_free``) the composed form, g spread over each layer's entries,
     without a host sync; on the CPU w − clamp(w, −g_l, g_l) layer by layer, the same values
@@ -37,43 +40,41 @@ def shrink(layout: FlatLayout, w: Tensor, g: Tensor, sync_free: bool | None = No
     if w.is_cuda if sync_free is None else sync_free:
         sizes = layout.constant(layout.sizes, torch.int64, w.device)
         spread = g.repeat_interleave(sizes, output_size=layout.numel)
-        return w.abs().sub_(spread).clamp_min_(0.0).mul_(w.sign())  # relu, then the sign
-    out = torch.empty_like(w)
+        torch.abs(w, out=out).sub_(spread).clamp_min_(0.0).mul_(w.sign())  # relu, then the sign
+        return
     for w_l, out_l, g_l in zip(layout.parts(w), layout.parts(out), g.tolist()):
         torch.clamp(w_l, -g_l, g_l, out=out_l)
-    return torch.sub(w, out, out=out)
+    torch.sub(w, out, out=out)
 
 
-class _SoftThresholds(torch.autograd.Function):
-    """sign(w) · relu(|w| − g_l) for every layer at once, with the exact gradient written out.
+class SoftThresholds(LayerBatch):
+    """sign(w) · relu(|w| − σ(s_l)) for every layer at once, the gradients written out.
 
-    With o = the output and z = sign(o) = sign(w)·1[|w| > g]: ∂L/∂w = g_o·z² (= g_o·1[|w| > g],
-    relu'(0) = 0 as in autograd) and ∂L/∂g_l = −Σ_layer l g_o·z. Float ops only, four
-    backward instead of autograd's nine (comparisons included) for the composed form; equal
-    to it (tested).
+    With o = the output and z = sign(o) = sign(w)·1[|w| > σ(s_l)]: ∂L/∂w = g_o·z²
+    (= g_o·1[|w| > σ], relu'(0) = 0 as in autograd), ∂L/∂σ_l = −Σ_layer l g_o·z and
+    ∂L/∂s_l = ∂L/∂σ_l · σ(1 − σ) (summed over the layers for the one global s). Equal to
+    autograd of the composed form (tested).
     """
 
-    @staticmethod
-    def forward(ctx, layout: FlatLayout, g: Tensor, *ws: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
-        out = shrink(layout, layout.flat(ws), g)
-        ctx.layout = layout
-        ctx.save_for_backward(out)
-        return tuple(layout.unflatten(out))
+    def __init__(self, latents: Sequence[Tensor], logits: Sequence[Tensor]) -> None:
+        super().__init__(latents, logits)
+        self.g = torch.zeros(len(latents))
 
-    @staticmethod
-    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: D102
-        (out,) = ctx.saved_tensors
-        layout: FlatLayout = ctx.layout
-        z = out.sign()
-        gz = layout.flatten(grads).mul_(z)
-        grad_g = layout.sums(gz).neg_()
-        gz.mul_(z)  # now ∂L/∂w = g_o·z²
-        return None, grad_g, *layout.unflatten(gz)
+    def compute(self, w: Tensor, out: Tensor) -> None:
+        g = torch.sigmoid(torch.stack(self.extras))
+        self.g = g.expand(len(self.latents)) if len(self.extras) == 1 else g
+        shrink(self.layout, w, self.g, out)
 
-
-def soft_threshold(w: Tensor, threshold: Tensor) -> Tensor:
-    """sign(w) · relu(|w| − threshold) for one tensor; ``threshold`` 0-dim (σ(s))."""
-    return _SoftThresholds.apply(FlatLayout([w]), threshold.reshape(1), w)[0]
+    def gradients(self, g: Tensor, out: Tensor) -> list[Tensor]:
+        z = torch.sign(self.effective, out=self.buffer("z"))
+        gz = torch.mul(g, z, out=out)
+        grad_sigma = self.layout.sums(gz).neg_()
+        sigma = self.g
+        if len(self.extras) == 1:  # the one global σ(s): its gradient sums the layers'
+            grad_sigma, sigma = grad_sigma.sum(0, keepdim=True), sigma[:1]
+        grad_s = grad_sigma.mul_(1.0 - sigma).mul_(sigma)  # σ' = σ(1 − σ), autograd's order
+        gz.mul_(z)  # ∂L/∂w = g·z²
+        return list(grad_s.unbind())
 
 
 def soft_threshold_reference(w: Tensor, threshold: Tensor) -> Tensor:
@@ -128,7 +129,7 @@ class STR(PruningMethod):
     Hparams = STRHparams
     targets_sparsity = False
 
-    batch: LayerBatch | None = None
+    batch: SoftThresholds | None = None
 
     def thresholds(self, model: nn.Module) -> list[nn.Parameter]:
         """The distinct s parameters (one per layer, or the one global s)."""
@@ -150,22 +151,17 @@ class STR(PruningMethod):
             parametrizations.append(SoftThreshold(s, i))
         latents = register_batched(modules, parametrizations)
         logits = list(dict.fromkeys(p.s for p in parametrizations))  # one, or one per layer
-        n = len(latents)
-
-        def compute(layout: FlatLayout, *inputs: Tensor) -> Sequence[Tensor]:
-            ws, ss = inputs[:n], inputs[n:]
-            g = torch.sigmoid(torch.stack(ss))
-            g = g.expand(n) if len(ss) == 1 else g  # the global threshold: one σ(s) for all
-            return _SoftThresholds.apply(layout, g, *ws)
-
-        self.batch = LayerBatch(compute, latents, logits)
+        self.batch = SoftThresholds(latents, logits)
         for p in parametrizations:
             p.batch = self.batch
 
     def after_backward(self, state: TrainState) -> None:
-        """With ``weight_decay`` set: SGD's coupled decay λ instead of the preset's, on every
-        parameter (written into the optimizer's groups before each step, so it also holds
-        for a replaced optimizer; a plain field of SGD, no extra pass over the weights)."""
+        """The latents' and thresholds' gradients (``SoftThresholds``). With ``weight_decay``
+        set: SGD's coupled decay λ instead of the preset's, on every parameter (written into
+        the optimizer's groups before each step, so it also holds for a replaced optimizer;
+        a plain field of SGD, no extra pass over the weights)."""
+        assert self.batch is not None
+        self.batch.backward()
         if self.hp.weight_decay is None:
             return
         assert state.optimizer is not None

@@ -11,7 +11,7 @@ from benchsuite.budget import Budget
 from benchsuite.method import TrainState
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import latent_weight
-from methods.dnw import DNW, kth_smallest_abs, straight_through_mask
+from methods.dnw import DNW, kth_smallest_abs
 
 W1 = [[0.1, -0.5], [0.3, -0.05]]
 W2 = [[0.2, -0.4]]
@@ -54,9 +54,10 @@ def test_tau_is_the_global_kth_smallest_and_masks_at_it():
 
 def test_straight_through_gradient_reaches_pruned_latents():
     net = tiny()
-    prepared(net, 0.5)
+    method, state = prepared(net, 0.5)
     x = torch.tensor([[1.0, 2.0]])
     net(x).sum().backward()
+    method.after_backward(state)
     # h = W1_e x = [−0.5·2, 0.3·1] = [−1.0, 0.3]; ∂L/∂W2_e = hᵀ; ∂L/∂W1_e = W2_eᵀ xᵀ
     g1 = latent_weight(net[0]).grad
     g2 = latent_weight(net[1]).grad
@@ -69,6 +70,7 @@ def test_tau_follows_every_step_and_a_pruned_latent_reenters():
     net = tiny()
     method, state = prepared(net, 0.5, lr=2.0)
     net(torch.tensor([[1.0, 2.0]])).sum().backward()
+    method.after_backward(state)
     state.optimizer.step()  # W2 ← [0.2 + 2·1.0, −0.4 − 2·0.3] = [2.2, −1.0]; W1[1] ← [1.1, 1.55]
     method.after_step(state)
     # |w| now 0.1, 0.5, 1.1, 1.55 | 2.2, 1.0 → τ = 3rd smallest = 1.0
@@ -118,20 +120,13 @@ def test_selection_is_exact_on_every_path(dtype):
         assert float(kth_smallest_abs(ws, k)) == float(expected)
 
 
-def test_single_tensor_form_is_straight_through():
-    w = torch.tensor([0.3, -0.1, 0.05, -0.7], requires_grad=True)
-    out = straight_through_mask(w, torch.tensor(0.1))
-    assert out.tolist() == [pytest.approx(0.3), 0.0, 0.0, pytest.approx(-0.7)]  # |w| = τ pruned
-    (out * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
-    assert w.grad.tolist() == [1.0, 2.0, 3.0, 4.0]
-
-
-def test_each_training_forward_gets_its_own_graph_and_eval_reuses():
+def test_two_backward_passes_add_up_and_eval_reuses_the_weights():
     net = tiny()
-    method, _ = prepared(net, 0.5)
+    method, state = prepared(net, 0.5)
     x = torch.tensor([[1.0, 2.0]])
-    for _ in range(2):  # two forward/backward passes without a step: no stale graph reused
+    for _ in range(2):  # two forward/backward passes without a step: gradients add up
         net(x).sum().backward()
+    method.after_backward(state)
     assert latent_weight(net[1]).grad.tolist() == [[pytest.approx(-2.0), pytest.approx(0.6)]]
     with torch.no_grad():
         first = net[0].weight
@@ -168,7 +163,7 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
     results = []
     for channels_last in (False, True):
         preset = load_preset("fashion-mnist").replace(channels_last=channels_last)
-        model, _, state = setup(RunConfig(preset, method, 0.9, 0), Shape, Budget(2, 4), "cpu")
+        model, hooks, state = setup(RunConfig(preset, method, 0.9, 0), Shape, Budget(2, 4), "cpu")
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         for conv in convs:
             assert conv.weight.stride() == latent_weight(conv).stride()
@@ -176,6 +171,7 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
                 assert conv.weight.stride(1) == 1  # channels_last, also with one input channel
         inputs = channels_last_input(x) if channels_last else x
         model(inputs).square().sum().backward()
+        hooks.after_backward(state)
         results.append(
             [(c.weight.detach().contiguous(), latent_weight(c).grad.contiguous()) for c in convs]
         )

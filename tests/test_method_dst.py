@@ -58,12 +58,13 @@ def test_gradients_reach_w_directly_and_through_the_surrogate_and_t_through_the_
     layer = nn.Linear(3, 1, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.2, -0.3, 2.5]]))
-    prepared(layer)
+    method, _ = prepared(layer)
     with torch.no_grad():
         thresholds(layer).fill_(1.0)  # x = |w| − t = 0.2, −0.7, 1.5
     w_e = layer.weight
     assert w_e.tolist() == [[pytest.approx(1.2), 0.0, pytest.approx(2.5)]]
     w_e.sum().backward()
+    method.batch.backward()  # the masks' gradients alone (after_backward adds the penalty's)
     # ∂L/∂x = g·w·H'(x) = 1.2·1.2, −0.3·0.4, 2.5·0 = 1.44, −0.12, 0
     # ∂L/∂w = g·m + ∂L/∂x·sign(w) = 1 + 1.44, 0 + 0.12, 1 + 0;   ∂L/∂t = −Σ ∂L/∂x = −1.32
     assert latent_weight(layer).grad.tolist() == [[pytest.approx(2.44), pytest.approx(0.12), 1.0]]
@@ -75,12 +76,13 @@ def test_fused_forward_and_backward_equal_the_composed_autograd_form():
     conv = nn.Conv2d(3, 4, 3)
     with torch.no_grad():
         conv.weight.copy_(torch.randn(4, 3, 3, 3, generator=gen))
-    prepared(conv)
+    method, _ = prepared(conv)
     t0 = torch.tensor([0.3, 0.8, -0.2, 1.1])
     with torch.no_grad():
         thresholds(conv).copy_(t0)
     upstream = torch.randn(4, 3, 3, 3, generator=gen)
     (conv.weight * upstream).sum().backward()
+    method.batch.backward()
 
     w = latent_weight(conv).detach().clone().requires_grad_(True)
     t = t0.clone().requires_grad_(True)
@@ -209,5 +211,6 @@ def test_penalty_gradients_equal_the_composed_expression(l2_doubled):
     if l2_doubled == "true":
         composed = composed + 0.5 * 0.05 * sum(w.square().sum() for w in method.latents)
     composed.backward()
+    method.batch.backward()  # the masks' gradients, added to the penalty terms' autograd
     for a, p in zip(fast, params):
         torch.testing.assert_close(a, p.grad)

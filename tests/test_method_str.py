@@ -14,7 +14,7 @@ from benchsuite.models import build_model
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import achieved_sparsity, latent_weight
 from methods.batched import FlatLayout
-from methods.str import STR, shrink, soft_threshold, soft_threshold_reference
+from methods.str import STR, shrink, soft_threshold_reference
 
 W = [[0.5, -0.2, 0.05, -0.01]]
 S0 = math.log(0.1 / 0.9)  # σ(S0) = 0.1
@@ -56,9 +56,11 @@ def test_effective_weight_is_the_soft_threshold():
 
 def test_gradients_of_w_and_s_are_exact():
     layer = tiny()
-    prepared(layer)
+    method, state = prepared(layer)
     c = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     (layer.weight * c).sum().backward()
+    assert latent_weight(layer).grad is None  # the latents' gradients come from the hook
+    method.after_backward(state)
     s = layer.parametrizations.weight[0].s
     # ∂L/∂w = c·1[|w| > σ]; ∂L/∂s = Σ c·(−sign w)·1[|w| > σ] · σ(1 − σ) = (−1 + 2)·0.09
     assert latent_weight(layer).grad.tolist() == [[1.0, 2.0, 0.0, 0.0]]
@@ -73,6 +75,7 @@ def test_weight_decay_acts_on_s():
     assert any(p is s for p in state.optimizer.param_groups[0]["params"])  # in the single group
     c = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     (layer.weight * c).sum().backward()
+    method.after_backward(state)
     state.optimizer.step()
     # first Nesterov step: d = g + wd·s; buf = d; update = d + μ·buf = (1 + μ)(g + wd·s)
     expected = S0 - lr * (1 + mu) * (0.09 + wd * S0)
@@ -140,25 +143,38 @@ def test_weight_decay_override_is_sgd_with_that_decay():
         assert torch.equal(a, b)
 
 
-def test_written_out_backward_equals_autograd_of_the_composed_form():
+@pytest.mark.parametrize("use_global", [False, True])
+def test_written_out_backward_equals_autograd_of_the_composed_form(use_global):
     gen = torch.Generator().manual_seed(0)
     s0 = math.log(0.05 / 0.95)
     g0 = float(torch.sigmoid(torch.tensor(s0)))
     w0 = torch.randn(6, 50, generator=gen) * 0.1
     w0[0, :3] = torch.tensor([0.0, g0, -g0])  # a zero and two entries with |w| == σ(s) exactly
-    upstream = torch.randn(6, 50, generator=gen)
-    grads = []
-    for fn in (soft_threshold, soft_threshold_reference):
-        w = w0.clone().requires_grad_(True)
-        s = torch.tensor(s0, requires_grad=True)
-        out = fn(w, torch.sigmoid(s))
-        (out * upstream).sum().backward()
-        grads.append((out.detach(), w.grad, s.grad))
-    (o1, gw1, gs1), (o2, gw2, gs2) = grads
-    assert torch.equal(o1, o2)  # the forward is bit-identical
-    assert torch.equal(gw1, gw2)
-    torch.testing.assert_close(gs1, gs2)
-    assert o1[0, :3].tolist() == [0.0, 0.0, 0.0] and gw1[0, :3].tolist() == [0.0, 0.0, 0.0]
+    v0 = torch.randn(3, 6, generator=gen) * 0.1
+    up = [torch.randn(6, 50, generator=gen), torch.randn(3, 6, generator=gen)]
+    net = nn.Sequential(nn.Linear(50, 6, bias=False), nn.Linear(6, 3, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(w0)
+        net[1].weight.copy_(v0)
+    method, state = prepared(net, s_initial=s0, use_global_threshold=str(use_global))
+    for _ in range(2):  # two backward passes add up before the hook, as autograd's do
+        sum((layer.weight * u).sum() for layer, u in zip(net, up)).backward()
+    method.after_backward(state)
+    ss = method.thresholds(net)
+    w, v = w0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+    s_ref = [torch.tensor(s0, requires_grad=True) for _ in ss]
+    sigmas = [torch.sigmoid(s_ref[0 if use_global else i]) for i in range(2)]
+    outs = [soft_threshold_reference(t, g) for t, g in zip((w, v), sigmas)]
+    for _ in range(2):
+        sum((o * u).sum() for o, u in zip(outs, up)).backward(retain_graph=True)
+    for layer, o in zip(net, outs):
+        assert torch.equal(layer.weight.detach(), o.detach())  # the forward is bit-identical
+    assert torch.equal(latent_weight(net[0]).grad, w.grad)
+    assert torch.equal(latent_weight(net[1]).grad, v.grad)
+    for mine, ref in zip(ss, s_ref):
+        torch.testing.assert_close(mine.grad, ref.grad)
+    assert net[0].weight[0, :3].tolist() == [0.0, 0.0, 0.0]
+    assert latent_weight(net[0]).grad[0, :3].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_both_forward_paths_give_the_same_values():
@@ -168,7 +184,9 @@ def test_both_forward_paths_give_the_same_values():
     ws[0][0, 0, :2] = torch.tensor([0.05, -0.05])  # exactly at the threshold
     layout, g = FlatLayout(ws), torch.stack(gs)
     flat = layout.flatten(ws)
-    cpu = shrink(layout, flat, g, sync_free=False)
-    assert torch.equal(shrink(layout, flat, g, sync_free=True), cpu)
+    cpu, composed = torch.empty_like(flat), torch.empty_like(flat)
+    shrink(layout, flat, g, cpu, sync_free=False)
+    shrink(layout, flat, g, composed, sync_free=True)
+    assert torch.equal(composed, cpu)
     for out, w, g_l in zip(layout.unflatten(cpu), ws, gs):
         assert torch.equal(out, soft_threshold_reference(w, g_l))
