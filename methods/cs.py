@@ -10,19 +10,26 @@ so β runs from 1 to β_F. The loss adds λ · Σ σ(β m) (+ ½ · wd · Σ‖w
 reference code: SGD's wd acts too, effective 2·wd on the weights). SGD's weight decay also acts on
 the logits (reference §11.9). At the end the mask is 1[m > 0] and the stored weights are the
 soft-scaled w_e (reference §11.10). Single round: no rewinding of the paper's multi-round form.
+
+As in DST, the penalty's value is never recorded (the loop reports the data loss), so only its
+gradient is computed, in ``after_backward``; all layers' effective weights come from one flat
+computation with the derivative written out (``methods/batched.py``), tested against autograd
+of the composed form.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.sparsity import count_zeros, effective_weights
+from benchsuite.sparsity import count_zeros
+from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
+from methods.dst import add_to_grads
 
 
 class Temperature:
@@ -40,24 +47,55 @@ class Temperature:
         self.beta.fill_(self.at(step))
 
 
-class SoftMask(nn.Module):
+class SoftMask(BatchedWeight):
     """The parametrization of one layer's weight; owns the logits m (same shape as w)."""
 
-    def __init__(self, like: Tensor, s_initial: float, temperature: Temperature) -> None:
-        super().__init__()
+    def __init__(self, like: Tensor, s_initial: float, index: int) -> None:
+        super().__init__(None, index)
         self.logits = nn.Parameter(torch.full_like(like, s_initial))
-        self.scale = 1.0 / (1.0 / (1.0 + math.exp(-s_initial)))  # 1 / σ(s₀)
+
+
+class SoftMasks(LayerBatch):
+    """w · σ(β m) / σ(s₀) for every layer at once (``methods/batched.py``), with 1[m > 0] on
+    top once ``hard``; the gradients written out, the penalty's included.
+
+    With gate = σ(βm) and c = 1/σ(s₀): ∂L/∂w = g·gate·c and, with the penalty λ·Σ gate,
+    ∂L/∂m = β·gate·(1 − gate)·(g·w·c + λ). Equal to autograd of the composed form (tested).
+    """
+
+    def __init__(
+        self,
+        latents: Sequence[Tensor],
+        logits: Sequence[Tensor],
+        temperature: Temperature,
+        s_initial: float,
+        penalty: float,
+    ) -> None:
+        super().__init__(latents, logits)
+        self.logit_layout = FlatLayout(logits)
+        self.logit_layout.adopt(logits)
         self.temperature = temperature
+        self.scale = 1.0 + math.exp(-s_initial)  # 1 / σ(s₀)
+        self.penalty = penalty
         self.hard = False  # set by finalize: also apply 1[m > 0]
 
-    def gate(self) -> Tensor:
-        return torch.sigmoid(self.temperature.beta * self.logits)
+    def current_key(self) -> tuple:
+        return (*super().current_key(), self.temperature.beta._version, self.hard)
 
-    def forward(self, w: Tensor) -> Tensor:
-        out = w * self.gate() * self.scale
+    def compute(self, w: Tensor, out: Tensor) -> None:
+        m = self.logit_layout.flat(self.extras)
+        gate = torch.mul(m, self.temperature.beta, out=self.buffer("gate")).sigmoid_()
+        torch.mul(w, gate, out=out).mul_(self.scale)
         if self.hard:
-            out = out * (self.logits > 0)
-        return out
+            out.mul_(torch.gt(m, 0.0, out=self.buffer("kept")))
+
+    def gradients(self, g: Tensor, out: Tensor) -> list[Tensor]:
+        gate = self.buffer("gate")
+        torch.mul(g, gate, out=out).mul_(self.scale)
+        slope = torch.neg(gate, out=self.buffer("slope")).add_(1.0).mul_(gate)  # σ'
+        grad_m = torch.mul(g, self.layout.buffer).mul_(self.scale).add_(self.penalty)
+        grad_m.mul_(slope).mul_(self.temperature.beta)
+        return self.logit_layout.unflatten(grad_m)
 
 
 @dataclass(frozen=True)
@@ -103,38 +141,44 @@ class CS(PruningMethod):
     def __init__(self, hp, target: float, plan) -> None:
         super().__init__(hp, target, plan)
         self.temperature = Temperature(hp.beta_final, plan.budget.total_steps)
-        self.masks: list[SoftMask] = []
         self.latents: list[Tensor] = []
+        self.batch: SoftMasks | None = None
 
     def prepare(self, model: nn.Module, state: TrainState) -> None:
-        self.masks, self.latents = [], []
-        w0 = state.prunable()[0][1].weight
+        modules = [m for _, m in state.prunable()]
+        w0 = modules[0].weight
         self.temperature.beta = torch.ones((), dtype=w0.dtype, device=w0.device)
         self.temperature.set(state.step)
-        for _, m in state.prunable():
-            mask = SoftMask(m.weight, self.hp.s_initial, self.temperature)
-            parametrize.register_parametrization(m, "weight", mask)
-            self.masks.append(mask)
-            self.latents.append(m.parametrizations.weight.original)
+        masks = [SoftMask(m.weight, self.hp.s_initial, i) for i, m in enumerate(modules)]
+        self.latents = register_batched(modules, masks)
+        self.batch = SoftMasks(
+            self.latents,
+            [mask.logits for mask in masks],
+            self.temperature,
+            self.hp.s_initial,
+            self.hp.penalty,
+        )
+        for mask in masks:
+            mask.batch = self.batch
 
-    def regularization(self, state: TrainState) -> Tensor:
-        """λ · Σ σ(β m) (+ ½ · wd · Σ‖w‖² over the latent prunable weights if l2_doubled)."""
-        reg = self.hp.penalty * torch.stack([mask.gate().sum() for mask in self.masks]).sum()
-        assert state.optimizer is not None
+    @torch.no_grad()
+    def after_backward(self, state: TrainState) -> None:
+        """The latents' and logits' gradients (``SoftMasks``, the penalty λ·Σσ(βm)'s included)
+        and, with ``l2_doubled``, ½·wd·Σ‖w‖²'s: wd·w added to the latents'."""
+        assert self.batch is not None and state.optimizer is not None
+        self.batch.backward()
         wd = float(state.optimizer.param_groups[0]["weight_decay"])
         if self.hp.l2_doubled and wd:
-            reg = reg + 0.5 * wd * torch.stack([w.square().sum() for w in self.latents]).sum()
-        return reg
+            add_to_grads(self.latents, self.latents, wd)
 
     def after_step(self, state: TrainState) -> None:
         self.temperature.set(state.step)  # β for the next forwards (and for validation)
 
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Store w · σ(β m) / σ(s₀) where m > 0, exact zeros elsewhere; plain tensors."""
+        assert self.batch is not None
         self.temperature.set(state.step)
-        for mask in self.masks:
-            mask.hard = True
-        for _, m in state.prunable():
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-        zeros, total = count_zeros(effective_weights(model))
+        self.batch.hard = True
+        weights = remove_batched([m for _, m in state.prunable()], self.batch)
+        zeros, total = count_zeros(weights)
         state.log("sparsity_before_projection", zeros / total)

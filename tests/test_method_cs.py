@@ -1,5 +1,6 @@
 """CS mechanics against hand computations: the effective weight w·σ(βm)/σ(s₀), the annealed β,
-the regularization value, and the soft-scaled weights with the mask m > 0 stored at the end."""
+the gradients against autograd of the composed loss, and the soft-scaled weights with the
+mask m > 0 stored at the end."""
 
 import math
 
@@ -66,7 +67,7 @@ def test_beta_anneals_geometrically_per_step():
     assert float(method.temperature.beta) == pytest.approx(100.0)
 
 
-def test_effective_weight_and_regularization_by_hand():
+def test_effective_weight_by_hand():
     layer = tiny([[0.5, -0.2], [1.0, 2.0]])
     method, state = prepared(layer, wd=0.01, s_initial=0.0, penalty=0.1, beta_final=4.0, steps=2)
     with torch.no_grad():
@@ -76,9 +77,40 @@ def test_effective_weight_and_regularization_by_hand():
     gates = [[sig(2.0), sig(-2.0)], [sig(1.0), 0.5]]
     expected = [[0.5 * gates[0][0] / 0.5, -0.2 * gates[0][1] / 0.5], [gates[1][0] / 0.5, 2.0]]
     assert layer.weight.tolist() == [[pytest.approx(v) for v in row] for row in expected]
-    # λ Σ σ(βm) + ½·wd·Σ‖w‖²
-    reg = 0.1 * sum(sum(row) for row in gates) + 0.005 * (0.25 + 0.04 + 1.0 + 4.0)
-    assert float(method.regularization(state).detach()) == pytest.approx(reg)
+
+
+@pytest.mark.parametrize("l2_doubled", ["true", "false"])
+def test_gradients_equal_autograd_of_the_composed_loss(l2_doubled):
+    """after_backward's gradients = autograd of loss + λ·Σσ(βm) (+ ½·wd·Σ‖w‖²) over
+    w·σ(βm)/σ(s₀), for weights and logits, at β = 2."""
+    gen = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(12, 4))
+    method, state = prepared(
+        net, wd=0.05, s_initial=0.2, penalty=0.3, beta_final=4.0, steps=2, l2_doubled=l2_doubled
+    )
+    layers = (net[0], net[2])
+    with torch.no_grad():
+        for m in layers:
+            logits(m).copy_(torch.randn(logits(m).shape, generator=gen))
+    state.step = 1
+    method.after_step(state)  # β = 4^(1/2) = 2
+    x = torch.randn(5, 2, 4, 4, generator=gen)
+    net(x).square().sum().backward()
+    method.after_backward(state)
+    params = [latent_weight(m) for m in layers] + [logits(m) for m in layers]
+    fast = [p.grad.clone() for p in params]
+
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    ws, ms = leaves[:2], leaves[2:]
+    weights = [w * torch.sigmoid(2.0 * m) / sig(0.2) for w, m in zip(ws, ms)]
+    h = nn.functional.conv2d(x, weights[0], net[0].bias.detach())
+    out = nn.functional.linear(h.flatten(1), weights[1], net[2].bias.detach())
+    loss = out.square().sum() + 0.3 * sum(torch.sigmoid(2.0 * m).sum() for m in ms)
+    if l2_doubled == "true":
+        loss = loss + 0.5 * 0.05 * sum(w.square().sum() for w in ws)
+    loss.backward()
+    for mine, leaf in zip(fast, leaves):
+        torch.testing.assert_close(mine, leaf.grad)
 
 
 def test_logits_are_in_the_single_sgd_group():
