@@ -1,6 +1,6 @@
 """Layers whose effective weights one function computes from all latent weights at once.
 
-DNW, STR and DST reparametrize every prunable weight: each forward uses w_e = f(w, ...) for
+DNW, STR, DST and CS reparametrize every prunable weight: each forward uses w_e = f(w, ...) for
 every layer. Layer by layer, that is ~20 small ops per layer and step, and on the CPU each
 op's dispatch costs about as much as its arithmetic on LeNet-5's 61k weights. So the latents
 live in one flat buffer (each layer's Parameter a view of its slice, in the layer's memory

@@ -17,7 +17,7 @@ per-forward computation would give: the cache is keyed on the latents' version c
 (bumped by the optimizer step and by any in-place edit, e.g. a hand edit under ``no_grad``),
 so no forward (training, validation, a test's) ever sees a stale τ.
 
-The flat buffer and the batch are shared with STR and DST (``methods/batched.py``).
+The flat buffer and the batch are shared with STR, DST and CS (``methods/batched.py``).
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ reports the data loss), so only its gradient, −α·exp(−t) and wd·w, is com
 gradients after the backward pass, three multi-tensor ops instead of an autograd node. At the
 end the mask comes from t and the raw w is kept, masked (reference §11.10).
 
-All layers' masked weights come from one autograd function per forward pass over the flat
-latents (``methods/batched.py``): one op per formula step for all layers, the reset check
-per layer, and the backward written out; tested against the composed autograd form.
+All layers' masked weights come from one computation over the flat latents, recomputed when
+the latents or thresholds change (``methods/batched.py``): one op per formula step for all
+layers, the reset check per layer, and the gradients written out in ``after_backward``;
+tested against the composed autograd form.
 """
 
 from __future__ import annotations
