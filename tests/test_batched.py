@@ -1,5 +1,6 @@
-"""The flat buffer behind DNW, STR and DST: latents adopted as views in memory order, updates
-through the Parameters visible to the batch, and plain weights of their own after removal."""
+"""The flat buffer behind DNW, STR, DST and CS: latents adopted as views in memory order,
+updates through the Parameters visible to the batch, plain weights of their own after
+removal, and the latents' gradients handed over once per backward."""
 
 import torch
 from torch import nn
@@ -49,3 +50,33 @@ def test_constants_are_made_once_per_dtype_and_device() -> None:
     assert sizes.tolist() == [6] and sizes.dtype == torch.int64
     assert layout.constant(layout.sizes, torch.int64, torch.device("cpu")) is sizes
     assert layout.constant(layout.sizes, torch.float32, torch.device("cpu")) is not sizes
+
+
+def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -> None:
+    """The loop's contract: after_backward gives the latents this backward's gradient once,
+    whatever zero_grad did before it, and nothing when no backward ran."""
+    from benchsuite.budget import Budget
+    from benchsuite.sparsity import latent_weight
+    from methods.dnw import DNW
+    from tests.handmade import hand_state
+
+    net = nn.Sequential(nn.Linear(3, 2, bias=False))
+    method, state = hand_state(net, DNW, DNW.Hparams(), 0.0, Budget(1, 10), lr=0.1, wd=0.0)
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    expected = [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]  # straight through: ∂Σ(Wx)/∂W
+    latent = latent_weight(net[0])
+
+    def step() -> list[list[float]]:
+        net(x).sum().backward()
+        method.after_backward(state)
+        return latent.grad.tolist()
+
+    assert step() == expected
+    state.optimizer.zero_grad(set_to_none=False)  # zeroes last step's gradient in place
+    assert step() == expected  # not doubled
+    state.optimizer.zero_grad(set_to_none=True)
+    net[0].weight.grad = None  # the leaf's gradient dropped: autograd makes a new one
+    assert step() == expected
+    state.optimizer.zero_grad(set_to_none=True)
+    method.after_backward(state)  # no backward since: nothing to add
+    assert latent.grad is None
