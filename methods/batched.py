@@ -147,6 +147,12 @@ class LayerBatch:
         self.extras = list(extras)
         self.inputs = [*self.latents, *self.extras]
         self.layout = FlatLayout(self.latents)
+        self.adopt()
+
+    def adopt(self) -> None:
+        """Make the latents views of one flat buffer and allocate the working buffers beside
+        it; again whenever the latents are new tensors (a deep copy, a move to another device
+        or dtype), so every buffer follows them."""
         self.layout.adopt(self.latents)
         like = self.latents[0]
         self.effective = like.new_empty(self.layout.numel)  # w_e, flat
@@ -189,7 +195,7 @@ class LayerBatch:
     @torch.no_grad()
     def refresh(self) -> None:
         if not self.layout.adopted(self.latents):  # e.g. a deep copy: new tensors
-            self.layout.adopt(self.latents)
+            self.adopt()
         assert self.layout.buffer is not None
         self.compute(self.layout.buffer, self.effective)
         self.key = self.current_key()  # after the computation (it may reset inputs)

@@ -71,13 +71,16 @@ class SoftMasks(LayerBatch):
         s_initial: float,
         penalty: float,
     ) -> None:
-        super().__init__(latents, logits)
         self.logit_layout = FlatLayout(logits)
-        self.logit_layout.adopt(logits)
+        super().__init__(latents, logits)
         self.temperature = temperature
         self.scale = 1.0 + math.exp(-s_initial)  # 1 / σ(s₀)
         self.penalty = penalty
         self.hard = False  # set by finalize: also apply 1[m > 0]
+
+    def adopt(self) -> None:
+        super().adopt()
+        self.logit_layout.adopt(self.extras)
 
     def current_key(self) -> tuple:
         return (*super().current_key(), self.temperature.beta._version, self.hard)

@@ -80,3 +80,26 @@ def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -
     state.optimizer.zero_grad(set_to_none=True)
     method.after_backward(state)  # no backward since: nothing to add
     assert latent.grad is None
+
+
+def test_a_prepared_model_moved_to_another_dtype_computes_there() -> None:
+    """A move replaces the latents' storage: the batch adopts them again, its buffers follow."""
+    from benchsuite.budget import Budget
+    from methods.str import STR, soft_threshold_reference
+    from tests.handmade import hand_state
+
+    net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    method, state = hand_state(net, STR, STR.Hparams(), 0.5, Budget(1, 10), lr=0.1, wd=0.0)
+    net.double()
+    s = method.thresholds(net)
+    out = net(torch.ones(1, 4, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    for i, layer in enumerate(net):
+        assert layer.weight.dtype == torch.float64
+        expected = soft_threshold_reference(
+            layer.parametrizations.weight.original.detach(), torch.sigmoid(s.detach()[i])
+        )
+        assert torch.equal(layer.weight.detach(), expected)
+    out.sum().backward()
+    method.after_backward(state)
+    assert layer.parametrizations.weight.original.grad.dtype == torch.float64
