@@ -164,6 +164,7 @@ class LayerBatch:
         self.latent_grad = like.new_empty(self.layout.numel)  # ∂L/∂w, written by gradients
         self.latent_grads = self.layout.unflatten(self.latent_grad)
         self.scratch: dict[str, Tensor] = {}
+        self.given: list[Tensor | None] = [None] * len(self.inputs)  # .grad handed out last
         self.key: tuple | None = None
         self.seen = self.effective_grad._version
 
@@ -181,7 +182,8 @@ class LayerBatch:
 
     def gradients(self, g: Tensor, out: Tensor) -> Sequence[Tensor]:
         """Write ∂L/∂w for the flat latents into ``out`` from g = ∂L/∂w_e (flat, read only);
-        return the extras' gradients."""
+        return the extras' gradients (views of a ``buffer`` allowed: a parameter that still
+        holds one at the next call gets a copy first)."""
         raise NotImplementedError
 
     def current_key(self) -> tuple:
@@ -214,24 +216,24 @@ class LayerBatch:
                 weight.grad = view
         if self.effective_grad._version == self.seen:
             return
-        for p, view in zip(self.latents, self.latent_grads):
-            if p.grad is view:  # last step's, kept (zero_grad without set_to_none)
-                p.grad = view.clone()
+        for p, given in zip(self.inputs, self.given):
+            if given is not None and p.grad is given:  # last step's view of a buffer, kept
+                p.grad = given.clone()  # (zero_grad without set_to_none): not overwritten
         extra_grads = self.gradients(self.effective_grad, self.latent_grad)
-        accumulate(self.latents, self.latent_grads)
-        accumulate(self.extras, extra_grads)
+        grads = [*self.latent_grads, *extra_grads]
+        self.given = [accumulate(p, grad) for p, grad in zip(self.inputs, grads)]
         self.effective_grad.zero_()
         self.seen = self.effective_grad._version
 
 
-def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
-    """p.grad = grad, or p.grad += grad where the parameter already has one (e.g. from a loss
-    term on the latents themselves)."""
-    for p, grad in zip(params, grads):
-        if p.grad is None:
-            p.grad = grad
-        else:
-            p.grad.add_(grad)
+def accumulate(p: Tensor, grad: Tensor) -> Tensor | None:
+    """p.grad = grad (returned: the tensor given), or p.grad += grad where the parameter
+    already has one (e.g. from a loss term on the latents themselves)."""
+    if p.grad is None:
+        p.grad = grad
+        return grad
+    p.grad.add_(grad)
+    return None
 
 
 class BatchedWeight(nn.Module):

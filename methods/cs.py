@@ -96,7 +96,8 @@ class SoftMasks(LayerBatch):
         gate = self.buffer("gate")
         torch.mul(g, gate, out=out).mul_(self.scale)
         slope = torch.neg(gate, out=self.buffer("slope")).add_(1.0).mul_(gate)  # σ'
-        grad_m = torch.mul(g, self.layout.buffer).mul_(self.scale).add_(self.penalty)
+        grad_m = torch.mul(g, self.layout.buffer, out=self.buffer("grad_m"))
+        grad_m.mul_(self.scale).add_(self.penalty)
         grad_m.mul_(slope).mul_(self.temperature.beta)
         return self.logit_layout.unflatten(grad_m)
 

@@ -103,3 +103,24 @@ def test_a_prepared_model_moved_to_another_dtype_computes_there() -> None:
     out.sum().backward()
     method.after_backward(state)
     assert layer.parametrizations.weight.original.grad.dtype == torch.float64
+
+
+def test_logit_gradients_from_a_kept_buffer_are_not_double_counted() -> None:
+    """CS hands out its logits' gradients as views of a buffer it rewrites every step."""
+    from benchsuite.budget import Budget
+    from methods.cs import CS
+    from tests.handmade import hand_state
+
+    net = nn.Sequential(nn.Linear(3, 2, bias=False))
+    method, state = hand_state(net, CS, CS.Hparams(), 0.5, Budget(1, 10), lr=0.1, wd=0.0)
+    logits = net[0].parametrizations.weight[0].logits
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+
+    def step() -> torch.Tensor:
+        net(x).sum().backward()
+        method.after_backward(state)
+        return logits.grad.clone()
+
+    first = step()
+    state.optimizer.zero_grad(set_to_none=False)
+    torch.testing.assert_close(step(), first)
