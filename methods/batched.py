@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from benchsuite.method import TrainState
+
 
 def channels_last(t: Tensor) -> bool:
     """A 4-d tensor stored channels_last, by the rule convolutions pick their layout with
@@ -234,6 +236,27 @@ def accumulate(p: Tensor, grad: Tensor) -> Tensor | None:
         return grad
     p.grad.add_(grad)
     return None
+
+
+def add_to_grads(params: Sequence[Tensor], terms: Sequence[Tensor], scale: float) -> None:
+    """p.grad += scale · term for each pair (a missing gradient starts from zero)."""
+    grads = [p.grad for p in params]
+    if any(g is None for g in grads):
+        for p, g in zip(params, grads):
+            if g is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+    torch._foreach_add_(grads, list(terms), alpha=scale)
+
+
+def add_l2_gradient(latents: Sequence[Tensor], state: TrainState) -> None:
+    """The gradient of an explicit ½·wd·Σ‖w‖² on the latents, wd the optimizer's own weight
+    decay (DST's and CS's reference code add it on top of SGD's: effective 2·wd); its value is
+    never recorded, so only wd·w is added."""
+    assert state.optimizer is not None
+    wd = float(state.optimizer.param_groups[0]["weight_decay"])
+    if wd:
+        add_to_grads(latents, latents, wd)
 
 
 class BatchedWeight(nn.Module):

@@ -28,8 +28,14 @@ from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
 from benchsuite.sparsity import count_zeros
-from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
-from methods.dst import add_to_grads
+from methods.batched import (
+    BatchedWeight,
+    FlatLayout,
+    LayerBatch,
+    add_l2_gradient,
+    register_batched,
+    remove_batched,
+)
 
 
 class Temperature:
@@ -169,11 +175,10 @@ class CS(PruningMethod):
     def after_backward(self, state: TrainState) -> None:
         """The latents' and logits' gradients (``SoftMasks``, the penalty λ·Σσ(βm)'s included)
         and, with ``l2_doubled``, ½·wd·Σ‖w‖²'s: wd·w added to the latents'."""
-        assert self.batch is not None and state.optimizer is not None
+        assert self.batch is not None
         self.batch.backward()
-        wd = float(state.optimizer.param_groups[0]["weight_decay"])
-        if self.hp.l2_doubled and wd:
-            add_to_grads(self.latents, self.latents, wd)
+        if self.hp.l2_doubled:
+            add_l2_gradient(self.latents, state)
 
     def after_step(self, state: TrainState) -> None:
         self.temperature.set(state.step)  # β for the next forwards (and for validation)

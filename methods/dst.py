@@ -34,7 +34,15 @@ from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
 from benchsuite.sparsity import count_zeros
-from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
+from methods.batched import (
+    BatchedWeight,
+    FlatLayout,
+    LayerBatch,
+    add_l2_gradient,
+    add_to_grads,
+    register_batched,
+    remove_batched,
+)
 
 RESET_DENSITY = 0.01  # reference §10: hard-coded reset at ≤ 1 % density
 NARROW, WIDE = 0.4, 1.0  # reference §10: the surrogate's breakpoints
@@ -144,17 +152,6 @@ class MaskedWeights(LayerBatch):
         return grad_t
 
 
-def add_to_grads(params: Sequence[Tensor], terms: Sequence[Tensor], scale: float) -> None:
-    """p.grad += scale · term for each pair (a missing gradient starts from zero)."""
-    grads = [p.grad for p in params]
-    if any(g is None for g in grads):
-        for p, g in zip(params, grads):
-            if g is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-    torch._foreach_add_(grads, list(terms), alpha=scale)
-
-
 class ThresholdMask(BatchedWeight):
     """The parametrization of one layer's weight; owns its per-output-channel thresholds t."""
 
@@ -209,10 +206,6 @@ class DST(PruningMethod):
         for mask in masks:
             mask.batch = self.batch
 
-    def weight_decay(self, state: TrainState) -> float:
-        assert state.optimizer is not None
-        return float(state.optimizer.param_groups[0]["weight_decay"])
-
     @torch.no_grad()
     def after_backward(self, state: TrainState) -> None:
         """The latents' and thresholds' gradients (``MaskedWeights``), then the penalty's
@@ -222,9 +215,8 @@ class DST(PruningMethod):
         self.batch.backward()
         decay = torch._foreach_exp(torch._foreach_neg(self.thresholds))
         add_to_grads(self.thresholds, decay, -self.hp.penalty)
-        wd = self.weight_decay(state)
-        if self.hp.l2_doubled and wd:
-            add_to_grads(self.latents, self.latents, wd)
+        if self.hp.l2_doubled:
+            add_l2_gradient(self.latents, state)
 
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Mask from the thresholds (after the reset check, as in a forward); raw w kept."""
