@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,6 +35,27 @@ def _unknown(name: str, why: str = "unknown model") -> ModelError:
 # --------------------------------------------------------------------------- small models
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` that, when no gradient is wanted (evaluation), takes the maximum of
+    the window's four strided views instead of ATen's kernel.
+
+    ATen's channels_last max-pool vectorises over channels, and LeNet-5's 6 leave it scalar:
+    at 256×6×28×28 (1 thread) it takes 2.4 ms, the four-view maximum 0.21 ms, about 45 % of
+    an evaluation forward. The values are the same bit for bit (max is exact; NaN propagates in
+    both). Training keeps ATen's kernel: its backward needs the indices and their tie rule.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+        rows = torch.maximum(x[:, :, 0:h:2, :w], x[:, :, 1:h:2, :w])
+        return torch.maximum(rows[:, :, :, 0::2], rows[:, :, :, 1::2])
+
+
 class SmallCNN(nn.Module):
     """Two 3×3 convs and a 2×2 max-pool, then a 64-unit hidden layer (sized for 8×8 digits:
     the flatten is 32·4·4 = 512 there, and follows ``input_shape`` elsewhere)."""
@@ -48,7 +70,7 @@ class SmallCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(16, 32, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -92,10 +114,10 @@ class LeNet5(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(c, 6, 5, padding=2),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Conv2d(6, 16, 5),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),

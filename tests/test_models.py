@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchsuite.models import MODELS, ModelError, ShortcutA, build_model, count_parameters
+from benchsuite.models import (
+    MODELS,
+    MaxPool2x2,
+    ModelError,
+    ShortcutA,
+    build_model,
+    count_parameters,
+)
 
 
 def test_lenet5_parameter_count() -> None:
@@ -18,6 +25,30 @@ def test_lenet5_parameter_count() -> None:
     weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
     assert weights == 61_706 - (6 + 16 + 120 + 84 + 10) == 61_470
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 28, 28), (2, 16, 11, 9), (1, 2, 2, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_evaluation_pooling_equals_atens(shape: tuple[int, ...], channels_last: bool) -> None:
+    """Without autograd the four-view maximum must give ATen's values and memory layout
+    (odd sizes floor, NaN propagates); with autograd ATen's kernel and its gradient stay."""
+    x = torch.randn(shape).relu()
+    x[0, 0, 0, 1] = float("nan")
+    x[-1, -1, 1, 0] = x[-1, -1, 0, 0]  # a tie
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool = MaxPool2x2()
+    with torch.no_grad():
+        fast, aten = pool(x), nn.functional.max_pool2d(x, 2)
+    assert fast.shape == aten.shape
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert fast.is_contiguous(memory_format=layout) == aten.is_contiguous(memory_format=layout)
+    assert torch.equal(fast.isnan(), aten.isnan())
+    assert torch.equal(fast.nan_to_num(), aten.nan_to_num())
+    leaf = x.nan_to_num().requires_grad_()
+    pool(leaf).sum().backward()
+    (expected,) = torch.autograd.grad(nn.functional.max_pool2d(leaf, 2).sum(), leaf)
+    assert torch.equal(leaf.grad, expected)  # one-hot at ATen's index, ties included
 
 
 def test_small_cnn_on_digits() -> None:
