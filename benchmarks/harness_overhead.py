@@ -77,7 +77,8 @@ def main() -> int:
     data = load_dataset("fashion-mnist")
     data.train_x, data.train_y = train_tensors(data)
     ratios, hand = [], []
-    minimal_loop(preset, data, 0)  # warm-up both paths
+    minimal_loop(preset, data, 0)  # warm-up both paths (the harness's sets this process's
+    # allocator, ``benchsuite.allocator``: both loops are measured under it)
     harness_loop(preset, data, 0)
     for rnd in range(args.rounds):
         if rnd % 2:

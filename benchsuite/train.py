@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .budget import Budget
 from .data import Dataset, load_dataset
 from .flops import count_layers, flops_dense, flops_sparse, theoretical_speedup
@@ -227,7 +228,11 @@ def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | Non
 def setup(
     config: RunConfig, data: Dataset, budget: Budget, device: torch.device
 ) -> tuple[nn.Module, PruningMethod, TrainState]:
-    """Plan, model from the seed's init stream, method prepared, optimizer built (in that order)."""
+    """Plan, model from the seed's init stream, method prepared, optimizer built (in that order).
+
+    Also keeps this process's freed memory (``allocator``): every training path passes here.
+    """
+    keep_freed_memory()
     preset = config.preset
     method_cls = config.method_cls()
     hp = config.hp()
