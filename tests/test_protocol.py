@@ -176,6 +176,10 @@ def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
     assert x.contiguous(memory_format=torch.channels_last).stride(1) != 1  # PyTorch keeps NCHW
     y = channels_last_input(x)
     assert y.stride() == (36, 1, 6, 1) and torch.equal(x, y)
+    assert y.data_ptr() == x.data_ptr()  # the same memory, restrided: no copy per step
+    three = torch.randn(2, 3, 4, 4)
+    moved = channels_last_input(three)  # several channels: a real relayout
+    assert moved.is_contiguous(memory_format=torch.channels_last) and torch.equal(moved, three)
     conv = torch.nn.Conv2d(1, 3, 3)  # weight strides (9, 9, 3, 1): NCHW
     assert conv(y).stride(1) == 1 and torch.equal(conv(y), conv(x))
     assert channels_last_input(y) is y
