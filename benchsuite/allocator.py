@@ -16,7 +16,6 @@ The cost: a process keeps up to ``TRIM_BYTES`` of freed memory instead of return
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h
@@ -33,7 +32,7 @@ def keep_freed_memory() -> bool:
     if _applied is None:
         _applied = False
         if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc = ctypes.CDLL("libc.so.6")  # glibc's soname on every Linux architecture
             _applied = bool(
                 libc.mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)
                 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES)

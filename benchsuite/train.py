@@ -146,7 +146,7 @@ def channels_last_input(x: torch.Tensor) -> torch.Tensor:
     pooling on LeNet-5). For one channel the same memory gets channels_last strides, no copy."""
     if x.dim() != 4 or x.stride(1) == 1:
         return x
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     if c == 1 and x.is_contiguous():
         return x.as_strided(x.shape, (h * w, 1, w, 1))
     return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)

@@ -38,8 +38,8 @@ def shrink(
 
     On accelerators (``sync_free``) the composed form, g spread over each layer's entries,
     without a host sync; on the CPU ATen's softshrink layer by layer, the same values bit for
-    bit (for |w| > g both compute ±(|w| − g) with one rounding; elsewhere +0) in one pass
-    instead of five (w − clamp(w, −g, g), two passes, measured 22.8 → 18.5 µs hot on LeNet-5).
+    bit (for |w| > g both compute ±(|w| − g) with one rounding; elsewhere +0) in one pass (the
+    composed form takes five, w − clamp(w, −g, g) two: 22.8 → 18.5 µs hot on LeNet-5).
     """
     if w.is_cuda if sync_free is None else sync_free:
         sizes = layout.constant(layout.sizes, torch.int64, w.device)
