@@ -56,15 +56,18 @@ def step(x: Tensor, out: Tensor | None = None) -> Tensor:
     return torch.gt(x, 0.0, out=torch.empty_like(x) if out is None else out)
 
 
-def surrogate_derivative(x: Tensor, out: Tensor | None = None) -> Tensor:
+def surrogate_derivative(
+    x: Tensor, out: Tensor | None = None, scratch: Tensor | None = None
+) -> Tensor:
     """The step function's backward: 2 − 4|x| on |x| ≤ 0.4, 0.4 on 0.4 < |x| ≤ 1, else 0.
 
     Written as max(2 − 4|x|, 0.4) − 0.4·1[|x| > 1], float ops only; exact (2 − 4|x| ≥ 0.4
     exactly when |x| ≤ 0.4, and 4|x| is exact), and equal at the breakpoints to the
-    definition: 1.2 at |x| = 0.2, 0.4 at |x| = 0.4 and 1, 0 beyond 1.
+    definition: 1.2 at |x| = 0.2, 0.4 at |x| = 0.4 and 1, 0 beyond 1. ``scratch`` (x's size)
+    holds 1[|x| > 1], so a caller with kept buffers allocates nothing.
     """
     d = torch.abs(x, out=out)
-    beyond = torch.gt(d, WIDE, out=torch.empty_like(d))
+    beyond = torch.gt(d, WIDE, out=torch.empty_like(d) if scratch is None else scratch)
     d.mul_(-4.0).add_(2.0).clamp_min_(NARROW_VALUE)  # 2 − 4|x| (exact: 4|x| is), at least 0.4
     return d.sub_(beyond, alpha=NARROW_VALUE)
 
@@ -145,7 +148,7 @@ class MaskedWeights(LayerBatch):
 
     def gradients(self, g: Tensor, out: Tensor) -> list[Tensor]:
         w, a, x, keep = self.layout.buffer, self.buffer("a"), self.buffer("x"), self.buffer("keep")
-        gs = surrogate_derivative(x, out=self.buffer("gs")).mul_(g)  # g·H'(x)
+        gs = surrogate_derivative(x, self.buffer("gs"), self.buffer("beyond")).mul_(g)  # g·H'(x)
         gx = torch.mul(gs, w, out=self.buffer("gx"))  # ∂L/∂x
         grad_t = [rows.sum(dim=1).neg_() for rows in self.layout.rows(gx)]  # −Σ_row ∂L/∂x
         torch.mul(g, keep, out=out).addcmul_(gs, a)
