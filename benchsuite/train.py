@@ -121,7 +121,13 @@ def run_key(config: RunConfig, fingerprint: str, total_steps: int) -> str:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """SGD over all parameters in one group, so weight decay reaches thresholds too (§2.2)."""
+    """SGD over all parameters in one group, so weight decay reaches thresholds too (§2.2).
+
+    Multi-tensor (``foreach``) on every device: torch picks it only for accelerators, and on
+    the CPU runs a Python loop over the parameters instead; both apply the same kernels in
+    the same order (the same values bit for bit, tested), the loop at ~2 µs of dispatch per
+    parameter and step more (LeNet-5: 99 → 78 µs a step).
+    """
     opt = config.preset.optimizer
     return torch.optim.SGD(
         model.parameters(),
@@ -129,6 +135,7 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
         momentum=opt.momentum,
         weight_decay=opt.weight_decay,
         nesterov=opt.use_nesterov,
+        foreach=True,
     )
 
 

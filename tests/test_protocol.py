@@ -183,3 +183,33 @@ def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
     conv = torch.nn.Conv2d(1, 3, 3)  # weight strides (9, 9, 3, 1): NCHW
     assert conv(y).stride(1) == 1 and torch.equal(conv(y), conv(x))
     assert channels_last_input(y) is y
+
+
+def test_the_multi_tensor_sgd_gives_the_per_parameter_loops_values(tiny_preset, tiny_data):
+    """The harness's SGD (``foreach``, one dispatch per op for all parameters) against torch's
+    CPU default (a loop over the parameters): the same weights bit for bit after steps with
+    momentum, Nesterov and weight decay, a parameter without gradient included."""
+    from benchsuite.models import build_model
+    from benchsuite.train import make_optimizer
+
+    config = RunConfig(tiny_preset, "dense", 0.0, 0)
+    spec = config.preset.optimizer
+    assert spec.momentum and spec.weight_decay and spec.use_nesterov
+    models = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = build_model(tiny_preset.model, 10, (1, 8, 8))
+        opt = make_optimizer(model, config)
+        assert opt.defaults["foreach"] is True
+        if not foreach:
+            opt.defaults["foreach"] = opt.param_groups[0]["foreach"] = False
+        frozen = next(model.parameters())
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            opt.zero_grad(set_to_none=True)
+            model(torch.randn(16, 1, 8, 8, generator=gen)).square().mean().backward()
+            frozen.grad = None
+            opt.step()
+        models.append(model)
+    for a, b in zip(*(m.state_dict().values() for m in models)):
+        assert torch.equal(a, b)
