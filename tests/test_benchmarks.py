@@ -42,7 +42,7 @@ def test_sparse_inference_prints_dense_and_sparse_figures():
 
 
 def test_suite_overhead_prints_every_figure():
-    out = run("suite_overhead.py", "--rounds", "1")
+    out = run("suite_overhead.py", "--rounds", "1", "--efficiency-epochs", "1")
     for figure in ("wall time", "start-up to first step", "(trial wall - step time)",
                    "wall(1 at a time) / (2 x wall(2 at a time))"):  # fmt: skip
         assert figure in out
