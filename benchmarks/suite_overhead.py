@@ -147,7 +147,7 @@ def efficiency(work: Path, epochs: int) -> dict[str, float]:
     before its first step, once in either wall but twice in 2 × wall(2 at a time): with
     runs of a few seconds the figure measures that start-up (item 2 measures it on its own)
     more than the scheduling. At 2 epochs (~6 s a run) it read 0.81-0.87 on this machine, at
-    the preset's 10 epochs 0.93 (same code)."""
+    the preset's 10 epochs 0.87-0.94 (same code)."""
     from rich.console import Console
 
     from benchsuite.data import load_dataset
