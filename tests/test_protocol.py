@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from benchsuite.method import PruningMethod
+from benchsuite.models import build_model
 from benchsuite.registry import registry
-from benchsuite.train import RunConfig, make_generator, seed_for, train_run
+from benchsuite.train import RunConfig, make_generator, make_optimizer, seed_for, train_run
 
 
 class Recorder(PruningMethod):
@@ -185,13 +186,10 @@ def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
     assert channels_last_input(y) is y
 
 
-def test_the_multi_tensor_sgd_gives_the_per_parameter_loops_values(tiny_preset, tiny_data):
+def test_the_multi_tensor_sgd_gives_the_per_parameter_loops_values(tiny_preset):
     """The harness's SGD (``foreach``, one dispatch per op for all parameters) against torch's
     CPU default (a loop over the parameters): the same weights bit for bit after steps with
     momentum, Nesterov and weight decay, a parameter without gradient included."""
-    from benchsuite.models import build_model
-    from benchsuite.train import make_optimizer
-
     config = RunConfig(tiny_preset, "dense", 0.0, 0)
     spec = config.preset.optimizer
     assert spec.momentum and spec.weight_decay and spec.use_nesterov
