@@ -26,9 +26,10 @@ Marks (accuracy and speedup columns; higher is better)
   neighbours are compared with a two-sided paired t-test (``scipy.stats.ttest_rel``) over
   the seeds both cells have, at α = 0.05. Within one column:
 
-  1. The candidates are the non-reference rows with n ≥ 1; they are sorted by mean,
-     best first (means rounded to 12 significant digits; equal means keep row order,
-     which is alphabetical, and neither is ranked above the other: see *tie*).
+  1. The candidates are the non-reference rows with n ≥ 1 whose cell is not left out (see
+     below); they are sorted by mean, best first (means rounded to 12 significant digits;
+     equal means keep row order, which is alphabetical, and neither is ranked above the
+     other: see *tie*).
   2. Each candidate is compared with the next one in that order. The pair is
      *separated* if the means differ and the test gives p < α; *tie* if the means are
      equal (relative difference ≤ 1e-9), whatever the seeds; *untested* if they share
@@ -50,6 +51,14 @@ Marks (img/s column)
   (``IMG_S_REL_THRESHOLD``). Only isolated measurements are ranked; a row without one
   shows the median in-trial ``train_img_per_s`` of its runs marked ``†`` (measured under
   contention) and is never marked. Achieved sparsity is never marked.
+
+Cells left out of the marks
+  A cell is not compared and never marked (accuracy and speedup) when any of its seeds ends
+  with a *collapsed* layer (a prunable layer with no non-zero weight: the run's
+  ``collapsed_layers`` metric and ``benchsuite.collapsed`` tag), or when its mean achieved
+  sparsity exceeds the target by more than ``OVERSHOOT_PP`` percentage points (a sparser
+  model is not the same comparison). Such a cell gets a numbered footnote that says which
+  and why; the other cells of its column are ranked among themselves as above.
 
 Fairness
   If the runs differ in ``preset``, ``train_steps`` (FINISHED runs), data fingerprint
@@ -82,6 +91,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy: the CLI and the tests import this 
 __all__ = [
     "ALPHA",
     "IMG_S_REL_THRESHOLD",
+    "OVERSHOOT_PP",
     "Cell",
     "Comparison",
     "Leaderboard",
@@ -106,6 +116,10 @@ __all__ = [
 
 ALPHA = 0.05
 IMG_S_REL_THRESHOLD = 0.05
+# chosen here: half a point of sparsity changes accuracy and speedup measurably at 90-98 %
+# (docs/leaderboards.md); a cell beyond it is a different comparison, not a better method
+OVERSHOOT_PP = 0.5
+FLOOR_METHOD = "oneshot"  # dense training + the harness's projection: the floor row
 REFERENCE_METHOD = "dense"
 JSON_SCHEMA = "benchsuite.leaderboard/1"
 _TIE_REL = 1e-9
@@ -251,10 +265,31 @@ class Cell:
     by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
     stats: dict[str, Stat] = field(default_factory=dict)  # test_accuracy, speedup, sparsity
     marks: dict[str, Mark] = field(default_factory=dict)
+    collapsed: dict[int, tuple[str, ...]] = field(default_factory=dict)  # seed -> empty layers
+    overshoot: bool = False  # mean achieved sparsity > target + OVERSHOOT_PP
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def ranked(self) -> bool:
+        """Compared and marked with the others: no collapsed layer, no sparsity overshoot."""
+        return not (self.collapsed or self.overshoot)
+
+    def flags(self) -> list[str]:
+        """Why the cell is left out of the marks (the text of its footnote)."""
+        out = []
+        if self.collapsed:
+            names = list(dict.fromkeys(n for s in sorted(self.collapsed)
+                                       for n in self.collapsed[s]))
+            out.append(f"layer collapse: {', '.join(names)} "
+                       f"({len(self.collapsed)} of {self.n} seeds)")
+        if self.overshoot:
+            mean = self.stats["sparsity"].mean
+            out.append(f"sparsity {mean * 100:.2f} % > target {self.target * 100:.4g} % + "
+                       f"{OVERSHOOT_PP:g} pp: not the same comparison")
+        return out
 
     @property
     def short(self) -> bool:
@@ -404,6 +439,20 @@ def _latest(records: Iterable[RunRecord], key: Any) -> tuple[list[RunRecord], in
         if cur is None or (rec.start_time, rec.run_id) > (cur.start_time, cur.run_id):
             best[k] = rec
     return list(best.values()), total - len(best)
+
+
+def _collapsed(rec: RunRecord) -> tuple[str, ...]:
+    """The run's collapsed layers by name (tag), or counted only (metric without the tag)."""
+    names = tuple(n for n in rec.tags.get("benchsuite.collapsed", "").split(",") if n)
+    count = _to_float(rec.metrics.get("collapsed_layers")) or 0.0
+    if not names and count > 0:
+        return (f"{int(count)} unnamed layer(s)",)
+    return names
+
+
+def _overshoots(sparsity: float, target: float) -> bool:
+    # rounded: 0.905 − 0.9 is 0.50000000000000044 pp in floats, which is not an overshoot
+    return round((sparsity - target) * 100, 9) > OVERSHOOT_PP
 
 
 def _row_order(row: Row) -> tuple[int, str, int, str]:
@@ -566,6 +615,10 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
             if clean:
                 cell.stats[metric] = Stat.of(clean[s] for s in sorted(clean))
         cell.marks = {m: Mark() for m in _MARKED_METRICS}
+        if not row.reference:
+            cell.collapsed = {s: names for s in cell.seeds if (names := _collapsed(done[s]))}
+            spars = cell.stats.get("sparsity")
+            cell.overshoot = spars is not None and _overshoots(spars.mean, target)
         row.cells[target] = cell
 
     ordered = sorted(rows.values(), key=_row_order)
@@ -612,7 +665,7 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
             entries = []
             for row in candidates:
                 cell = row.cells.get(target)
-                if cell is not None and cell.by_seed.get(metric):
+                if cell is not None and cell.ranked and cell.by_seed.get(metric):
                     entries.append((row, cell.by_seed[metric], cell.marks[metric]))
             comparisons += _rank_column(entries, metric, target, alpha)
     iso = [(row, dict(enumerate(row.img_per_s.rounds)) or {0: row.img_per_s.value},
@@ -751,6 +804,25 @@ def _column_titles(targets: list[float]) -> list[str]:
     return titles
 
 
+def _footnotes(board: Leaderboard) -> list[tuple[int, Row, Cell]]:
+    """The cells left out of the marks, numbered in reading order (row, then column)."""
+    out: list[tuple[int, Row, Cell]] = []
+    for row in board.rows:
+        for t in board.targets:
+            cell = None if row.reference else row.cells.get(t)
+            if cell is not None and not cell.ranked:
+                out.append((len(out) + 1, row, cell))
+    return out
+
+
+def _footnote_numbers(board: Leaderboard) -> dict[tuple[str, float], int]:
+    return {(row.label, cell.target): k for k, row, cell in _footnotes(board)}
+
+
+def _footnote_text(row: Row, cell: Cell) -> str:
+    return f"{row.label} at {_pct(cell.target)}: " + "; ".join(cell.flags())
+
+
 def _uses_in_trial(board: Leaderboard) -> bool:
     return any(r.img_per_s is not None and r.img_per_s.source == "in-trial" for r in board.rows)
 
@@ -788,9 +860,24 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "the timing rounds (a record without rounds: separated when the faster is more than "
         f"{IMG_S_REL_THRESHOLD:.0%} faster)."
     )
+    lines.append(
+        "**[n]**: a footnoted cell is left out of the marks: neither compared with its "
+        "neighbours nor ranked (accuracy and speedup); the other cells of its column are ranked "
+        "among themselves. *Layer collapse*: in at least one seed a prunable layer ends with "
+        "no non-zero weight, so no signal passes it and the network is broken (often at "
+        "chance): the method's failure, not noise; the footnote names the layers. *Sparsity "
+        f"overshoot*: the mean achieved sparsity exceeds the target by more than {OVERSHOOT_PP:g} "
+        "pp (the harness's projection can only add zeros, never take them back): a sparser "
+        "model is not the same comparison (lower accuracy, higher speedup than its column)."
+    )
     if any(r.reference for r in board.rows):
         lines.append(f"`{REFERENCE_METHOD}` is the unpruned reference (sparsity 0), shown in every "
                      "column group and never ranked.")
+    if any(r.method == FLOOR_METHOD for r in board.rows):
+        lines.append(f"`{FLOOR_METHOD}` is the floor: dense training for the whole budget, then "
+                     "the harness's final projection to the target, no retraining. It is ranked "
+                     "like any method; a method that does not beat it gained nothing over "
+                     "pruning the trained dense model once.")
     return lines
 
 
@@ -799,6 +886,7 @@ def _md_escape(text: str) -> str:
 
 
 def _markdown_table(board: Leaderboard) -> list[str]:
+    notes = _footnote_numbers(board)
     titles = _column_titles(board.targets)
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in board.rows:
@@ -818,6 +906,8 @@ def _markdown_table(board: Leaderboard) -> list[str]:
             acc = _md_marked(_acc_value(cell), cell.marks["test_accuracy"])
             n = _n_text(cell)
             acc += f" _({n})_" if cell.short or cell.failed or cell.running else f" ({n})"
+            if (row.label, t) in notes and not row.reference:
+                acc += f" [{notes[(row.label, t)]}]"
             cells += [acc, _ci_text(cell),
                       _md_marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
                       _sparsity_text(cell)]
@@ -853,6 +943,10 @@ def to_markdown(board: Leaderboard, header: dict[str, str] | None = None) -> str
         out += [f"> - {p}" for p in board.problems]
         out += [""]
     out += _markdown_table(board)
+    marked = _footnotes(board)
+    if marked:
+        out += ["", "## Cells left out of the marks", ""]
+        out += [f"- [{k}] {_md_escape(_footnote_text(row, cell))}" for k, row, cell in marked]
     out += ["", "## Legend", ""]
     out += [f"- {line}" for line in _legend_lines(board)]
     if board.notes:
@@ -875,6 +969,7 @@ def _stat_json(st: Stat | None, mark: Mark | None = None) -> dict[str, Any] | No
 
 
 def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dict[str, Any]:
+    notes = _footnote_numbers(board)
     rows = []
     for row in board.rows:
         cells = {}
@@ -892,6 +987,11 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                 "theoretical_speedup": _stat_json(cell.stats.get("theoretical_speedup"),
                                                   cell.marks.get("theoretical_speedup")),
                 "sparsity": _stat_json(cell.stats.get("sparsity")),
+                "collapsed": {str(s): list(v) for s, v in sorted(cell.collapsed.items())},
+                "overshoot": cell.overshoot,
+                "ranked": row.reference or cell.ranked,
+                "footnote": None if row.reference else notes.get((row.label, target)),
+                "flags": [] if row.reference else cell.flags(),
             }
         tp = row.img_per_s
         rows.append({
@@ -913,6 +1013,9 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
         "targets": board.targets,
         "alpha": board.alpha,
         "img_per_s_rel_threshold": IMG_S_REL_THRESHOLD,
+        "overshoot_pp": OVERSHOOT_PP,
+        "footnotes": [{"number": k, "label": row.label, "target_sparsity": cell.target,
+                       "text": _footnote_text(row, cell)} for k, row, cell in _footnotes(board)],
         "test": "two-sided paired t-test (scipy.stats.ttest_rel) between neighbours by mean",
         "problems": board.problems,
         "notes": board.notes,
@@ -945,8 +1048,16 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
                              style="yellow"))
     captions.append(Text(f"marks: ¹²³ beyond noise (paired t-test, α={board.alpha}), "
                          "≈ within noise of a neighbour", style="dim"))
+    marked = _footnotes(board)
+    for k, row, cell in marked:
+        captions.append(Text(f"[{k}] {_footnote_text(row, cell)} (not ranked)",
+                             style="red" if cell.collapsed else "yellow"))
+    if marked:
+        captions.append(Text("[n] cells are left out of the marks: layer collapse, or achieved "
+                             f"sparsity above the target + {OVERSHOOT_PP:g} pp", style="dim"))
     for n in board.notes:
         captions.append(Text(n, style="dim"))
+    notes = {(row.label, cell.target): k for k, row, cell in marked}
     h = board.header
     title = (f"benchsuite leaderboard: {board.experiment}\n{h['dataset']}, {h['model']}, "
              f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}")
@@ -980,6 +1091,9 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
             style = "bold red" if cell.failed else ("yellow" if cell.short or cell.running
                                                     else "dim")
             acc.append(f" ({_n_text(cell)})", style=style)
+            if not row.reference and (row.label, t) in notes:
+                acc.append(f" [{notes[(row.label, t)]}]",
+                           style="bold red" if cell.collapsed else "bold yellow")
             cells += [acc, Text(_ci_text(cell)),
                       marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
                       Text(_sparsity_text(cell))]

@@ -66,6 +66,7 @@ def rec(
     data: str = "fp1",
     tuned: str = "false",
     error: str | None = None,
+    collapsed: str | None = None,
 ) -> RunRecord:
     """A run with the harness's MLflow schema, as plain data."""
     i = next(_counter)
@@ -110,6 +111,9 @@ def rec(
     }
     if error:
         tags["benchsuite.error"] = error
+    if collapsed is not None and metrics:  # what train_run records: a count and the names
+        tags["benchsuite.collapsed"] = collapsed
+        metrics["collapsed_layers"] = float(len([n for n in collapsed.split(",") if n]))
     return RunRecord(
         run_id=f"r{i:04d}",
         status=status,
@@ -313,7 +317,7 @@ def _parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
 
 ACC_RE = re.compile(
     r"^(\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?(?P<mark>[¹²³]| ≈)? "
-    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?$"
+    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?( \[(?P<note>\d+)\])?$"
 )
 
 
@@ -563,3 +567,73 @@ def test_img_per_s_neighbours_are_compared_over_the_timing_rounds() -> None:
     assert ranked["a"].p == pytest.approx(p_df2(paired_t(d)))
     ips = {r.label: r.img_per_s.mark.symbol for r in board.rows}
     assert ips == {"a": "≈", "b": "≈", "c": "³"}  # c: separated from its one neighbour
+
+
+# ----------------------------------------------------------------------------- failures shown
+
+
+def flagged_runs() -> list[RunRecord]:
+    """Column 0.9: x collapses (seed 1) and y overshoots (92 %), both above everyone else;
+    a > b > oneshot are separated (paired diffs 2.0/2.2/1.9 and 3.0/2.8/3.1); oneshot
+    lands at 90.5 %, exactly on the 0.5 pp line (not an overshoot)."""
+    runs = [rec("dense", 0, s, 98.0 + s, speedup=1.0, sparsity=0.0) for s in range(3)]
+    accs = {"a": [95.0, 96.0, 97.0], "b": [93.0, 93.8, 95.1], "oneshot": [90.0, 91.0, 92.0]}
+    for m, vals in accs.items():
+        spars = 0.905 if m == "oneshot" else 0.9
+        runs += [rec(m, 0.9, s, v, sparsity=spars, collapsed="") for s, v in enumerate(vals)]
+    runs += [rec("x", 0.9, s, 99.0 + s * 0.4, speedup=9.0, collapsed="conv2,fc1" if s == 1 else "")
+             for s in range(3)]
+    runs += [rec("y", 0.9, s, 98.0 + s * 0.2, speedup=12.0, sparsity=0.92) for s in range(3)]
+    return runs
+
+
+def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None:
+    board = aggregate(flagged_runs(), experiment="flags")
+    x, y = board.row("x").cells[0.9], board.row("y").cells[0.9]
+    assert x.collapsed == {1: ("conv2", "fc1")} and not x.overshoot and not x.ranked
+    assert y.overshoot and not y.collapsed and not y.ranked
+    assert not board.row("oneshot").cells[0.9].overshoot  # 90.5 %: on the line, not over it
+    assert x.flags() == ["layer collapse: conv2, fc1 (1 of 3 seeds)"]
+    assert y.flags() == ["sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison"]
+    # neither is compared nor marked, in either marked column; the others keep their ranks
+    assert marks(board, 0.9) == {"a": "¹", "b": "²", "oneshot": "³", "x": "", "y": ""}
+    assert marks(board, 0.9, "theoretical_speedup") == {
+        "a": "≈", "b": "≈", "oneshot": "≈", "x": "", "y": ""}
+    assert not {c.upper for c in board.comparisons} & {"x", "y"}
+    assert not {c.lower for c in board.comparisons} & {"x", "y"}
+
+    md = to_markdown(board)
+    titles, rows = _parse_md_table(md)
+    for label, note in (("x", "1"), ("y", "2"), ("a", None)):
+        m = ACC_RE.match(rows[label][2])
+        assert m and m["note"] == note and m["mark"] == (None if note else "¹")
+    assert "- [1] x at 90%: layer collapse: conv2, fc1 (1 of 3 seeds)" in md
+    assert ("- [2] y at 90%: sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison"
+            in md)
+    legend = md.split("## Legend", 1)[1]
+    assert "Layer collapse" in legend and "Sparsity overshoot" in legend
+    assert "`oneshot` is the floor" in legend
+
+    data = json.loads(to_json(board))
+    jx = next(r for r in data["rows"] if r["label"] == "x")["cells"]["0.9"]
+    jy = next(r for r in data["rows"] if r["label"] == "y")["cells"]["0.9"]
+    assert (jx["ranked"], jx["footnote"], jx["collapsed"]) == (False, 1, {"1": ["conv2", "fc1"]})
+    assert (jy["ranked"], jy["footnote"], jy["overshoot"]) == (False, 2, True)
+    assert jx["test_accuracy"]["mark"] == {"rank": None, "within_noise": False}
+    assert [f["number"] for f in data["footnotes"]] == [1, 2]
+
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    console.print(render_rich(board))
+    text = console.export_text()
+    assert "[1] x at 90%: layer collapse: conv2, fc1 (1 of 3 seeds)" in text
+    assert "[2] y at 90%: sparsity 92.00 %" in text
+
+
+def test_a_collapse_counted_without_names_is_still_shown() -> None:
+    runs = [rec("a", 0.9, s, 90.0 + s) for s in range(2)]
+    runs[0].metrics["collapsed_layers"] = 2.0  # an older record: the count, no names
+    board = aggregate(runs)
+    flags = board.row("a").cells[0.9].flags()
+    assert flags == ["layer collapse: 2 unnamed layer(s) (1 of 2 seeds)"]
