@@ -637,3 +637,29 @@ def test_a_collapse_counted_without_names_is_still_shown() -> None:
     board = aggregate(runs)
     flags = board.row("a").cells[0.9].flags()
     assert flags == ["layer collapse: 2 unnamed layer(s) (1 of 2 seeds)"]
+
+
+def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cells() -> None:
+    """Full panel: every cell (x crossed at chance, y ringed); zoom: the drop from dense on a
+    log scale, x left out and said so, a method above dense drawn at the floor."""
+    from benchsuite.leaderboard import DROP_FLOOR_PP
+
+    runs = flagged_runs() + [rec("z", 0.9, s, 99.5 + s, collapsed="") for s in range(3)]
+    fig = plot(aggregate(runs, "flags"))
+    full, zoom = fig.axes[:2]
+    assert full.get_xscale() == zoom.get_xscale() == "function"  # log of 1 − sparsity
+    assert zoom.get_yscale() == "log" and full.get_yscale() == "linear"
+    assert {c.get_label() for c in full.containers} == {"a", "b", "oneshot (floor)", "x", "y",
+                                                          "z"}
+    drops = {c.get_label(): list(c.lines[0].get_ydata()) for c in zoom.containers}
+    assert set(drops) == {"_a", "_b", "_oneshot", "_y", "_z"}  # x: collapsed, left out
+    assert drops["_a"] == pytest.approx([99.0 - 96.0])
+    assert drops["_y"] == pytest.approx([99.0 - 98.2])
+    assert drops["_z"] == [DROP_FLOOR_PP]  # 0.5 above dense: drawn at the floor
+    assert any(ln.get_marker() == "X" for ln in full.lines)  # the collapsed cell, crossed
+    assert sum(ln.get_marker() == "o" and ln.get_markerfacecolor() == "none"
+               for ax in (full, zoom) for ln in ax.lines) == 2  # y's overshoot, ringed twice
+    notes = " ".join(t.get_text() for t in zoom.texts)
+    assert "left out (layer collapse): x at 90%" in " ".join(notes.split())
+    legend = [t.get_text() for t in zoom.get_legend().get_texts()]
+    assert "layer collapse (not ranked)" in legend and "oneshot (floor)" in legend
