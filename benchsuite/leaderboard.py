@@ -69,6 +69,7 @@ Fairness
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -403,12 +404,37 @@ def default_experiment(tracking_uri: str) -> str | None:
 
 
 def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
-    """All runs of one experiment (trial runs and throughput records), every attempt."""
+    """All runs of one experiment (trial runs and throughput records), every attempt.
+
+    A finished run recorded before ``collapsed_layers`` existed gets it from its
+    ``layer_sparsity.json`` artifact, so a board regenerated from resumed runs still shows
+    its layer collapses.
+    """
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise KeyError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
-    return [RunRecord.from_mlflow(r, experiment) for r in _all_runs(client, [exp.experiment_id])]
+    records = [RunRecord.from_mlflow(r, experiment)
+               for r in _all_runs(client, [exp.experiment_id])]
+    return [_with_collapse(client, r) for r in records]
+
+
+def _with_collapse(client: Any, rec: RunRecord) -> RunRecord:
+    if (rec.kind != "run" or not rec.finished or "collapsed_layers" in rec.metrics
+            or "benchsuite.collapsed" in rec.tags):
+        return rec
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(rec.run_id, "layer_sparsity.json", tmp)
+            densities = json.loads(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - no artifact (or unreadable): nothing to add
+        return rec
+    names = [n for n, v in densities.items() if float(v) >= 1.0]  # the artifact's order
+    return dataclasses.replace(
+        rec, metrics={**rec.metrics, "collapsed_layers": float(len(names))},
+        tags={**rec.tags, "benchsuite.collapsed": ",".join(names)})
 
 
 def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderboard:
