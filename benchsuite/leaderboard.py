@@ -1017,7 +1017,7 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                 "sparsity": _stat_json(cell.stats.get("sparsity")),
                 "collapsed": {str(s): list(v) for s, v in sorted(cell.collapsed.items())},
                 "overshoot": cell.overshoot,
-                "ranked": row.reference or cell.ranked,
+                "left_out": not row.reference and not cell.ranked,  # of the marks: footnoted
                 "footnote": None if row.reference else notes.get((row.label, target)),
                 "flags": [] if row.reference else cell.flags(),
             }

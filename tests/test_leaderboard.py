@@ -646,10 +646,12 @@ def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None
     data = json.loads(to_json(board))
     jx = next(r for r in data["rows"] if r["label"] == "x")["cells"]["0.9"]
     jy = next(r for r in data["rows"] if r["label"] == "y")["cells"]["0.9"]
-    assert (jx["ranked"], jx["footnote"], jx["collapsed"]) == (False, 1, {"1": ["conv2", "fc1"]})
-    assert (jy["ranked"], jy["footnote"], jy["overshoot"]) == (False, 2, True)
+    assert (jx["left_out"], jx["footnote"], jx["collapsed"]) == (True, 1, {"1": ["conv2", "fc1"]})
+    assert (jy["left_out"], jy["footnote"], jy["overshoot"]) == (True, 2, True)
     assert jx["test_accuracy"]["mark"] == {"rank": None, "within_noise": False}
     assert [f["number"] for f in data["footnotes"]] == [1, 2]
+    ja = next(r for r in data["rows"] if r["label"] == "a")["cells"]["0.9"]
+    assert (ja["left_out"], ja["footnote"], ja["flags"]) == (False, None, [])
 
     from rich.console import Console
 
