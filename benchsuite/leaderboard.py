@@ -26,9 +26,10 @@ Marks (accuracy and speedup columns; higher is better)
   neighbours are compared with a two-sided paired t-test (``scipy.stats.ttest_rel``) over
   the seeds both cells have, at α = 0.05. Within one column:
 
-  1. The candidates are the non-reference rows with n ≥ 1; they are sorted by mean,
-     best first (means rounded to 12 significant digits; equal means keep row order,
-     which is alphabetical, and neither is ranked above the other: see *tie*).
+  1. The candidates are the non-reference rows with n ≥ 1 whose cell is not left out (see
+     below); they are sorted by mean, best first (means rounded to 12 significant digits;
+     equal means keep row order, which is alphabetical, and neither is ranked above the
+     other: see *tie*).
   2. Each candidate is compared with the next one in that order. The pair is
      *separated* if the means differ and the test gives p < α; *tie* if the means are
      equal (relative difference ≤ 1e-9), whatever the seeds; *untested* if they share
@@ -51,6 +52,14 @@ Marks (img/s column)
   shows the median in-trial ``train_img_per_s`` of its runs marked ``†`` (measured under
   contention) and is never marked. Achieved sparsity is never marked.
 
+Cells left out of the marks
+  A cell is not compared and never marked (accuracy and speedup) when any of its seeds ends
+  with a *collapsed* layer (a prunable layer with no non-zero weight: the run's
+  ``collapsed_layers`` metric and ``benchsuite.collapsed`` tag), or when its mean achieved
+  sparsity exceeds the target by more than ``OVERSHOOT_PP`` percentage points (a sparser
+  model is not the same comparison). Such a cell gets a numbered footnote that says which
+  and why; the other cells of its column are ranked among themselves as above.
+
 Fairness
   If the runs differ in ``preset``, ``train_steps`` (FINISHED runs), data fingerprint
   (``benchsuite.data``) or ``benchsuite.version``, the comparison is unfair: the rich
@@ -60,11 +69,13 @@ Fairness
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
 import re
 import statistics
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -81,7 +92,9 @@ if TYPE_CHECKING:  # heavy imports stay lazy: the CLI and the tests import this 
 
 __all__ = [
     "ALPHA",
+    "DROP_FLOOR_PP",
     "IMG_S_REL_THRESHOLD",
+    "OVERSHOOT_PP",
     "Cell",
     "Comparison",
     "Leaderboard",
@@ -106,6 +119,10 @@ __all__ = [
 
 ALPHA = 0.05
 IMG_S_REL_THRESHOLD = 0.05
+# chosen here: half a point of sparsity changes accuracy and speedup measurably at 90-98 %
+# (docs/leaderboards.md); a cell beyond it is a different comparison, not a better method
+OVERSHOOT_PP = 0.5
+FLOOR_METHOD = "oneshot"  # dense training + the harness's projection: the floor row
 REFERENCE_METHOD = "dense"
 JSON_SCHEMA = "benchsuite.leaderboard/1"
 _TIE_REL = 1e-9
@@ -251,10 +268,31 @@ class Cell:
     by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
     stats: dict[str, Stat] = field(default_factory=dict)  # test_accuracy, speedup, sparsity
     marks: dict[str, Mark] = field(default_factory=dict)
+    collapsed: dict[int, tuple[str, ...]] = field(default_factory=dict)  # seed -> empty layers
+    overshoot: bool = False  # mean achieved sparsity > target + OVERSHOOT_PP
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def ranked(self) -> bool:
+        """Compared and marked with the others: no collapsed layer, no sparsity overshoot."""
+        return not (self.collapsed or self.overshoot)
+
+    def flags(self) -> list[str]:
+        """Why the cell is left out of the marks (the text of its footnote)."""
+        out = []
+        if self.collapsed:
+            names = list(dict.fromkeys(n for s in sorted(self.collapsed)
+                                       for n in self.collapsed[s]))
+            out.append(f"layer collapse: {', '.join(names)} "
+                       f"({len(self.collapsed)} of {self.n} seeds)")
+        if self.overshoot:
+            mean = self.stats["sparsity"].mean
+            out.append(f"sparsity {mean * 100:.2f} % > target {self.target * 100:.4g} % + "
+                       f"{OVERSHOOT_PP:g} pp: not the same comparison")
+        return out
 
     @property
     def short(self) -> bool:
@@ -366,12 +404,37 @@ def default_experiment(tracking_uri: str) -> str | None:
 
 
 def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
-    """All runs of one experiment (trial runs and throughput records), every attempt."""
+    """All runs of one experiment (trial runs and throughput records), every attempt.
+
+    A finished run recorded before ``collapsed_layers`` existed gets it from its
+    ``layer_sparsity.json`` artifact, so a board regenerated from resumed runs still shows
+    its layer collapses.
+    """
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise KeyError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
-    return [RunRecord.from_mlflow(r, experiment) for r in _all_runs(client, [exp.experiment_id])]
+    records = [RunRecord.from_mlflow(r, experiment)
+               for r in _all_runs(client, [exp.experiment_id])]
+    return [_with_collapse(client, r) for r in records]
+
+
+def _with_collapse(client: Any, rec: RunRecord) -> RunRecord:
+    if (rec.kind != "run" or not rec.finished or "collapsed_layers" in rec.metrics
+            or "benchsuite.collapsed" in rec.tags):
+        return rec
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(rec.run_id, "layer_sparsity.json", tmp)
+            densities = json.loads(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - no artifact (or unreadable): nothing to add
+        return rec
+    names = [n for n, v in densities.items() if float(v) >= 1.0]  # the artifact's order
+    return dataclasses.replace(
+        rec, metrics={**rec.metrics, "collapsed_layers": float(len(names))},
+        tags={**rec.tags, "benchsuite.collapsed": ",".join(names)})
 
 
 def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderboard:
@@ -404,6 +467,20 @@ def _latest(records: Iterable[RunRecord], key: Any) -> tuple[list[RunRecord], in
         if cur is None or (rec.start_time, rec.run_id) > (cur.start_time, cur.run_id):
             best[k] = rec
     return list(best.values()), total - len(best)
+
+
+def _collapsed(rec: RunRecord) -> tuple[str, ...]:
+    """The run's collapsed layers by name (tag), or counted only (metric without the tag)."""
+    names = tuple(n for n in rec.tags.get("benchsuite.collapsed", "").split(",") if n)
+    count = _to_float(rec.metrics.get("collapsed_layers")) or 0.0
+    if not names and count > 0:
+        return (f"{int(count)} unnamed layer(s)",)
+    return names
+
+
+def _overshoots(sparsity: float, target: float) -> bool:
+    # rounded: 0.905 − 0.9 is 0.50000000000000044 pp in floats, which is not an overshoot
+    return round((sparsity - target) * 100, 9) > OVERSHOOT_PP
 
 
 def _row_order(row: Row) -> tuple[int, str, int, str]:
@@ -566,6 +643,10 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
             if clean:
                 cell.stats[metric] = Stat.of(clean[s] for s in sorted(clean))
         cell.marks = {m: Mark() for m in _MARKED_METRICS}
+        if not row.reference:
+            cell.collapsed = {s: names for s in cell.seeds if (names := _collapsed(done[s]))}
+            spars = cell.stats.get("sparsity")
+            cell.overshoot = spars is not None and _overshoots(spars.mean, target)
         row.cells[target] = cell
 
     ordered = sorted(rows.values(), key=_row_order)
@@ -612,7 +693,7 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
             entries = []
             for row in candidates:
                 cell = row.cells.get(target)
-                if cell is not None and cell.by_seed.get(metric):
+                if cell is not None and cell.ranked and cell.by_seed.get(metric):
                     entries.append((row, cell.by_seed[metric], cell.marks[metric]))
             comparisons += _rank_column(entries, metric, target, alpha)
     iso = [(row, dict(enumerate(row.img_per_s.rounds)) or {0: row.img_per_s.value},
@@ -751,6 +832,25 @@ def _column_titles(targets: list[float]) -> list[str]:
     return titles
 
 
+def _footnotes(board: Leaderboard) -> list[tuple[int, Row, Cell]]:
+    """The cells left out of the marks, numbered in reading order (row, then column)."""
+    out: list[tuple[int, Row, Cell]] = []
+    for row in board.rows:
+        for t in board.targets:
+            cell = None if row.reference else row.cells.get(t)
+            if cell is not None and not cell.ranked:
+                out.append((len(out) + 1, row, cell))
+    return out
+
+
+def _footnote_numbers(board: Leaderboard) -> dict[tuple[str, float], int]:
+    return {(row.label, cell.target): k for k, row, cell in _footnotes(board)}
+
+
+def _footnote_text(row: Row, cell: Cell) -> str:
+    return f"{row.label} at {_pct(cell.target)}: " + "; ".join(cell.flags())
+
+
 def _uses_in_trial(board: Leaderboard) -> bool:
     return any(r.img_per_s is not None and r.img_per_s.source == "in-trial" for r in board.rows)
 
@@ -788,9 +888,24 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "the timing rounds (a record without rounds: separated when the faster is more than "
         f"{IMG_S_REL_THRESHOLD:.0%} faster)."
     )
+    lines.append(
+        "**[n]**: a footnoted cell is left out of the marks: neither compared with its "
+        "neighbours nor ranked (accuracy and speedup); the other cells of its column are ranked "
+        "among themselves. *Layer collapse*: in at least one seed a prunable layer ends with "
+        "no non-zero weight, so no signal passes it and the network is broken (often at "
+        "chance): the method's failure, not noise; the footnote names the layers. *Sparsity "
+        f"overshoot*: the mean achieved sparsity exceeds the target by more than {OVERSHOOT_PP:g} "
+        "pp (the harness's projection can only add zeros, never take them back): a sparser "
+        "model is not the same comparison (lower accuracy, higher speedup than its column)."
+    )
     if any(r.reference for r in board.rows):
         lines.append(f"`{REFERENCE_METHOD}` is the unpruned reference (sparsity 0), shown in every "
                      "column group and never ranked.")
+    if any(r.method == FLOOR_METHOD for r in board.rows):
+        lines.append(f"`{FLOOR_METHOD}` is the floor: dense training for the whole budget, then "
+                     "the harness's final projection to the target, no retraining. It is ranked "
+                     "like any method; a method that does not beat it gained nothing over "
+                     "pruning the trained dense model once.")
     return lines
 
 
@@ -799,6 +914,7 @@ def _md_escape(text: str) -> str:
 
 
 def _markdown_table(board: Leaderboard) -> list[str]:
+    notes = _footnote_numbers(board)
     titles = _column_titles(board.targets)
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in board.rows:
@@ -818,6 +934,8 @@ def _markdown_table(board: Leaderboard) -> list[str]:
             acc = _md_marked(_acc_value(cell), cell.marks["test_accuracy"])
             n = _n_text(cell)
             acc += f" _({n})_" if cell.short or cell.failed or cell.running else f" ({n})"
+            if (row.label, t) in notes and not row.reference:
+                acc += f" [{notes[(row.label, t)]}]"
             cells += [acc, _ci_text(cell),
                       _md_marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
                       _sparsity_text(cell)]
@@ -853,6 +971,10 @@ def to_markdown(board: Leaderboard, header: dict[str, str] | None = None) -> str
         out += [f"> - {p}" for p in board.problems]
         out += [""]
     out += _markdown_table(board)
+    marked = _footnotes(board)
+    if marked:
+        out += ["", "## Cells left out of the marks", ""]
+        out += [f"- [{k}] {_md_escape(_footnote_text(row, cell))}" for k, row, cell in marked]
     out += ["", "## Legend", ""]
     out += [f"- {line}" for line in _legend_lines(board)]
     if board.notes:
@@ -875,6 +997,7 @@ def _stat_json(st: Stat | None, mark: Mark | None = None) -> dict[str, Any] | No
 
 
 def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dict[str, Any]:
+    notes = _footnote_numbers(board)
     rows = []
     for row in board.rows:
         cells = {}
@@ -892,6 +1015,11 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                 "theoretical_speedup": _stat_json(cell.stats.get("theoretical_speedup"),
                                                   cell.marks.get("theoretical_speedup")),
                 "sparsity": _stat_json(cell.stats.get("sparsity")),
+                "collapsed": {str(s): list(v) for s, v in sorted(cell.collapsed.items())},
+                "overshoot": cell.overshoot,
+                "left_out": not row.reference and not cell.ranked,  # of the marks: footnoted
+                "footnote": None if row.reference else notes.get((row.label, target)),
+                "flags": [] if row.reference else cell.flags(),
             }
         tp = row.img_per_s
         rows.append({
@@ -913,6 +1041,9 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
         "targets": board.targets,
         "alpha": board.alpha,
         "img_per_s_rel_threshold": IMG_S_REL_THRESHOLD,
+        "overshoot_pp": OVERSHOOT_PP,
+        "footnotes": [{"number": k, "label": row.label, "target_sparsity": cell.target,
+                       "text": _footnote_text(row, cell)} for k, row, cell in _footnotes(board)],
         "test": "two-sided paired t-test (scipy.stats.ttest_rel) between neighbours by mean",
         "problems": board.problems,
         "notes": board.notes,
@@ -945,8 +1076,16 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
                              style="yellow"))
     captions.append(Text(f"marks: ¹²³ beyond noise (paired t-test, α={board.alpha}), "
                          "≈ within noise of a neighbour", style="dim"))
+    marked = _footnotes(board)
+    for k, row, cell in marked:
+        captions.append(Text(f"[{k}] {_footnote_text(row, cell)} (not ranked)",
+                             style="red" if cell.collapsed else "yellow"))
+    if marked:
+        captions.append(Text("[n] cells are left out of the marks: layer collapse, or achieved "
+                             f"sparsity above the target + {OVERSHOOT_PP:g} pp", style="dim"))
     for n in board.notes:
         captions.append(Text(n, style="dim"))
+    notes = {(row.label, cell.target): k for k, row, cell in marked}
     h = board.header
     title = (f"benchsuite leaderboard: {board.experiment}\n{h['dataset']}, {h['model']}, "
              f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}")
@@ -980,6 +1119,9 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
             style = "bold red" if cell.failed else ("yellow" if cell.short or cell.running
                                                     else "dim")
             acc.append(f" ({_n_text(cell)})", style=style)
+            if not row.reference and (row.label, t) in notes:
+                acc.append(f" [{notes[(row.label, t)]}]",
+                           style="bold red" if cell.collapsed else "bold yellow")
             cells += [acc, Text(_ci_text(cell)),
                       marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
                       Text(_sparsity_text(cell))]
@@ -987,47 +1129,161 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
     return table
 
 
+# chosen here: drops below a tenth of a point are below what 3 seeds resolve (stds 0.1-0.5 pp)
+DROP_FLOOR_PP = 0.1
+_SPARSITY_TICKS = (0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99)
+
+
+def _density_scale(x: Any) -> Any:
+    """Sparsity (%) -> −log10(1 − sparsity): equal steps for 90 → 99 → 99.9 %."""
+    return -np.log10(np.clip(100.0 - np.asarray(x, dtype=float), 1e-4, None) / 100.0)
+
+
+def _density_inverse(y: Any) -> Any:
+    return 100.0 - 100.0 * np.power(10.0, -np.asarray(y, dtype=float))
+
+
+def _plot_points(row: Row, targets: list[float]) -> list[tuple[float, float, float, Cell]]:
+    """(achieved sparsity %, mean accuracy, std, cell) of a row's cells, sparsest last."""
+    pts = []
+    for t in targets:
+        cell = row.cells.get(t)
+        if cell is None or "test_accuracy" not in cell.stats or "sparsity" not in cell.stats:
+            continue
+        acc = cell.stats["test_accuracy"]
+        pts.append((cell.stats["sparsity"].mean * 100, acc.mean, acc.std or 0.0, cell))
+    return sorted(pts, key=lambda p: p[0])
+
+
 def plot(board: Leaderboard) -> Figure:
-    """Test accuracy against achieved sparsity, one error-bar line per method variant."""
+    """Two panels over achieved sparsity on a log scale of 1 − sparsity (90, 95, 98, 99 %
+    evenly spread): test accuracy over the full range, and the accuracy drop from the dense
+    reference on a log scale, where methods a few tenths of a point apart stay apart. Cells
+    with a collapsed layer are drawn (crossed) only in the full-range panel, so a network at
+    chance never squashes the others; sparsity overshoots are ringed in both."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
-    fig = Figure(figsize=(8.0, 4.5), dpi=120)
+    fig = Figure(figsize=(13.0, 5.0), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot: no global state, no GUI backend
-    ax = fig.add_subplot()
+    full, zoom = fig.subplots(1, 2)
+    ref = next((r for r in board.rows if r.reference), None)
+    ref_cell = None if ref is None else ref.cell(0.0)
+    ref_acc = None if ref_cell is None else ref_cell.stats.get("test_accuracy")
     markers = "os^DvPX*<>ph"
-    for i, row in enumerate(r for r in board.rows if not r.reference):
-        pts = []
-        for t in board.targets:
-            cell = row.cells.get(t)
-            if cell is None or "test_accuracy" not in cell.stats or "sparsity" not in cell.stats:
-                continue
-            acc = cell.stats["test_accuracy"]
-            pts.append((cell.stats["sparsity"].mean * 100, acc.mean, acc.std or 0.0))
+    colours = [f"C{i}" for i in range(10)]
+    xs: list[float] = []
+    drops: list[float] = []  # upper and lower whisker ends, for the zoom's limits
+    left_out: list[str] = []
+    collapsed_pts: list[tuple[float, float]] = []
+    overshoot_pts: list[tuple[Any, float, float]] = []  # (axes, x, y)
+    methods = [r for r in board.rows if not r.reference]
+    for i, row in enumerate(methods):
+        pts = _plot_points(row, board.targets)
         if not pts:
             continue
-        pts.sort()
-        x, y, e = zip(*pts, strict=True)
-        # beyond ten rows the colour cycle repeats: vary marker and line style too
-        ax.errorbar(x, y, yerr=e, marker=markers[i % len(markers)], markersize=4, capsize=3,
-                    linewidth=1.2, linestyle="-" if i < 10 else "--", label=row.label)
-    for row in board.rows:
-        if row.reference:
-            cell = row.cell(0.0)
-            st = None if cell is None else cell.stats.get("test_accuracy")
-            if st is not None:
-                ax.axhline(st.mean, color="0.3", linestyle=":", linewidth=1,
-                           label=f"{row.label} (reference)")
-                if st.std:
-                    ax.axhspan(st.mean - st.std, st.mean + st.std, color="0.5", alpha=0.15,
-                               linewidth=0)
-    ax.set_xlabel("achieved sparsity (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{board.experiment}: accuracy vs achieved sparsity (error bars: std)")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  borderaxespad=0.0)
+        floor_row = row.method == FLOOR_METHOD
+        style = {
+            "marker": markers[i % len(markers)], "markersize": 4, "capsize": 3,
+            "linewidth": 1.2,
+            # beyond ten rows the colour cycle repeats: vary the line style too
+            "linestyle": "--" if floor_row or i >= 10 else "-",
+            "color": "black" if floor_row else colours[i % 10],
+            "label": row.label + (" (floor)" if floor_row else ""),
+        }
+        x, y, e, cells = zip(*pts, strict=True)
+        xs += x
+        full.errorbar(x, y, yerr=e, **style)
+        for px, py, _, cell in pts:
+            if cell.collapsed:
+                collapsed_pts.append((px, py))
+            if cell.overshoot:
+                overshoot_pts.append((full, px, py))
+        if ref_acc is None:
+            continue
+        kept = [p for p in pts if not p[3].collapsed]
+        left_out += [f"{row.label} at {_pct(p[3].target)}" for p in pts if p[3].collapsed]
+        if not kept:
+            continue
+        zx, zy, zlo, zhi = [], [], [], []
+        for px, acc, std, cell in kept:
+            drop = max(ref_acc.mean - acc, DROP_FLOOR_PP)  # at or above dense: the floor
+            zx.append(px)
+            zy.append(drop)
+            zlo.append(min(std, drop - DROP_FLOOR_PP / 2))
+            zhi.append(std)
+            drops += [drop + std, drop - zlo[-1]]
+            if cell.overshoot:
+                overshoot_pts.append((zoom, px, drop))
+        # "_label": found by name, kept out of the legend (the full panel's lines carry it)
+        zoom.errorbar(zx, zy, yerr=[zlo, zhi], **{**style, "label": f"_{row.label}"})
+
+    if ref_acc is not None and ref is not None:
+        full.axhline(ref_acc.mean, color="0.3", linestyle=":", linewidth=1,
+                     label=f"{ref.label} (reference)")
+        if ref_acc.std:
+            full.axhspan(ref_acc.mean - ref_acc.std, ref_acc.mean + ref_acc.std, color="0.5",
+                         alpha=0.15, linewidth=0)
+            if ref_acc.std > DROP_FLOOR_PP:  # a drop inside it is within dense's seed spread
+                zoom.axhspan(DROP_FLOOR_PP / 2, ref_acc.std, color="0.5", alpha=0.15,
+                             linewidth=0)
+    extra: list[Any] = []
+    if collapsed_pts:
+        cx, cy = zip(*collapsed_pts, strict=True)
+        full.plot(cx, cy, linestyle="none", marker="X", markersize=11, markeredgecolor="red",
+                  markerfacecolor="none", markeredgewidth=1.5)
+        extra.append(Line2D([], [], linestyle="none", marker="X", markersize=9,
+                            markeredgecolor="red", markerfacecolor="none",
+                            label="layer collapse (not ranked)"))
+    if overshoot_pts:
+        for ax, px, py in overshoot_pts:
+            ax.plot([px], [py], linestyle="none", marker="o", markersize=11,
+                    markeredgecolor="orange", markerfacecolor="none", markeredgewidth=1.5)
+        extra.append(Line2D([], [], linestyle="none", marker="o", markersize=9,
+                            markeredgecolor="orange", markerfacecolor="none",
+                            label=f"sparsity > target + {OVERSHOOT_PP:g} pp (not ranked)"))
+
+    for ax in (full, zoom):
+        ax.set_xscale("function", functions=(_density_scale, _density_inverse))
+        if xs:
+            lo, hi = _density_scale(min(xs)), _density_scale(max(xs))
+            pad = max(0.08 * (hi - lo), 0.05)
+            ax.set_xlim(*_density_inverse([lo - pad, hi + pad]))
+        ax.xaxis.set_major_locator(FixedLocator(list(_SPARSITY_TICKS)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("achieved sparsity (%), log scale of 1 − sparsity")
+        ax.grid(True, alpha=0.3)
+    full.set_ylabel("test accuracy (%)")
+    full.set_title("full range (error bars: std over seeds)", fontsize="medium")
+    zoom.set_yscale("log")
+    zoom.set_ylabel(f"accuracy drop from {REFERENCE_METHOD} (pp, log scale)")
+    zoom.set_title("where the methods differ: drop from dense", fontsize="medium")
+    if drops:
+        low = min(drops + ([ref_acc.std] if ref_acc is not None and ref_acc.std else []))
+        zoom.set_ylim(max(DROP_FLOOR_PP / 2, 0.7 * low), max(drops) * 1.5)
+        zoom.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+        for axis_fmt in (zoom.yaxis.set_major_formatter, zoom.yaxis.set_minor_formatter):
+            axis_fmt(FuncFormatter(lambda v, _: f"{v:g}"))
+        zoom.grid(True, which="minor", alpha=0.15)
+    notes = [f"drops ≤ {DROP_FLOOR_PP:g} pp (at or above dense): drawn at {DROP_FLOOR_PP:g}"]
+    if ref_acc is None:
+        notes = [f"no {REFERENCE_METHOD} reference runs: no drop to show"]
+    if ref_acc is not None and ref_acc.std and ref_acc.std > DROP_FLOOR_PP:
+        notes.append("grey band: within dense's seed std")
+    if left_out:
+        notes.append("left out (layer collapse): " + ", ".join(left_out))
+    zoom.text(1.01, 0.0, "\n".join(textwrap.fill(n, 48) for n in notes),
+              transform=zoom.transAxes, fontsize="x-small", va="bottom", ha="left", color="0.3")
+    fig.suptitle(f"{board.experiment}: test accuracy vs achieved sparsity")
+    handles, labels = full.get_legend_handles_labels()
+    handles += extra
+    labels += [h.get_label() for h in extra]
+    if handles:
+        zoom.legend(handles, labels, fontsize="small", loc="upper left",
+                    bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 

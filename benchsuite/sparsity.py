@@ -74,6 +74,12 @@ def achieved_sparsity(model: nn.Module) -> float:
     return zeros / total
 
 
+def collapsed_layers(model: nn.Module) -> list[str]:
+    """Prunable layers without a single non-zero weight: no signal passes them (layer collapse)."""
+    with torch.no_grad():
+        return [n for n, m in prunable_modules(model) if not bool(m.weight.any())]
+
+
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
     with torch.no_grad():
         return {n: float((m.weight == 0).float().mean()) for n, m in prunable_modules(model)}

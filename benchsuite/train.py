@@ -34,7 +34,14 @@ from .method import PruningMethod, TrainState, parse_hparams, variant_name
 from .models import build_model
 from .presets import Preset
 from .registry import get_method
-from .sparsity import achieved_sparsity, layer_sparsity, project_to_sparsity
+from .sparsity import (
+    achieved_sparsity,
+    collapsed_layers,
+    count_zeros,
+    effective_weights,
+    layer_sparsity,
+    project_to_sparsity,
+)
 from .tracking import TrackedRun
 
 SEED_STREAMS = ("init", "order", "augment", "method")
@@ -328,10 +335,14 @@ def train_run(
     channels_last = preset.channels_last
     order = make_generator(config.seed, "order")
     augment = make_generator(config.seed, "augment")
-    if evaluation:
-        state.evaluate_val = lambda: evaluate(
+
+    def validate() -> float:
+        return evaluate(
             model, data.val_batches(preset.eval_batch_size, device), amp_dtype, channels_last
         )[0]
+
+    if evaluation:
+        state.evaluate_val = validate
 
     ckpt = Checkpoints(cache_dir)
     cache_key = None
@@ -420,27 +431,36 @@ def train_run(
             )
         end_epoch(train_loss)
 
-    # The last epoch's validation already measured these weights; if finalize, the
-    # projection and the BN recalibration leave them as they are, it is the final one.
+    # The last epoch's validation already measured these weights; if finalize leaves them
+    # as they are, it is the validation of the finalized model.
     validated = (
         {k: t.detach().clone() for k, t in model.state_dict().items()} if evaluation else None
     )
     method.finalize(model, state)
-    before_projection = achieved_sparsity(model)  # what the method reached on its own
+    zeros_finalized, total = count_zeros(effective_weights(model))
+    before_projection = zeros_finalized / total  # what the method reached on its own
+    val_finalized = val_projected = val_acc = None
+    if validated is not None:
+        if curves and unchanged(validated, model.state_dict()):
+            val_finalized = curves[-1][1]["val_accuracy"]
+        else:
+            val_finalized = validate()
+        del validated
     project_to_sparsity(model, config.target)
+    if val_finalized is not None:
+        # The projection only zeroes entries: it changed the model iff it added zeros. A
+        # second validation pass (for projection_drop) only then.
+        projected = count_zeros(effective_weights(model))[0] != zeros_finalized
+        val_projected = validate() if projected else val_finalized
+        val_acc = val_projected
     bn_images = (
         recalibrate_bn(model, data, config, device) if config.bn_recalibration_batches else 0
     )
+    if bn_images and val_acc is not None:
+        val_acc = validate()
     example = next(iter(data.val_batches(preset.eval_batch_size, device)))[0]
     layers = count_layers(model, example[:1])
-    val_acc = test_acc = test_top5 = None
-    if validated is not None:
-        if curves and unchanged(validated, model.state_dict()):
-            val_acc = curves[-1][1]["val_accuracy"]
-        else:
-            val_acc, _ = evaluate(
-                model, data.val_batches(preset.eval_batch_size, device), amp_dtype, channels_last
-            )
+    test_acc = test_top5 = None
     if evaluation and config.evaluate_test:
         test_acc, test_top5 = evaluate(
             model, data.test_batches(preset.eval_batch_size, device), amp_dtype, channels_last
@@ -459,6 +479,10 @@ def train_run(
         "train_images": float(total_images),
         "wall_time_s": time.perf_counter() - wall_start,
     }
+    if val_finalized is not None and val_projected is not None:  # in percentage points
+        metrics["projection_drop"] = val_finalized - val_projected
+    collapsed = collapsed_layers(model)
+    metrics["collapsed_layers"] = float(len(collapsed))
     if bn_images:
         metrics["bn_recal_images"] = float(bn_images)
     if data.num_classes >= 5 and test_top5 is not None:
@@ -466,7 +490,11 @@ def train_run(
     speedup = theoretical_speedup(layers)
     if speedup is not None:
         metrics["theoretical_speedup"] = speedup
-    tags = {"cached_dense": str(restored is not None).lower(), "device": device_label(device)}
+    tags = {
+        "cached_dense": str(restored is not None).lower(),
+        "device": device_label(device),
+        "collapsed": ",".join(collapsed),  # empty when no layer collapsed
+    }
     if state.step != budget.total_steps:  # the protocol's invariant; never silently violated
         raise RuntimeError(f"ran {state.step} steps, the budget is {budget.total_steps}")
     return RunResult(metrics, tags, layer_sparsity(model), model)

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.sparsity import count_zeros
 from methods.batched import (
     BatchedWeight,
     FlatLayout,
@@ -188,6 +187,4 @@ class CS(PruningMethod):
         assert self.batch is not None
         self.temperature.set(state.step)
         self.batch.hard = True
-        weights = remove_batched([m for _, m in state.prunable()], self.batch)
-        zeros, total = count_zeros(weights)
-        state.log("sparsity_before_projection", zeros / total)
+        remove_batched([m for _, m in state.prunable()], self.batch)

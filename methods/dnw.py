@@ -124,6 +124,4 @@ class DNW(PruningMethod):
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Mask at the current τ, keep the raw latents (masked) as plain weights."""
         assert self.batch is not None
-        weights = remove_batched([m for _, m in state.prunable()], self.batch)
-        zeros = sum(int((w == 0).sum()) for w in weights)
-        state.log("sparsity_before_projection", zeros / self.n)
+        remove_batched([m for _, m in state.prunable()], self.batch)

@@ -33,7 +33,6 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.sparsity import count_zeros
 from methods.batched import (
     BatchedWeight,
     FlatLayout,
@@ -224,6 +223,4 @@ class DST(PruningMethod):
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Mask from the thresholds (after the reset check, as in a forward); raw w kept."""
         assert self.batch is not None
-        weights = remove_batched([m for _, m in state.prunable()], self.batch)
-        zeros, total = count_zeros(weights)
-        state.log("sparsity_before_projection", zeros / total)
+        remove_batched([m for _, m in state.prunable()], self.batch)

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.sparsity import count_zeros
 from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
 
 
@@ -169,6 +168,4 @@ class STR(PruningMethod):
     def finalize(self, model: nn.Module, state: TrainState) -> None:
         """Store the shrunk weights sign(w)·relu(|w| − σ(s)); plain tensors, exact zeros."""
         assert self.batch is not None
-        weights = remove_batched([m for _, m in state.prunable()], self.batch)
-        zeros, total = count_zeros(weights)
-        state.log("sparsity_before_projection", zeros / total)
+        remove_batched([m for _, m in state.prunable()], self.batch)

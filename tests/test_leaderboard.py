@@ -66,6 +66,7 @@ def rec(
     data: str = "fp1",
     tuned: str = "false",
     error: str | None = None,
+    collapsed: str | None = None,
 ) -> RunRecord:
     """A run with the harness's MLflow schema, as plain data."""
     i = next(_counter)
@@ -110,6 +111,9 @@ def rec(
     }
     if error:
         tags["benchsuite.error"] = error
+    if collapsed is not None and metrics:  # what train_run records: a count and the names
+        tags["benchsuite.collapsed"] = collapsed
+        metrics["collapsed_layers"] = float(len([n for n in collapsed.split(",") if n]))
     return RunRecord(
         run_id=f"r{i:04d}",
         status=status,
@@ -313,7 +317,7 @@ def _parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
 
 ACC_RE = re.compile(
     r"^(\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?(?P<mark>[¹²³]| ≈)? "
-    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?$"
+    r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?( \[(?P<note>\d+)\])?$"
 )
 
 
@@ -547,6 +551,35 @@ def test_real_mlflow_store(tmp_path: Path) -> None:
         load_runs(uri, "missing")
 
 
+def test_runs_recorded_before_collapsed_layers_read_it_from_their_artifact(tmp_path) -> None:
+    """Resumed runs keep their old records: the layer densities artifact tells the collapse."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.create_experiment("old", artifact_location=(tmp_path / "art").as_uri())
+        mlflow.set_experiment("old")
+        densities = [{"classifier.1": 1.0, "features.0": 0.9, "features.3": 1.0},
+                     {"classifier.1": 0.99, "features.0": 0.9, "features.3": 0.97}]
+        for seed, layers in enumerate(densities):
+            _log("dnw", 0.98, seed, 10.0 + seed)
+            run_id = mlflow.last_active_run().info.run_id
+            MlflowClient(uri).log_dict(run_id, layers, "layer_sparsity.json")
+        _log("dnw", 0.98, 2, 12.0)  # no artifact at all: left as it was
+    finally:
+        mlflow.set_tracking_uri(previous)
+    runs = {r.seed: r for r in load_runs(uri, "old")}
+    assert runs[0].metrics["collapsed_layers"] == 2.0
+    assert runs[0].tags["benchsuite.collapsed"] == "classifier.1,features.3"
+    assert runs[1].metrics["collapsed_layers"] == 0.0
+    assert "collapsed_layers" not in runs[2].metrics
+    cell = aggregate(list(runs.values())).row("dnw").cells[0.98]
+    assert cell.flags() == ["layer collapse: classifier.1, features.3 (1 of 3 seeds)"]
+
+
 def test_img_per_s_neighbours_are_compared_over_the_timing_rounds() -> None:
     """Rounds pair the figures (same spell of the machine): a steady 3 % lead is separated,
     a 10 % lead that flips between rounds is noise; the 5 % rule no longer decides."""
@@ -563,3 +596,101 @@ def test_img_per_s_neighbours_are_compared_over_the_timing_rounds() -> None:
     assert ranked["a"].p == pytest.approx(p_df2(paired_t(d)))
     ips = {r.label: r.img_per_s.mark.symbol for r in board.rows}
     assert ips == {"a": "≈", "b": "≈", "c": "³"}  # c: separated from its one neighbour
+
+
+# ----------------------------------------------------------------------------- failures shown
+
+
+def flagged_runs() -> list[RunRecord]:
+    """Column 0.9: x collapses (seed 1) and y overshoots (92 %), both above everyone else;
+    a > b > oneshot are separated (paired diffs 2.0/2.2/1.9 and 3.0/2.8/3.1); oneshot
+    lands at 90.5 %, exactly on the 0.5 pp line (not an overshoot)."""
+    runs = [rec("dense", 0, s, 98.0 + s, speedup=1.0, sparsity=0.0) for s in range(3)]
+    accs = {"a": [95.0, 96.0, 97.0], "b": [93.0, 93.8, 95.1], "oneshot": [90.0, 91.0, 92.0]}
+    for m, vals in accs.items():
+        spars = 0.905 if m == "oneshot" else 0.9
+        runs += [rec(m, 0.9, s, v, sparsity=spars, collapsed="") for s, v in enumerate(vals)]
+    runs += [rec("x", 0.9, s, 99.0 + s * 0.4, speedup=9.0, collapsed="conv2,fc1" if s == 1 else "")
+             for s in range(3)]
+    runs += [rec("y", 0.9, s, 98.0 + s * 0.2, speedup=12.0, sparsity=0.92) for s in range(3)]
+    return runs
+
+
+def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None:
+    board = aggregate(flagged_runs(), experiment="flags")
+    x, y = board.row("x").cells[0.9], board.row("y").cells[0.9]
+    assert x.collapsed == {1: ("conv2", "fc1")} and not x.overshoot and not x.ranked
+    assert y.overshoot and not y.collapsed and not y.ranked
+    assert not board.row("oneshot").cells[0.9].overshoot  # 90.5 %: on the line, not over it
+    assert x.flags() == ["layer collapse: conv2, fc1 (1 of 3 seeds)"]
+    assert y.flags() == ["sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison"]
+    # neither is compared nor marked, in either marked column; the others keep their ranks
+    assert marks(board, 0.9) == {"a": "¹", "b": "²", "oneshot": "³", "x": "", "y": ""}
+    assert marks(board, 0.9, "theoretical_speedup") == {
+        "a": "≈", "b": "≈", "oneshot": "≈", "x": "", "y": ""}
+    assert not {c.upper for c in board.comparisons} & {"x", "y"}
+    assert not {c.lower for c in board.comparisons} & {"x", "y"}
+
+    md = to_markdown(board)
+    titles, rows = _parse_md_table(md)
+    for label, note in (("x", "1"), ("y", "2"), ("a", None)):
+        m = ACC_RE.match(rows[label][2])
+        assert m and m["note"] == note and m["mark"] == (None if note else "¹")
+    assert "- [1] x at 90%: layer collapse: conv2, fc1 (1 of 3 seeds)" in md
+    assert ("- [2] y at 90%: sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison"
+            in md)
+    legend = md.split("## Legend", 1)[1]
+    assert "Layer collapse" in legend and "Sparsity overshoot" in legend
+    assert "`oneshot` is the floor" in legend
+
+    data = json.loads(to_json(board))
+    jx = next(r for r in data["rows"] if r["label"] == "x")["cells"]["0.9"]
+    jy = next(r for r in data["rows"] if r["label"] == "y")["cells"]["0.9"]
+    assert (jx["left_out"], jx["footnote"], jx["collapsed"]) == (True, 1, {"1": ["conv2", "fc1"]})
+    assert (jy["left_out"], jy["footnote"], jy["overshoot"]) == (True, 2, True)
+    assert jx["test_accuracy"]["mark"] == {"rank": None, "within_noise": False}
+    assert [f["number"] for f in data["footnotes"]] == [1, 2]
+    ja = next(r for r in data["rows"] if r["label"] == "a")["cells"]["0.9"]
+    assert (ja["left_out"], ja["footnote"], ja["flags"]) == (False, None, [])
+
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    console.print(render_rich(board))
+    text = console.export_text()
+    assert "[1] x at 90%: layer collapse: conv2, fc1 (1 of 3 seeds)" in text
+    assert "[2] y at 90%: sparsity 92.00 %" in text
+
+
+def test_a_collapse_counted_without_names_is_still_shown() -> None:
+    runs = [rec("a", 0.9, s, 90.0 + s) for s in range(2)]
+    runs[0].metrics["collapsed_layers"] = 2.0  # an older record: the count, no names
+    board = aggregate(runs)
+    flags = board.row("a").cells[0.9].flags()
+    assert flags == ["layer collapse: 2 unnamed layer(s) (1 of 2 seeds)"]
+
+
+def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cells() -> None:
+    """Full panel: every cell (x crossed at chance, y ringed); zoom: the drop from dense on a
+    log scale, x left out and said so, a method above dense drawn at the floor."""
+    from benchsuite.leaderboard import DROP_FLOOR_PP
+
+    runs = flagged_runs() + [rec("z", 0.9, s, 99.5 + s, collapsed="") for s in range(3)]
+    fig = plot(aggregate(runs, "flags"))
+    full, zoom = fig.axes[:2]
+    assert full.get_xscale() == zoom.get_xscale() == "function"  # log of 1 − sparsity
+    assert zoom.get_yscale() == "log" and full.get_yscale() == "linear"
+    assert {c.get_label() for c in full.containers} == {"a", "b", "oneshot (floor)", "x", "y",
+                                                          "z"}
+    drops = {c.get_label(): list(c.lines[0].get_ydata()) for c in zoom.containers}
+    assert set(drops) == {"_a", "_b", "_oneshot", "_y", "_z"}  # x: collapsed, left out
+    assert drops["_a"] == pytest.approx([99.0 - 96.0])
+    assert drops["_y"] == pytest.approx([99.0 - 98.2])
+    assert drops["_z"] == [DROP_FLOOR_PP]  # 0.5 above dense: drawn at the floor
+    assert any(ln.get_marker() == "X" for ln in full.lines)  # the collapsed cell, crossed
+    assert sum(ln.get_marker() == "o" and ln.get_markerfacecolor() == "none"
+               for ax in (full, zoom) for ln in ax.lines) == 2  # y's overshoot, ringed twice
+    notes = " ".join(t.get_text() for t in zoom.texts)
+    assert "left out (layer collapse): x at 90%" in " ".join(notes.split())
+    legend = [t.get_text() for t in zoom.get_legend().get_texts()]
+    assert "layer collapse (not ranked)" in legend and "oneshot (floor)" in legend

@@ -1,7 +1,10 @@
 """The fairness protocol enforced by the one training loop."""
 
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from benchsuite.method import PruningMethod
 from benchsuite.models import build_model
@@ -165,6 +168,76 @@ def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
     quiet = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data, evaluation=False)
     assert passes == [] and "val_accuracy" not in quiet.metrics
     assert "test_accuracy" not in quiet.metrics
+
+
+class Keep(PruningMethod):
+    """Finalize scales the weights (or not) and keeps a copy of the finalized model."""
+
+    name = "keep"
+    scale = 1.0
+    kept: nn.Module | None = None
+
+    def finalize(self, model, state):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(Keep.scale)
+        Keep.kept = copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("scale, passes_after_training", [(1.0, 2), (0.5, 3)])
+def test_projection_drop_is_validation_before_minus_after_the_projection(
+    tiny_preset, tiny_data, monkeypatch, scale, passes_after_training
+):
+    """Known value: the finalized model's validation accuracy (a copy, measured here) minus
+    the projected model's. One extra pass only when the projection changed weights: an
+    unchanged finalize reuses the last epoch's validation (val after + test), a changing one
+    pays val before + val after + test."""
+    import benchsuite.train as train
+
+    passes = []
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    monkeypatch.setitem(registry().methods, "keep", Keep)
+    monkeypatch.setattr(Keep, "scale", scale)
+    val = lambda m: real(m, tiny_data.val_batches(256, "cpu"))[0]  # noqa: E731
+    result = train_run(RunConfig(tiny_preset, "keep", 0.95, 0), dataset=tiny_data)
+    assert len(passes) == tiny_preset.epochs + passes_after_training
+    before, after = val(Keep.kept), val(result.model)
+    assert result.metrics["val_accuracy"] == after
+    assert result.metrics["projection_drop"] == before - after
+    assert before != after  # 95 % of a trained model's weights: the projection mattered
+
+
+def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(tiny_preset, tiny_data,
+                                                                   monkeypatch):
+    import benchsuite.train as train
+
+    passes = []
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    result = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data)
+    assert len(passes) == tiny_preset.epochs + 1  # the epochs' validations and the test
+    assert result.metrics["projection_drop"] == 0.0
+    assert result.metrics["collapsed_layers"] == 0.0 and result.tags["collapsed"] == ""
+    quiet = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data,
+                      evaluation=False)
+    assert "projection_drop" not in quiet.metrics
+
+
+def test_a_run_records_its_collapsed_layers(tiny_preset, tiny_data, monkeypatch):
+    class Wipe(PruningMethod):
+        name = "wipe"
+
+        def finalize(self, model, state):
+            with torch.no_grad():
+                model.features[2].weight.zero_()
+                model.classifier[1].weight.zero_()
+
+    monkeypatch.setitem(registry().methods, "wipe", Wipe)
+    result = train_run(RunConfig(tiny_preset, "wipe", 0.5, 0), dataset=tiny_data)
+    assert result.metrics["collapsed_layers"] == 2.0
+    assert result.tags["collapsed"] == "features.2,classifier.1"
+    assert result.layer_sparsity["features.2"] == 1.0
 
 
 def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():

@@ -9,7 +9,7 @@ import pytest
 
 from benchsuite import registry as reg
 
-BUILTIN = {"dense", "imp", "bimp"}
+BUILTIN = {"dense", "imp", "bimp", "oneshot"}
 
 PLUGIN = '''
 from dataclasses import dataclass
@@ -22,10 +22,10 @@ class Hp:
     when: int = hparam(1, "chosen here: test plugin")
 
 
-class OneShot(PruningMethod):
+class EarlyPrune(PruningMethod):
     """Prunes to the target once, at the end of epoch `when`."""
 
-    name = "oneshot"
+    name = "earlyprune"
     source = "test plugin"
     Hparams = Hp
 
@@ -53,7 +53,7 @@ def make_plugin(root, name, module_src, target):
 
 @pytest.fixture
 def plugins(tmp_path, monkeypatch):
-    make_plugin(tmp_path, "oneshot", PLUGIN, "OneShot")
+    make_plugin(tmp_path, "earlyprune", PLUGIN, "EarlyPrune")
     make_plugin(tmp_path, "broken", "raise ImportError('missing dependency xyz')\n", "Nope")
     monkeypatch.syspath_prepend(str(tmp_path))
     reg.registry.cache_clear()
@@ -69,8 +69,8 @@ def test_builtin_methods_register_through_entry_points():
 
 def test_plugin_is_discovered_and_broken_one_reported(plugins):
     found = reg.registry()
-    assert found.methods["oneshot"].__name__ == "OneShot"
-    assert found.sources["oneshot"] == "oneshot-pkg"
+    assert found.methods["earlyprune"].__name__ == "EarlyPrune"
+    assert found.sources["earlyprune"] == "earlyprune-pkg"
     (broken,) = [b for b in found.broken if b.name == "broken"]
     assert "missing dependency xyz" in broken.error
     assert BUILTIN <= set(found.methods)  # a broken plugin never hides the others
@@ -99,14 +99,14 @@ def cli(args, env_path=None, cwd=None):
 def test_plugin_appears_in_methods_and_runs(plugins, tmp_path):
     listing = cli(["methods"], plugins)
     assert listing.returncode == 0, listing.stderr
-    assert "oneshot" in listing.stdout and "oneshot-pkg" in listing.stdout
+    assert "earlyprune" in listing.stdout and "earlyprune-pkg" in listing.stdout
     assert "broken" in listing.stderr + listing.stdout  # reported, skipped
     uri = f"sqlite:///{tmp_path}/m.db"
     done = cli(
         [
             "run",
             "--methods",
-            "oneshot",
+            "earlyprune",
             "--sparsity",
             "0.8",
             "--epochs",
@@ -124,5 +124,5 @@ def test_plugin_appears_in_methods_and_runs(plugins, tmp_path):
     exp_id = client.get_experiment_by_name("digits-2ep").experiment_id
     (run,) = client.search_runs([exp_id], filter_string="tags.`benchsuite.kind` = 'run'")
     assert run.info.status == "FINISHED"
-    assert run.data.params["method"] == "oneshot"
+    assert run.data.params["method"] == "earlyprune"
     assert run.data.metrics["sparsity"] == pytest.approx(0.8, abs=1e-3)

@@ -6,6 +6,7 @@ from torch import nn
 from benchsuite.sparsity import (
     HardMasks,
     achieved_sparsity,
+    collapsed_layers,
     global_magnitude_masks,
     keep_count,
     project_to_sparsity,
@@ -92,3 +93,19 @@ def test_hard_masks_keep_pruned_weights_at_zero_under_sgd_with_decay_and_momentu
         opt.step()
     assert torch.all(lin.weight[~keep] == 0)
     assert torch.all(lin.weight[keep] != 0)
+
+
+def test_collapsed_layers_names_the_layers_without_a_nonzero_weight():
+    """A layer is collapsed only when every weight is zero; its bias and other layers' zeros
+    do not count."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(), nn.Linear(8, 4), nn.Linear(4, 2))
+    assert collapsed_layers(net) == []
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.fill_(1.0)  # a bias keeps no signal path through the weights
+        net[3].weight[0].zero_()  # half empty: not collapsed
+        net[3].weight[1, 1:].zero_()  # one weight left: still not collapsed
+    assert collapsed_layers(net) == ["2"]
+    with torch.no_grad():
+        net[0].weight.zero_()
+    assert collapsed_layers(net) == ["0", "2"]  # registration order
