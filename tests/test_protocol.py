@@ -255,7 +255,8 @@ def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
     moved = channels_last_input(three)  # several channels: a real relayout
     assert moved.is_contiguous(memory_format=torch.channels_last) and torch.equal(moved, three)
     conv = torch.nn.Conv2d(1, 3, 3)  # weight strides (9, 9, 3, 1): NCHW
-    assert conv(y).stride(1) == 1 and torch.equal(conv(y), conv(x))
+    # the layouts run different kernels: equal up to float rounding, not bit for bit
+    assert conv(y).stride(1) == 1 and torch.allclose(conv(y), conv(x), atol=1e-6)
     assert channels_last_input(y) is y
 
 
