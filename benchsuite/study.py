@@ -643,6 +643,7 @@ __all__ = [
     "Column",
     "StudyBoard",
     "aggregate_study",
+    "board_for",
     "experiment_name",
     "is_study",
     "parse_budgets",
@@ -654,3 +655,14 @@ __all__ = [
     "to_json",
     "to_markdown",
 ]
+
+
+def board_for(tracking_uri: str, experiment: str | None = None) -> Any:
+    """The experiment's board: a ``StudyBoard`` for a study, else the usual ``Leaderboard``."""
+    from .leaderboard import default_experiment, load_runs
+
+    name = experiment or default_experiment(tracking_uri)
+    if name is None:
+        raise KeyError(f"no experiment with runs at {tracking_uri}")
+    runs = load_runs(tracking_uri, name)
+    return aggregate_study(runs, name) if is_study(runs) else aggregate(runs, experiment=name)

@@ -172,3 +172,39 @@ def test_grid_and_input(tiny_preset, tiny_data):
         parse_schedules("ft,xyz")
     with pytest.raises(BadInput, match="retrain_budget=0.001"):
         table1_configs(tiny_preset, tiny_data, [0.9], [0.001], ["ft"], [0])
+
+
+@pytest.mark.slow
+def test_study_command_runs_resumes_and_publishes_on_digits(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    def benchsuite(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "benchsuite.cli", *args], cwd=tmp_path, capture_output=True,
+            text=True, timeout=900, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+
+    study = ("study", "table1", "--preset", "digits", "--epochs", "2", "--seeds", "2",
+             "--sparsity", "0.9", "--budgets", "0.05", "--schedules", "ft,allr",
+             "--max-concurrent", "1")
+    done = benchsuite(*study)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 finished, 0 failed" in done.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("digits-2ep-table1")
+    runs = client.search_runs([exp.experiment_id], "tags.`benchsuite.kind` = 'run'")
+    assert {r.data.metrics["train_steps"] for r in runs} == {2 * 40 + 4}  # 0.05 · 80 = 4 steps
+    assert sorted(r.data.tags["benchsuite.cached_dense"] for r in runs) == [
+        "false", "false", "true", "true"]  # one dense run per seed
+    again = benchsuite(*study)
+    assert again.returncode == 0 and "4 skipped" in again.stdout
+    published = benchsuite("publish", "--experiment", "digits-2ep-table1", "--out", "boards")
+    assert published.returncode == 0, published.stdout + published.stderr
+    md = (tmp_path / "boards" / "digits-2ep-table1.md").read_text()
+    assert md.startswith("# Retraining study (Table 1 layout): digits-2ep-table1")
+    assert "benchsuite study table1 --preset digits --epochs 2" in md
+    assert "| Schedule | 90% · 5% |" in md
