@@ -4,8 +4,8 @@ Every method gets exactly ``Budget.total_steps`` optimizer steps; a ``Plan`` say
 method spends them (phases and the learning rate of every step) before training starts,
 so a budget that is too short is refused up front and the schedule is testable as an array.
 The one exception is declared in the plan: ``Plan.extra_steps`` adds steps after the budget
-(the retraining study of docs/methods.md, IMP's Table 1, which is not budget-equal); its last
-phase may end inside an epoch.
+(``imp-retrain``, the retraining study of the paper's Table 1, which is not budget-equal: see
+the README's "The Table 1 study"); its last phase may end inside an epoch.
 """
 
 from __future__ import annotations

@@ -456,6 +456,7 @@ class Board:
                 row.status = "RUNNING"
                 self.epochs_done += max(0, int(payload["epoch"]) - row.epoch)
                 row.epoch = int(payload["epoch"])
+                row.epochs = int(payload.get("epochs", row.epochs))  # a plan's extra steps
                 row.val_accuracy = float(payload["val_accuracy"])
             elif event == "final":
                 row.node = str(payload.get("node", ""))[:8]

@@ -1,6 +1,6 @@
 """One-shot IMP with retraining ON TOP of the dense budget: the setting of the paper's Table 1.
 
-NOT budget-equal (docs/methods.md, "Equal budget"): the model trains dense for the preset's
+NOT budget-equal (README, "The Table 1 study"): the model trains dense for the preset's
 full budget of T epochs (T·I steps, cached per seed and shared by every schedule, sparsity
 and retraining budget), is pruned once to the target by global magnitude (J = 1), then
 retrains for N = round(retrain_budget · T·I) further steps. The retraining budget is the
