@@ -156,6 +156,7 @@ def test_is_study():
     assert is_study(records()[:1])
     other = RunRecord("x", params={"method": "imp"}, tags={"benchsuite.kind": "run"})
     assert not is_study([other])
+    assert not is_study(records()[:1] + [other])  # mixed: the leaderboard flags the budgets
 
 
 def test_grid_and_input(tiny_preset, tiny_data):
@@ -208,3 +209,11 @@ def test_study_command_runs_resumes_and_publishes_on_digits(tmp_path):
     assert md.startswith("# Retraining study (Table 1 layout): digits-2ep-table1")
     assert "benchsuite study table1 --preset digits --epochs 2" in md
     assert "| Schedule | 90% · 5% |" in md
+
+
+def test_one_seed_is_untested_not_within_noise():
+    recs = [r for r in records() if r.seed == 0]
+    board = aggregate_study(recs)
+    text = "\n".join(board.findings)
+    assert "90% · 2.22%: ALLR first; untested against the second, LLR." in text
+    assert board.cell("allr", 0.9, 0.0222).marks["test_accuracy"].rank is None
