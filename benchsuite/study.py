@@ -146,7 +146,7 @@ class Column:
     target: float
     budget: float
     leader: str | None = None
-    allr: str = "missing"  # first | within noise | behind | untested | missing
+    allr: str = "missing"  # first (highest mean, or tied) | within noise | behind | untested
     allr_gap: float | None = None  # leader − ALLR, mean paired difference (points)
     allr_p: float | None = None
     second: str | None = None  # when ALLR is first: the runner-up and the link's status
@@ -293,6 +293,9 @@ def _column(cells: dict[tuple[str, float, float], Cell], schedules: list[str], t
             col.second_status = paired_test(allr, ranked[1][1], alpha)[4]
         return col
     _, diff, _, p, status = paired_test(ranked[0][1], allr, alpha)
+    if status == "tie":  # the same mean: ALLR shares the first place
+        col.allr, col.allr_gap, col.second, col.second_status = "first", 0.0, col.leader, "tie"
+        return col
     col.allr_gap, col.allr_p = diff, p
     col.allr = {"separated": "behind", "noise": "within noise", "tie": "within noise",
                 "untested": "untested"}[status]
@@ -330,9 +333,10 @@ def _findings(board: StudyBoard) -> tuple[str, list[str]]:
         if c.allr == "missing":
             out.append(f"{where}: no ALLR runs.")
         elif c.allr == "first":
-            link = {"separated": "separated from", "untested": "untested against"}.get(
-                c.second_status or "", "within noise of")
-            second = "" if c.second is None else f"; {link} the second, {_label(c.second)}"
+            link = {"separated": "separated from the second,", "tie": "tied with",
+                    "untested": "untested against the second,"}.get(
+                c.second_status or "", "within noise of the second,")
+            second = "" if c.second is None else f"; {link} {_label(c.second)}"
             out.append(f"{where}: ALLR first{second}.")
         elif c.allr == "within noise":
             out.append(f"{where}: ALLR within noise of the first, {_label(c.leader)} "
@@ -595,7 +599,7 @@ def plot(board: StudyBoard) -> Figure:
     n = max(1, len(board.targets))
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.0 * ncols + 1.6, 3.4 * nrows), dpi=110)
+    fig = Figure(figsize=(4.0 * ncols + (0 if n % ncols else 1.6), 3.4 * nrows), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     markers = "os^DvP"
@@ -611,19 +615,24 @@ def plot(board: StudyBoard) -> Figure:
             if pts:
                 x, y, e = zip(*pts, strict=True)
                 ax.errorbar(x, y, yerr=e, marker=markers[i % len(markers)], markersize=4,
-                            capsize=3, linewidth=1.2, label=_label(s))
+                            capsize=3, linewidth=1.2, label=_label(s),
+                            linestyle="--" if s == "lrw" else "-")  # LRW often lies on FT
         ax.set_title(f"sparsity {_pct(t)}")
         ax.set_xlabel("retraining budget (% of dense steps)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_xticks([b * 100 for b in board.budgets])
         ax.grid(True, alpha=0.3)
-    for k in range(n, nrows * ncols):
-        axes[k // ncols][k % ncols].set_visible(False)
+    spare = [axes[k // ncols][k % ncols] for k in range(n, nrows * ncols)]
+    for ax in spare:
+        ax.set_axis_off()
     handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right", fontsize="small")
+    if handles and spare:  # the legend in the first empty panel
+        spare[0].legend(handles, labels, loc="center", title="schedule")
+    elif handles:
+        fig.legend(handles, labels, loc="center right", fontsize="small")
     fig.suptitle(f"{board.experiment}: accuracy vs retraining budget (error bars: std)")
-    fig.tight_layout(rect=(0, 0, 1.0 - 1.3 / (4.0 * ncols + 1.6), 0.95))
+    right = 1.0 if spare else 1.0 - 1.3 / (4.0 * ncols + 1.6)
+    fig.tight_layout(rect=(0, 0, right, 0.95))
     return fig
 
 

@@ -217,3 +217,12 @@ def test_one_seed_is_untested_not_within_noise():
     text = "\n".join(board.findings)
     assert "90% · 2.22%: ALLR first; untested against the second, LLR." in text
     assert board.cell("allr", 0.9, 0.0222).marks["test_accuracy"].rank is None
+
+
+def test_a_tie_for_the_highest_mean_counts_as_first():
+    acc = accuracies()
+    acc[("llr", 0.9, 0.0222)] = list(acc[("allr", 0.9, 0.0222)])
+    board = aggregate_study(records(acc))
+    col = next(c for c in board.columns if (c.target, c.budget) == (0.9, 0.0222))
+    assert (col.allr, col.leader, col.second_status) == ("first", "llr", "tie")
+    assert "90% · 2.22%: ALLR first; tied with LLR." in board.findings
