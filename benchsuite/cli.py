@@ -437,10 +437,12 @@ def presets() -> None:
 
 
 def load_board(tracking_uri: str, experiment: str | None):
-    from .leaderboard import experiments, leaderboard_for
+    """The experiment's leaderboard, or its study board when its runs are a study's."""
+    from .leaderboard import experiments
+    from .study import board_for
 
     try:
-        return leaderboard_for(tracking_uri, experiment)
+        return board_for(tracking_uri, experiment)
     except KeyError:
         known = experiments(tracking_uri)
         fail(
@@ -457,9 +459,11 @@ def leaderboard(
     tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
 ) -> None:
     """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
-    from .leaderboard import render_rich
+    from . import leaderboard, study
 
-    console.print(render_rich(load_board(tracking_uri, experiment)))
+    board = load_board(tracking_uri, experiment)
+    render = study.render_rich if isinstance(board, study.StudyBoard) else leaderboard.render_rich
+    console.print(render(board))
 
 
 @app.command()
@@ -473,11 +477,14 @@ def publish(
         bool, typer.Option(help="Publish even if the runs are not comparable.")
     ] = False,
 ) -> None:
-    """Write <experiment>.md, .json and .png (and the index) for publication."""
+    """Write <experiment>.md, .json and .png (and the index) for publication.
+
+    A study experiment (``benchsuite study``) is published in its own layout."""
+    from . import leaderboard, study
     from .leaderboard import UnfairComparison
-    from .leaderboard import publish as write
 
     board = load_board(tracking_uri, experiment)
+    write = study.publish if isinstance(board, study.StudyBoard) else leaderboard.publish
     try:
         paths = write(board, out, force=force)
     except UnfairComparison as exc:
@@ -485,6 +492,78 @@ def publish(
         return
     for path in paths:
         console.print(f"wrote {path}")
+
+
+study_app = typer.Typer(
+    no_args_is_help=True, help="Fixed grids of runs from a paper, each with its own board."
+)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("table1")
+def study_table1(
+    preset: PresetOption = "digits",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1), paired.")] = 3,
+    sparsity: SparsityOption = "0.7,0.8,0.9,0.95,0.98",
+    budgets: Annotated[
+        str, typer.Option(help="Retraining budgets, fractions of the dense budget's steps.")
+    ] = "0.0222,0.0555,0.1111",
+    schedules: Annotated[
+        str, typer.Option(help="Retraining schedules, comma separated.")
+    ] = "ft,lrw,slr,clr,llr,allr",
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep-table1).")
+    ] = None,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
+    address: AddressOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    retries: RetriesOption = 0,
+) -> None:
+    """The paper's Table 1 on any preset: retraining schedules × sparsities × budgets.
+
+    One-shot IMP (imp-retrain): dense for the preset's full budget (one cached dense run per
+    seed), one global magnitude prune, retraining on top of it (not budget-equal). Reruns
+    resume by run key; `benchsuite publish` writes the study's board.
+    """
+    from . import study
+
+    report_broken_plugins()
+    try:
+        if seeds < 1:
+            raise BadInput(f"--seeds {seeds} must be >= 1")
+        targets = parse_sparsities(sparsity)
+        fractions = study.parse_budgets(budgets)
+        names = study.parse_schedules(schedules)
+        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
+        resources = parse_resources(
+            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
+        )
+        data_dir = absolute_dir(data_dir)
+        data = load_data(resolved, data_dir)
+        configs = study.table1_configs(
+            resolved, data, targets, fractions, names, list(range(seeds)),
+            data_dir=data_dir, device=device or "cpu",
+        )  # fmt: skip
+    except BadInput as exc:
+        fail(str(exc))
+        return
+    name = experiment or study.experiment_name(resolved)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
+    from .leaderboard import load_runs
+    from .orchestrate import absolute_uri
+
+    board = study.aggregate_study(load_runs(absolute_uri(tracking_uri), name), name)
+    console.print(study.render_rich(board))
+    console.print(f"publish it: benchsuite publish --experiment {name}")
+    summarize(outcome, tracking_uri, name)
 
 
 @app.command()

@@ -131,6 +131,7 @@ _SUPERSCRIPT = {1: "¹", 2: "²", 3: "³"}
 _INDEX_START = "<!-- benchsuite:index:start -->"
 _INDEX_END = "<!-- benchsuite:index:end -->"
 _MARKED_METRICS = ("test_accuracy", "theoretical_speedup")
+_INDEX_SCHEMAS = (JSON_SCHEMA, "benchsuite.study/1")  # boards listed in the index (study.py)
 
 
 class UnfairComparison(Exception):
@@ -1302,7 +1303,7 @@ def _index_lines(out_dir: Path) -> list[str]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(data, dict) or data.get("schema") != JSON_SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") not in _INDEX_SCHEMAS:
             continue
         h = data.get("header", {})
         lines.append(

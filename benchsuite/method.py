@@ -172,6 +172,9 @@ class PruningMethod:
     one_per_seed: ClassVar[bool] = (
         False  # True for the dense reference: one run per seed, no target
     )
+    # False for a study setting that trains longer than the budget (imp-retrain): left out of
+    # ``--methods all`` so a leaderboard never mixes budgets by default
+    budget_equal: ClassVar[bool] = True
 
     def __init__(self, hp: Any, target: float, plan: Plan) -> None:
         self.hp = hp
@@ -183,6 +186,12 @@ class PruningMethod:
         """Default: one phase, the preset's schedule over the whole budget."""
         lr = original_schedule(schedule, budget.epochs, budget.steps_per_epoch)
         return Plan(budget, (Phase("train", 0, budget.epochs),), lr)
+
+    @classmethod
+    def total_steps(cls, budget: Budget, hp: Any) -> int:
+        """Steps a run takes (its run key's budget): the budget's, unless the plan declares
+        ``extra_steps``; cheaper than building the plan (no LR schedule)."""
+        return budget.total_steps
 
     def prepare(self, model: nn.Module, state: TrainState) -> None:
         """Wrap layers / create parameters; runs before the optimizer exists."""

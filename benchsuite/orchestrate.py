@@ -33,6 +33,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -455,6 +456,7 @@ class Board:
                 row.status = "RUNNING"
                 self.epochs_done += max(0, int(payload["epoch"]) - row.epoch)
                 row.epoch = int(payload["epoch"])
+                row.epochs = int(payload.get("epochs", row.epochs))  # a plan's extra steps
                 row.val_accuracy = float(payload["val_accuracy"])
             elif event == "final":
                 row.node = str(payload.get("node", ""))[:8]
@@ -467,7 +469,7 @@ class Board:
 
     def _line(self, row: _Row, error: str | None, val: float | None) -> None:
         took = f"{row.ended - row.started:.1f} s" if row.started and row.ended else ""
-        label = row.config.label()
+        label = escape(row.config.label())  # a variant's [k=v] is text, not rich markup
         if row.status == "FINISHED":
             acc = f"val {val:.2f}%" if val is not None else ""
             self.console.print(f"[green]finished[/green] {label} {acc} {took}", highlight=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .budget import Budget
 from .data import Dataset, load_dataset
 from .tracking import TrackedRun, Tracker
 from .train import Progress, RunConfig, RunResult, run_key, train_run
@@ -40,8 +41,8 @@ def run_params(config: RunConfig) -> dict[str, Any]:
 
 
 def key_for(config: RunConfig, data: Dataset) -> str:
-    steps = config.preset.epochs * data.steps_per_epoch(config.preset.batch_size)
-    return run_key(config, data.fingerprint, steps)
+    budget = Budget(config.preset.epochs, data.steps_per_epoch(config.preset.batch_size))
+    return run_key(config, data.fingerprint, config.method_cls().total_steps(budget, config.hp()))
 
 
 def execute(

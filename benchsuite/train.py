@@ -254,6 +254,11 @@ def setup(
     method_cls = config.method_cls()
     hp = config.hp()
     plan = method_cls.plan(budget, hp, config.target, preset.schedule)
+    if plan.total_steps != method_cls.total_steps(budget, hp):  # the run key counts these steps
+        raise RuntimeError(
+            f"{config.method}: plan of {plan.total_steps} steps, the method declares "
+            f"{method_cls.total_steps(budget, hp)}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(config.seed, "init"))
         model = build_model(preset.model, data.num_classes, data.input_shape)
@@ -376,7 +381,7 @@ def train_run(
             run.log_metrics(metrics, state.step)
         if on_epoch is not None:
             on_epoch(
-                Progress(state.epoch, budget.epochs, state.step, val_acc, train_loss, sparsity)
+                Progress(state.epoch, plan.epochs, state.step, val_acc, train_loss, sparsity)
             )
 
     restored = ckpt.load(cache_key) if cache_key else None
@@ -398,8 +403,9 @@ def train_run(
 
     cuda = device.type == "cuda"
     model.train()
-    while state.epoch < budget.epochs:
+    while state.epoch < plan.epochs:  # a plan's extra steps may end inside its last epoch
         loss_sum = torch.zeros((), device=device)
+        epoch_start = state.step
         for x, y in data.train_batches(preset.batch_size, order, augment, device):
             if cuda:
                 torch.cuda.synchronize(device)
@@ -410,8 +416,10 @@ def train_run(
             step_time += time.perf_counter() - t0
             images += y.shape[0]
             loss_sum += loss
+            if state.step == plan.total_steps:
+                break
         state.epoch += 1
-        train_loss = float(loss_sum) / budget.steps_per_epoch
+        train_loss = float(loss_sum) / (state.step - epoch_start)
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"training loss is {train_loss} in epoch {state.epoch}")
         if cache_key is not None and state.epoch == plan.cache_epoch and restored is None:
@@ -495,8 +503,8 @@ def train_run(
         "device": device_label(device),
         "collapsed": ",".join(collapsed),  # empty when no layer collapsed
     }
-    if state.step != budget.total_steps:  # the protocol's invariant; never silently violated
-        raise RuntimeError(f"ran {state.step} steps, the budget is {budget.total_steps}")
+    if state.step != plan.total_steps:  # the protocol's invariant; never silently violated
+        raise RuntimeError(f"ran {state.step} steps, the plan is {plan.total_steps}")
     return RunResult(metrics, tags, layer_sparsity(model), model)
 
 

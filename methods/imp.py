@@ -143,7 +143,7 @@ class IMP(PruningMethod):
         steps = self.plan_.phase_steps(phase)
         eta_max = float(self.plan_.notes["eta_max"])
         last = j == self.n_phases - 1
-        if self.hp.allr_last_phase_only and not last:
+        if not last and self.hp.allr_last_phase_only:
             eta0 = eta_max  # plain LLR in the earlier phases (earlier version)
         else:
             n = steps.stop - steps.start
