@@ -10,14 +10,17 @@ top-k and 0 on the top-k, so it is added to exactly those gradients. The preset'
 is left as it is (the same for every method).
 
 μ grows geometrically, μ_j = μ₀·a^j with j the epoch, so w is driven onto the constraint set and
-the harness's final projection loses nothing. The paper's a ≈ 1.1 per LC iteration over a few
-dozen iterations; a budget of T epochs gets a = G^(1/(T − 1)), so the last epoch's μ is G·μ₀,
-with the total growth G = 1.1^30 by default. μ₀ follows from the budget: the penalty's total
-pull Σ_t η_t·μ_t/(1 − momentum) (the log of the shrink it alone would cause) equals
-``total_pull``, by default the ≈ 17 that the reference code's constant penalty (wd 1e-4) had on
-the 90-epoch ImageNet recipe. With the preset's wd as a constant penalty, a 10-epoch step-decay
-budget pulls ≈ 0.04: LC then is dense training plus a one-shot prune (measured on Fashion-MNIST
-at 90 %: 75.5 % against the 77.6 % of the dense model pruned once).
+the harness's final projection loses nothing. A budget of T epochs gets a = G^(1/(T − 1)), so
+the last epoch's μ is G·μ₀. μ₀ follows from the budget: the penalty's total pull
+Σ_t η_t·μ_t/(1 − momentum) (the log of the shrink it alone would cause) equals ``total_pull``.
+With the preset's wd as a constant penalty, as in the reference code, a 10-epoch step-decay
+budget pulls ≈ 0.04 and LC is dense training plus a one-shot prune (Fashion-MNIST at 90 %: 75.5 %
+against the 77.6 % of the dense model pruned once). The pull must also beat the loss gradient
+that holds the small weights at w ≈ −g/μ, which is why the defaults (total pull 100, G = 10⁴)
+are larger than the reference recipe's constant pull of ≈ 17: measured on Fashion-MNIST at
+98 % (seed 0, validation accuracy before → after the projection), pull 17 left the model using
+its small weights (G = 1.1^30: 87.1 → 42.6 %; G = 10³: 84.7 → 59.8 %), pull 100 put it on the
+constraint set (G = 10³: 83.0 → 82.7 %; G = 10⁴: 84.7 → 84.2 %; at 90 %: 88.9 → 88.8 %).
 
 Cost per step: |w| written into one flat buffer, one exact selection on it
 (``methods.gsm.top_indices``) and two fused ``_foreach`` updates of the gradients.
@@ -33,29 +36,28 @@ import torch
 from torch import nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.schedules import REFERENCE_TOTAL_PULL, coefficient_for_pull
+from benchsuite.schedules import coefficient_for_pull
 
 from .gsm import FlatScores, top_count
-
-PAPER_GROWTH = 1.1**30  # the LC paper's μ_j = μ₀·1.1^j over ~30 LC iterations
 
 
 @dataclass(frozen=True)
 class LCHparams:
     total_pull: float = hparam(
-        REFERENCE_TOTAL_PULL,
-        "chosen here: Σ_t η_t·μ_t/(1 − momentum) = 17, the pull of the reference code's "
-        "constant penalty (wd 1e-4) over its 90-epoch ImageNet recipe; μ₀ is derived from it "
-        "and the budget's LR schedule",
+        100.0,
+        "chosen here: Σ_t η_t·μ_t/(1 − momentum) = 100 (μ₀ follows from it and the budget's LR "
+        "schedule); the reference recipe's ≈ 17 left LeNet-5 off the constraint set at 98 % "
+        "(the projection cost 45 pp of validation accuracy), 100 costs < 1 pp (docs/methods.md)",
         low=1.0,
         high=100.0,
         log=True,
         help="the penalty's total pull over the budget (sets μ₀)",
     )
     penalty_growth: float = hparam(
-        PAPER_GROWTH,
-        "LC paper (Carreira-Perpiñán & Idelbayev 2018): μ_j = μ₀·a^j with a ≈ 1.1; here 30 such "
-        "increases spread over the budget, a = G^(1/(T − 1)) per epoch",
+        1e4,
+        "LC paper (Carreira-Perpiñán & Idelbayev 2018): μ_j = μ₀·a^j with a ≈ 1.1, here G = 10⁴ "
+        "(≈ 1.1^97) spread over the budget, a = G^(1/(T − 1)) per epoch; chosen here with "
+        "total_pull on Fashion-MNIST's validation split (docs/methods.md)",
         low=1.0,
         high=1000.0,
         log=True,

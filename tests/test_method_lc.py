@@ -46,9 +46,10 @@ def test_penalty_at_step_t_by_hand() -> None:
     # the pull adds up to the requested total whatever the schedule
     steps = np.arange(4210)
     fm = 0.02 * np.where(steps < 2105, 1.0, np.where(steps < 3157, 0.1, 0.01))
-    mu = penalty_schedule(fm, 421, 0.9, LCHparams())
-    assert float(np.sum(fm * mu)) / 0.1 == pytest.approx(17.0)
-    assert mu[-1] / mu[0] == pytest.approx(1.1**30)
+    hp = LCHparams()
+    mu = penalty_schedule(fm, 421, 0.9, hp)
+    assert float(np.sum(fm * mu)) / 0.1 == pytest.approx(hp.total_pull)
+    assert mu[-1] / mu[0] == pytest.approx(hp.penalty_growth)
 
 
 def test_penalty_hits_only_the_entries_outside_the_top_k() -> None:
