@@ -177,3 +177,26 @@ def retraining_schedule(
         tail = linear_to_zero(eta0, main)
     ramp = linear_warmup if warmup_shape == "linear" else half_cosine_warmup
     return np.concatenate([ramp(eta0, warm), tail])
+
+
+# chosen here: the total pull of the 90-epoch ImageNet recipe (η 0.1 → 0.01 → 0.001 every 30
+# epochs, wd 1e-4, momentum 0.9) that the reference code's GSM and LC relied on:
+# Σ_t η_t·λ/(1 − μ) ≈ 5005 steps × 3.33 × 1e-4 / 0.1 ≈ 17, a shrink of e^−17 ≈ 4e-8
+REFERENCE_TOTAL_PULL = 17.0
+
+
+def total_pull(lr: np.ndarray, momentum: float, coefficient: np.ndarray | float) -> float:
+    """Σ_t η_t·c_t/(1 − μ): the log of the factor by which a decay c_t (an L2 coefficient, with
+    no loss gradient against it) shrinks a weight over the schedule, momentum's steady-state
+    gain 1/(1 − μ) included."""
+    return float(np.sum(lr * coefficient)) / (1.0 - momentum)
+
+
+def coefficient_for_pull(
+    lr: np.ndarray, momentum: float, pull: float, growth: np.ndarray | None = None
+) -> float:
+    """c₀ such that the decay c_t = c₀·growth_t has ``total_pull`` equal to ``pull``: how GSM's
+    decay and LC's penalty are scaled to a budget, so a 10-epoch recipe pulls as hard as the
+    90-epoch one they were designed for."""
+    shape = np.ones_like(lr) if growth is None else growth
+    return pull / total_pull(lr, momentum, shape)

@@ -33,7 +33,7 @@ from benchsuite.method import PruningMethod, TrainState, hparam
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import global_magnitude_masks, keep_count
 
-from .gmp import check_interval, cubic_schedule
+from .gmp import check_interval, cubic_schedule, ramp_end_epoch
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,14 @@ class DPFHparams:
         low=1,
         high=5,
         help="P, epochs between target updates of GMP's cubic schedule",
+    )
+    ramp_end: float | None = hparam(
+        None,
+        "chosen here, as gmp's: None derives the end of the ramp from the preset's schedule "
+        "(the last target update followed by an LR of at least 10 % of the peak)",
+        low=0.2,
+        high=0.9,
+        help="fraction of the budget at whose end the target is reached",
     )
     refresh_interval: int = hparam(
         16,
@@ -67,12 +75,15 @@ class DPF(PruningMethod):
         if hp.refresh_interval < 1:
             raise BudgetError(f"dpf: refresh_interval={hp.refresh_interval} needs to be >= 1")
         plan = super().plan(budget, hp, target, schedule)
-        plan.notes["final_prune_epoch"] = max(cubic_schedule(budget.epochs, hp.pruning_interval, 1))
+        plan.notes["final_prune_epoch"] = ramp_end_epoch(
+            plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name
+        )
         return plan
 
     def __init__(self, hp: DPFHparams, target: float, plan: Plan) -> None:
         super().__init__(hp, target, plan)
-        self.schedule = cubic_schedule(plan.budget.epochs, hp.pruning_interval, target)
+        last = int(plan.notes["final_prune_epoch"])
+        self.schedule = cubic_schedule(last, hp.pruning_interval, target)
         self.current = 0.0  # the target of the current mask
         self.params: list[nn.Parameter] = []
         self.masks: list[Tensor] | None = None  # None: keep everything (target 0)

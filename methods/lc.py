@@ -1,51 +1,112 @@
-"""Learning-compression (Carreira-Perpiñán & Idelbayev, CVPR 2018), the L0-constrained form of
-the BIMP reference code (reference §5 LC).
+"""Learning-compression (Carreira-Perpiñán & Idelbayev, CVPR 2018), L0-constrained, with the
+paper's growing penalty (docs/methods.md, LC).
 
-After every backward, the global top-k entries by |w| over **all parameters with gradients**
-(Conv/Linear weights, biases and BatchNorm parameters, reference §11.8), k = ⌊(1 − S)·N_prunable⌋,
-get −wd·w added to their gradient, wd being the optimizer's (coupled) weight decay. That
-cancels the optimizer's L2 on them, so **only the entries outside the top-k are decayed** and
-the small weights are pushed toward 0: in effect the L-step penalty ½·wd·‖w − Π(w)‖², with Π
-the projection onto the k largest entries (the C-step, here recomputed every step). The final hard
-prune is the harness's projection (reference §2.5). wd stays constant ([earlier version]'s
-1.1× growth is not built). With wd = 0 the method is plain SGD.
+LC alternates an L step, SGD on L(w) + μ/2·‖w − θ‖², and a C step, θ = Π(w), the projection of
+w onto the set of models with k nonzeros (keep the k largest entries). Here the C step is
+recomputed after every backward: the global top-k by |w| over **all parameters with
+gradients** (Conv/Linear weights, biases, BatchNorm parameters, as in the reference code),
+k = ⌊(1 − S)·N_prunable⌋. The penalty's gradient μ·(w − θ) is μ·w on the entries outside the
+top-k and 0 on the top-k, so it is added to exactly those gradients. The preset's weight decay
+is left as it is (the same for every method).
+
+μ grows geometrically, μ_j = μ₀·a^j with j the epoch, so w is driven onto the constraint set and
+the harness's final projection loses nothing. A budget of T epochs gets a = G^(1/(T − 1)), so
+the last epoch's μ is G·μ₀. μ₀ follows from the budget: the penalty's total pull
+Σ_t η_t·μ_t/(1 − momentum) (the log of the shrink it alone would cause) equals ``total_pull``.
+With the preset's wd as a constant penalty, as in the reference code, a 10-epoch step-decay
+budget pulls ≈ 0.04 and LC is dense training plus a one-shot prune (Fashion-MNIST at 90 %: 75.5 %
+against the 77.6 % of the dense model pruned once). The pull must also beat the loss gradient
+that holds the small weights at w ≈ −g/μ, which is why the defaults (total pull 100, G = 10⁴)
+are larger than the reference recipe's constant pull of ≈ 17: measured on Fashion-MNIST at
+98 % (seed 0, validation accuracy before → after the projection), pull 17 left the model using
+its small weights (G = 1.1^30: 87.1 → 42.6 %; G = 10³: 84.7 → 59.8 %), pull 100 put it on the
+constraint set (G = 10³: 83.0 → 82.7 %; G = 10⁴: 84.7 → 84.2 %; at 90 %: 88.9 → 88.8 %).
 
 Cost per step: |w| written into one flat buffer, one exact selection on it
-(``methods.gsm.top_indices``) and one fused ``_foreach_addcmul_`` into the gradients.
+(``methods.gsm.top_indices``) and two fused ``_foreach`` updates of the gradients.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 
-from benchsuite.method import NoHparams, PruningMethod, TrainState
+from benchsuite.method import PruningMethod, TrainState, hparam
+from benchsuite.schedules import coefficient_for_pull
 
 from .gsm import FlatScores, top_count
+
+
+@dataclass(frozen=True)
+class LCHparams:
+    total_pull: float = hparam(
+        100.0,
+        "chosen here: Σ_t η_t·μ_t/(1 − momentum) = 100 (μ₀ follows from it and the budget's LR "
+        "schedule); the reference recipe's ≈ 17 left LeNet-5 off the constraint set at 98 % "
+        "(the projection cost 45 pp of validation accuracy), 100 costs < 1 pp (docs/methods.md)",
+        low=1.0,
+        high=100.0,
+        log=True,
+        help="the penalty's total pull over the budget (sets μ₀)",
+    )
+    penalty_growth: float = hparam(
+        1e4,
+        "LC paper (Carreira-Perpiñán & Idelbayev 2018): μ_j = μ₀·a^j with a ≈ 1.1, here G = 10⁴ "
+        "(≈ 1.1^97) spread over the budget, a = G^(1/(T − 1)) per epoch; chosen here with "
+        "total_pull on Fashion-MNIST's validation split (docs/methods.md)",
+        low=1.0,
+        high=1000.0,
+        log=True,
+        help="G = μ at the last epoch ÷ μ₀",
+    )
+
+
+def penalty_schedule(
+    lr: np.ndarray, steps_per_epoch: int, momentum: float, hp: LCHparams
+) -> np.ndarray:
+    """μ_t for every step t: μ₀·a^⌊t/I⌋, a = G^(1/(T − 1)), μ₀ scaled to the total pull."""
+    epochs = len(lr) // steps_per_epoch
+    a = hp.penalty_growth ** (1.0 / max(epochs - 1, 1))
+    growth = a ** (np.arange(len(lr)) // steps_per_epoch)
+    return coefficient_for_pull(lr, momentum, hp.total_pull, growth) * growth
 
 
 class LC(PruningMethod):
     name = "lc"
     source = (
         'Carreira-Perpiñán & Idelbayev, "Learning-Compression" Algorithms for Neural Net '
-        "Pruning, CVPR 2018; the L0-constrained form of the BIMP reference code"
+        "Pruning, CVPR 2018; L0-constrained, top-k over all parameters as in the BIMP "
+        "reference code"
     )
-    Hparams = NoHparams  # S only; the penalty is the preset's weight decay (reference §5 LC)
+    Hparams = LCHparams
 
     def prepare(self, model: nn.Module, state: TrainState) -> None:
         self.flat = FlatScores(model)
         n_prunable = sum(m.weight.numel() for _, m in state.prunable())
         self.k = top_count(n_prunable, self.target)
+        self.mu: np.ndarray | None = None  # per step, once the optimizer's momentum is known
+
+    def penalty(self, state: TrainState) -> float:
+        """μ at the current step."""
+        if self.mu is None:
+            assert state.optimizer is not None
+            momentum = float(state.optimizer.param_groups[0].get("momentum", 0.0))
+            self.mu = penalty_schedule(
+                self.plan_.lr, state.budget.steps_per_epoch, momentum, self.hp
+            )
+        return float(self.mu[min(state.step, len(self.mu) - 1)])
 
     def after_backward(self, state: TrainState) -> None:
-        assert state.optimizer is not None
-        wd = float(state.optimizer.param_groups[0]["weight_decay"])
-        if wd == 0.0:
-            return
+        mu = self.penalty(state)
         params, grads = self.flat.current()
-        if not params:
+        if not params or mu == 0.0 or not math.isfinite(mu):
             return
         with torch.no_grad():
             self.flat.write_magnitude(params)  # |w| into the flat buffer
-            coef = self.flat.select_top(self.k, -wd)  # −wd on the top-k, 0 elsewhere
-            torch._foreach_addcmul_(grads, params, coef)
+            on_top = self.flat.select_top(self.k, -mu)  # −μ on the top-k, 0 elsewhere
+            torch._foreach_add_(grads, params, alpha=mu)  # μ·w everywhere
+            torch._foreach_addcmul_(grads, params, on_top)  # and back off the top-k

@@ -13,7 +13,7 @@ from benchsuite.data import load_dataset
 from benchsuite.presets import load_preset
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.train import RunConfig, train_run
-from methods.gmp import GMP, GMPHparams, cubic_schedule
+from methods.gmp import GMP, GMPHparams, cubic_schedule, ramp_end_epoch
 from tests.handmade import hand_state as build_state
 
 SCHEDULE = ScheduleSpec("constant", lr=0.1)
@@ -43,14 +43,41 @@ def fill_momentum(opt: torch.optim.Optimizer, value: float = 1.0) -> None:
 
 
 def test_cubic_schedule_by_hand() -> None:
-    # T = 8, P = 2: K = ⌊8/2⌋ − 1 = 3 prunes at the ends of epochs 2, 4, 6; E = 6
-    s = cubic_schedule(8, 2, 0.9)
+    # E = 6, P = 2: prunes at the ends of epochs 2, 4, 6
+    s = cubic_schedule(6, 2, 0.9)
     assert list(s) == [2, 4, 6]
     assert s[2] == pytest.approx(0.9 * (1 - (1 - 2 / 6) ** 3))  # 0.9·19/27 = 0.6333
     assert s[4] == pytest.approx(0.9 * 26 / 27)
     assert s[6] == 0.9  # exactly S at E
-    assert list(cubic_schedule(9, 2, 0.5)) == [2, 4, 6]  # ⌊9/2⌋ − 1 = 3: P epochs at S after E
-    assert cubic_schedule(2, 1, 0.5) == {1: 0.5}
+    assert cubic_schedule(1, 1, 0.5) == {1: 0.5}
+
+
+def test_ramp_end_under_a_constant_schedule_is_the_reference_rule() -> None:
+    # the LR never falls: E = T − P rounded down to a multiple of P, = (⌊T/P⌋ − 1)·P
+    for epochs, interval, expected in ((8, 2, 6), (9, 2, 6), (10, 1, 9), (2, 1, 1)):
+        budget = Budget(epochs, 4)
+        lr = GMP.plan(budget, GMPHparams(pruning_interval=interval), 0.9, SCHEDULE).lr
+        assert ramp_end_epoch(lr, budget, interval, None) == expected
+
+
+def test_ramp_end_follows_the_step_decay() -> None:
+    """Fashion-MNIST's schedule: ×0.1 at 50 % and 75 % of 10 epochs (step 7.5·I). The next
+    step's LR after epoch 7 is still 0.1·peak, after epoch 8 it is 0.01·peak: E = 7."""
+    budget = Budget(10, 421)
+    step_decay = ScheduleSpec("multistep", lr=0.02, milestones=(0.5, 0.75), gamma=0.1)
+    plan = GMP.plan(budget, GMPHparams(), 0.98, step_decay)
+    assert plan.notes["final_prune_epoch"] == 7
+    method = GMP(GMPHparams(), 0.98, plan)
+    assert list(method.schedule) == [1, 2, 3, 4, 5, 6, 7] and method.schedule[7] == 0.98
+    # an explicit fraction: 0.5 of 10 epochs → E = 5; with P = 2 rounded to a multiple of 2
+    assert GMP.plan(budget, GMPHparams(ramp_end=0.5), 0.9, step_decay).notes[
+        "final_prune_epoch"
+    ] == 5
+    assert GMP.plan(budget, GMPHparams(pruning_interval=2, ramp_end=0.5), 0.9, step_decay).notes[
+        "final_prune_epoch"
+    ] in (4, 6)
+    with pytest.raises(BudgetError, match="ramp_end=0.95"):  # epoch 10: nothing trains after it
+        GMP.plan(budget, GMPHparams(ramp_end=0.95), 0.9, step_decay)
 
 
 def test_plan_refuses_a_budget_shorter_than_two_intervals() -> None:

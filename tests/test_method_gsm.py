@@ -10,10 +10,9 @@ from torch.nn.utils import parametrize
 
 from benchsuite.budget import Budget
 from benchsuite.data import load_dataset
-from benchsuite.method import NoHparams
 from benchsuite.presets import load_preset
 from benchsuite.train import RunConfig, train_run
-from methods.gsm import GSM, FlatScores, top_count, top_indices
+from methods.gsm import GSM, FlatScores, GSMHparams, top_count, top_indices
 from tests.handmade import hand_state as build_state
 
 LR, WD = 0.1, 0.01
@@ -30,8 +29,10 @@ def tiny_model() -> nn.Sequential:
     return model
 
 
-def hand_state(model: nn.Module, target: float):
-    return build_state(model, GSM, NoHparams(), target, Budget(1, 4), lr=LR, wd=WD)
+def hand_state(model: nn.Module, target: float, decay: float | None = 0.0):
+    """``decay`` 0: the non-selected entries feel the preset's weight decay only."""
+    hp = GSMHparams(decay=decay)
+    return build_state(model, GSM, hp, target, Budget(1, 4), lr=LR, wd=WD)
 
 
 def test_top_count_is_an_exact_floor() -> None:
@@ -96,6 +97,35 @@ def test_only_the_global_top_q_saliencies_keep_their_gradient() -> None:
         d = torch.where(selected[p], g, torch.zeros_like(g)) + WD * w  # first step: buf = d
         assert torch.allclose(p.detach(), w - LR * d, rtol=0, atol=1e-7)
         assert bool((p.detach()[~selected[p]].abs() < w[~selected[p]].abs()).all())
+
+
+def test_own_decay_hits_only_the_non_selected_entries() -> None:
+    model = tiny_model()
+    method, state = hand_state(model, 0.5, decay=0.05)
+    lin, bn = model
+    g = torch.Generator().manual_seed(5)
+    grads = {p: torch.randn(p.shape, generator=g) for p in model.parameters()}
+    for p, grad in grads.items():
+        p.grad = grad.clone()
+    before = {p: p.detach().clone() for p in grads}
+    saliency = torch.cat([(before[p] * grads[p]).abs().flatten() for p in grads])
+    top = torch.zeros_like(saliency, dtype=torch.bool)
+    top[saliency.topk(3).indices] = True
+    method.after_backward(state)
+    offset = 0
+    for p, grad in grads.items():
+        chosen = top[offset : offset + p.numel()].view(p.shape)
+        offset += p.numel()
+        # selected: the loss gradient, untouched; the rest: only the decay's 0.05·w
+        expected = torch.where(chosen, grad, 0.05 * before[p])
+        assert torch.allclose(p.grad, expected, rtol=0, atol=1e-7)
+
+
+def test_default_decay_is_scaled_to_the_budget() -> None:
+    """One epoch of 4 steps at LR 0.1, momentum 0.9: Σ η = 0.4, so a total pull of 17 needs
+    decay = 17·(1 − 0.9)/0.4 = 4.25."""
+    method, state = hand_state(tiny_model(), 0.5, decay=None)
+    assert method.decay(state) == pytest.approx(4.25)
 
 
 def test_parameters_without_gradient_are_skipped() -> None:

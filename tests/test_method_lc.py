@@ -1,8 +1,10 @@
-"""LC: −wd·w added to the gradients of the global top-k |w| (weights, biases and BN alike), so
-only the small entries feel weight decay; k = ⌊(1 − S)·N_prunable⌋; the end state."""
+"""LC: the penalty μ_t·w added to the gradients of the entries outside the global top-k |w|
+(weights, biases and BN alike), k = ⌊(1 − S)·N_prunable⌋; μ_t = μ₀·a^epoch with μ₀ from the
+budget's total pull; the end state."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,10 +12,9 @@ from torch.nn.utils import parametrize
 
 from benchsuite.budget import Budget
 from benchsuite.data import load_dataset
-from benchsuite.method import NoHparams
 from benchsuite.presets import load_preset
 from benchsuite.train import RunConfig, train_run
-from methods.lc import LC
+from methods.lc import LC, LCHparams, penalty_schedule
 from tests.handmade import hand_state as build_state
 
 LR = 0.1
@@ -30,11 +31,28 @@ def tiny_model() -> nn.Sequential:
     return model
 
 
-def hand_state(model: nn.Module, target: float, wd: float):
-    return build_state(model, LC, NoHparams(), target, Budget(1, 4), lr=LR, wd=wd)
+def hand_state(model: nn.Module, target: float, wd: float, hp: LCHparams | None = None):
+    return build_state(model, LC, hp or LCHparams(), target, Budget(2, 4), lr=LR, wd=wd)
 
 
-def test_decay_hits_only_the_entries_outside_the_top_k() -> None:
+def test_penalty_at_step_t_by_hand() -> None:
+    """2 epochs of 4 steps at a constant LR 0.1, momentum 0.9, G = 4: a = 4 per epoch,
+    μ_t = μ₀ for t < 4 and 4·μ₀ after; the total pull Σ η_t·μ_t/(1 − 0.9) = 0.1·μ₀·(4 + 16)/0.1
+    = 20·μ₀ = 17 → μ₀ = 0.85."""
+    lr = np.full(8, 0.1)
+    mu = penalty_schedule(lr, 4, 0.9, LCHparams(total_pull=17.0, penalty_growth=4.0))
+    assert mu[:4] == pytest.approx([0.85] * 4) and mu[4:] == pytest.approx([3.4] * 4)
+    # Fashion-MNIST's 10 × 421 steps, LR 0.02 → 0.002 → 0.0002 at 50 % / 75 %, G = 1.1^30:
+    # the pull adds up to the requested total whatever the schedule
+    steps = np.arange(4210)
+    fm = 0.02 * np.where(steps < 2105, 1.0, np.where(steps < 3157, 0.1, 0.01))
+    hp = LCHparams()
+    mu = penalty_schedule(fm, 421, 0.9, hp)
+    assert float(np.sum(fm * mu)) / 0.1 == pytest.approx(hp.total_pull)
+    assert mu[-1] / mu[0] == pytest.approx(hp.penalty_growth)
+
+
+def test_penalty_hits_only_the_entries_outside_the_top_k() -> None:
     wd = 0.01
     model = tiny_model()
     method, state = hand_state(model, 0.5, wd)  # N_prunable = 6 → k = 3 over all 12 entries
@@ -52,29 +70,15 @@ def test_decay_hits_only_the_entries_outside_the_top_k() -> None:
     for p, grad in grads.items():
         p.grad = grad.clone()
     before = {p: p.detach().clone() for p in top}
+    mu = method.penalty(state)
+    assert mu == pytest.approx(float(method.mu[0])) and mu > 0
     method.after_backward(state)
     for p, grad in grads.items():
-        # the exact gradient after the edit: g − wd·w on the top-k, g elsewhere
-        expected = torch.where(top[p], grad - wd * before[p], grad)
-        assert torch.equal(p.grad, expected)
-    state.optimizer.step()  # coupled L2 adds +wd·w everywhere: it cancels on the top-k
-    for p, grad in grads.items():
-        w = before[p]
-        decayed = w - LR * (grad + wd * w)
-        undecayed = w - LR * grad
-        assert torch.allclose(p.detach(), torch.where(top[p], undecayed, decayed), atol=1e-7)
-
-
-def test_weight_decay_is_read_from_the_optimizer() -> None:
-    model = tiny_model()
-    method, state = hand_state(model, 0.5, 0.0)  # no decay: LC is plain SGD
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    method.after_backward(state)
-    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
-    state.optimizer.param_groups[0]["weight_decay"] = 0.5
-    method.after_backward(state)
-    assert model[0].weight.grad[1, 0] == 1 - 0.5 * 3.0 and model[1].bias.grad[1] == 1
+        # the gradient of μ/2·‖w − Π(w)‖²: μ·w outside the top-k, nothing on it
+        expected = torch.where(top[p], grad, grad + mu * before[p])
+        assert torch.allclose(p.grad, expected, atol=1e-6)
+    state.step = 4  # the second epoch: μ₀·a
+    assert method.penalty(state) == pytest.approx(mu * LCHparams().penalty_growth)
 
 
 def test_end_to_end_plain_weights_at_the_target() -> None:
