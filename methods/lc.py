@@ -48,8 +48,8 @@ class LCHparams:
         "chosen here: Σ_t η_t·μ_t/(1 − momentum) = 100 (μ₀ follows from it and the budget's LR "
         "schedule); the reference recipe's ≈ 17 left LeNet-5 off the constraint set at 98 % "
         "(the projection cost 45 pp of validation accuracy), 100 costs < 1 pp (docs/methods.md)",
-        low=1.0,
-        high=100.0,
+        low=10.0,
+        high=1000.0,
         log=True,
         help="the penalty's total pull over the budget (sets μ₀)",
     )
@@ -58,8 +58,8 @@ class LCHparams:
         "LC paper (Carreira-Perpiñán & Idelbayev 2018): μ_j = μ₀·a^j with a ≈ 1.1, here G = 10⁴ "
         "(≈ 1.1^97) spread over the budget, a = G^(1/(T − 1)) per epoch; chosen here with "
         "total_pull on Fashion-MNIST's validation split (docs/methods.md)",
-        low=1.0,
-        high=1000.0,
+        low=10.0,
+        high=1e5,
         log=True,
         help="G = μ at the last epoch ÷ μ₀",
     )
