@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -555,16 +554,16 @@ def main() -> None:  # pragma: no cover - the console script; tests invoke ``app
     saying how to report it, never in a bare traceback."""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.Abort:  # click's name for Ctrl-C at a prompt or around a command
-        err.print("interrupted", markup=False)
-        sys.exit(130)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if type(exc).__name__ == "Abort":  # click's (vendored by typer) name for Ctrl-C
+            err.print("interrupted", markup=False)
+            sys.exit(130)
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error (unknown option, bad type): click's own message
+            sys.exit(exc.exit_code)
         if os.environ.get("BENCHSUITE_TRACEBACK"):
             raise
         reason = (str(exc).strip().splitlines() or [""])[0][:300]
