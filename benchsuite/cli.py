@@ -8,6 +8,7 @@ budgets, data) before the tracking store is touched.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -190,9 +191,9 @@ def parse_resources(
     except StoreError as exc:
         raise BadInput(str(exc)) from None
 
-    if not cpus_per_trial > 0:
+    if not 0 < cpus_per_trial < math.inf:
         raise BadInput(f"--cpus-per-trial {cpus_per_trial:g} must be > 0 (fractions allowed)")
-    if gpus_per_trial is not None and gpus_per_trial < 0:
+    if gpus_per_trial is not None and not 0 <= gpus_per_trial < math.inf:
         raise BadInput(f"--gpus-per-trial {gpus_per_trial:g} must be >= 0 (fractions allowed)")
     if max_concurrent is not None and max_concurrent < 1:
         raise BadInput(f"--max-concurrent {max_concurrent} must be >= 1")

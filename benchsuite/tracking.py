@@ -73,9 +73,12 @@ def peek_finished_keys(uri: str, experiment: str, kind: str = "run") -> set[str]
         return set()
     from mlflow.tracking import MlflowClient
 
+    from .store import locked
+
     client = MlflowClient(tracking_uri=uri)
-    if retry_locked(client.get_experiment_by_name)(experiment) is None:
-        return set()
+    with locked(uri):  # the first call opens (and may migrate) the store
+        if retry_locked(client.get_experiment_by_name)(experiment) is None:
+            return set()
     return Tracker(uri, experiment).finished_keys(kind)
 
 
@@ -88,7 +91,10 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment_id()
+        from .store import locked
+
+        with locked(uri):  # a new SQLite store is created (migrated) here: one process at a time
+            self.experiment_id = self._experiment_id()
 
     @retry_locked
     def _experiment_id(self) -> str:

@@ -79,6 +79,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, need
             "--address nohost: give auto, HOST:PORT",
         ),
         (["--tracking-uri", "http://127.0.0.1:9"], "no MLflow server answers there"),
+        (["--cpus-per-trial", "nan"], "--cpus-per-trial nan must be > 0"),
+        (["--cpus-per-trial", "inf"], "--cpus-per-trial inf must be > 0"),
+        (["--gpus-per-trial", "nan"], "--gpus-per-trial nan must be >= 0"),
     ],
 )
 def test_bad_store_or_cluster_is_one_line(tmp_path, monkeypatch, args, needle):
