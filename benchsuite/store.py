@@ -78,27 +78,52 @@ def locked(uri: str) -> Iterator[None]:
 def check_store(uri: str, *, write: bool = True) -> None:
     """Open the store once, now: create (migrate) it under the lock, or say why it cannot be.
 
-    Raises ``StoreError`` naming the path. ``write=False`` (leaderboards) only reads an
-    existing store and creates nothing.
+    Raises ``StoreError`` naming the path. ``write=False`` (leaderboards): an existing store
+    need only be readable.
     """
     check_uri(uri)
     db = sqlite_path(uri)
     if db is None:
         return
     db = db.resolve()
-    if not write and not db.exists():
-        return
-    _check_sqlite_file(db, write)
+    _check_sqlite_file(db, write or not db.exists())
     try:
         with locked(f"sqlite:///{db}"):
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+            if db.exists():
+                _open(db)
+            else:
+                _create(db)
     except OSError as exc:
         raise StoreError(f"--tracking-uri {uri}: cannot lock {db}.lock ({exc.strerror})") from None
     except Exception as exc:  # noqa: BLE001 - MLflow wraps SQLAlchemy's errors in its own
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise StoreError(f"--tracking-uri {uri}: cannot open the store {db}: {reason}") from None
+
+
+def _open(db: Path) -> None:
+    """The first open runs MLflow's schema migrations (quiet: they are not the user's news)."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    log = logging.getLogger("mlflow.store.db.utils")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+    finally:
+        log.setLevel(level)
+
+
+def _create(db: Path) -> None:
+    """A new store is migrated under another name and renamed into place when complete, so a
+    Ctrl-C or a crash while it is created leaves no half-migrated store behind."""
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    try:
+        _open(tmp)
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_sqlite_file(db: Path, write: bool) -> None:

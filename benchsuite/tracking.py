@@ -90,9 +90,12 @@ class Tracker:
         self.experiment = experiment
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=uri)
-        from .store import locked
+        from .store import check_store, locked, sqlite_path
 
+        db = sqlite_path(uri)
+        if db is not None and not db.exists():
+            check_store(uri)  # created whole or not at all
+        self.client = MlflowClient(tracking_uri=uri)
         with locked(uri):  # a new SQLite store is created (migrated) here: one process at a time
             self.experiment_id = self._experiment_id()
 

@@ -22,7 +22,7 @@ from benchsuite.cli import app
 from benchsuite.leaderboard import Stat
 from benchsuite.orchestrate import Board, Cluster, Resources, resolve_numerics, run_grid
 from benchsuite.runner import key_for, run_params
-from benchsuite.store import claim
+from benchsuite.store import check_store, claim
 from benchsuite.tracking import Tracker
 from benchsuite.train import RunConfig, numerics, train_run
 
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def statuses(uri: str, experiment: str) -> list[str]:
+    check_store(uri)  # waits for a store another thread is still creating
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else [r.info.status for r in client.search_runs([exp.experiment_id])]
