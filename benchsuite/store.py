@@ -67,7 +67,12 @@ def locked(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    with open(str(db) + ".lock", "a+b") as handle:
+    try:
+        handle = open(str(db) + ".lock", "a+b")  # noqa: SIM115 - closed below
+    except PermissionError:  # a read-only folder: only readers get here (check_store)
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
