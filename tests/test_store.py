@@ -53,6 +53,7 @@ def dead_pid() -> int:
     return p.pid
 
 
+@pytest.mark.slow  # several interpreters importing torch and MLflow
 def test_concurrent_commands_create_a_fresh_store_once(tmp_path):
     """Four processes open a store that does not exist yet, at once: none fails, and the store
     works afterwards (MLflow's migrations raced and broke it for good before the lock)."""
@@ -145,6 +146,7 @@ def test_ending_leftovers_spares_other_commands_runs(tmp_path):
     assert tracker.client.get_run(theirs.run_id).info.status == "RUNNING"
 
 
+@pytest.mark.slow  # several interpreters importing torch and MLflow
 def test_two_commands_at_once_train_each_run_once(tmp_path, tiny_preset):
     """The same two runs started by two processes at once on a fresh store: each run key is
     FINISHED exactly once; the other process reports it SKIPPED."""
