@@ -377,6 +377,7 @@ def train_run(
     if plan.cache_epoch is not None and plan.cache_key is not None:
         prefix = {**resolved(config), "method": plan.cache_key, "hparams": None, "target": None}
         prefix["data"] = data.fingerprint
+        prefix["numerics"] = numerics(config)  # a prefix trained with other numerics differs
         cache_key = hashlib.sha256(
             json.dumps(prefix, sort_keys=True, default=str).encode()
         ).hexdigest()[:24]
