@@ -8,6 +8,7 @@ budgets, data) before the tracking store is touched.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -151,6 +152,7 @@ def run(
             resolved, names, targets, list(range(seeds)), variants, data_dir, device or "cpu", best
         )
         configs = expand(request, data)
+        check_writable(tracking_uri, cache_dir)
     except BadInput as exc:
         fail(str(exc))
         return
@@ -180,12 +182,18 @@ def parse_resources(
     tracking_uri: str,
 ):
     """Everything about resources that can be checked without starting Ray."""
-    from .orchestrate import Resources
+    from .orchestrate import ResourceError, Resources, probe_address
+    from .store import StoreError, check_uri
     from .tracking import is_sqlite
 
-    if not cpus_per_trial > 0:
+    try:
+        check_uri(tracking_uri)
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+
+    if not 0 < cpus_per_trial < math.inf:
         raise BadInput(f"--cpus-per-trial {cpus_per_trial:g} must be > 0 (fractions allowed)")
-    if gpus_per_trial is not None and gpus_per_trial < 0:
+    if gpus_per_trial is not None and not 0 <= gpus_per_trial < math.inf:
         raise BadInput(f"--gpus-per-trial {gpus_per_trial:g} must be >= 0 (fractions allowed)")
     if max_concurrent is not None and max_concurrent < 1:
         raise BadInput(f"--max-concurrent {max_concurrent} must be >= 1")
@@ -199,6 +207,10 @@ def parse_resources(
                 f"--tracking-uri {tracking_uri}: a local sqlite store cannot be shared by the "
                 "nodes of a Ray cluster; start an MLflow server and pass --tracking-uri http://HOST:PORT"
             )
+        try:
+            probe_address(address.strip())
+        except ResourceError as exc:
+            raise BadInput(str(exc)) from None
     check_tracking_server(tracking_uri)
     if device is not None:
         if address is None:
@@ -239,6 +251,26 @@ def check_tracking_server(tracking_uri: str) -> None:
         ) from None
 
 
+def check_writable(tracking_uri: str, cache_dir: Path) -> None:
+    """The store opens (created under its lock if new) and the cache folder can be written:
+    checked last, once the request is valid, so bad input writes nothing."""
+    from .orchestrate import absolute_uri
+    from .store import StoreError, check_store
+
+    try:
+        check_store(absolute_uri(tracking_uri))
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise BadInput(
+            f"--cache-dir {cache_dir}: cannot write there ({exc.strerror}); give a writable folder"
+        ) from None
+
+
 def local_gpus() -> int:
     import torch
 
@@ -270,15 +302,27 @@ def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Pa
     except ResourceError as exc:
         fail(str(exc))
         raise AssertionError("unreachable") from None
+    except KeyboardInterrupt:  # run_grid ends its runs itself; this is Ctrl-C around it
+        err.print("interrupted", markup=False)
+        raise typer.Exit(130) from None
 
 
 def summarize(outcome, tracking_uri: str, experiment: str) -> None:
     retried = f", {outcome.retried} retried" if outcome.retried else ""
     stopped = f", {outcome.interrupted} interrupted" if outcome.interrupted else ""
+    claimed = (
+        f", {outcome.claimed} skipped (another command finished or is running them)"
+        if outcome.claimed
+        else ""
+    )
     console.print(
         f"{outcome.finished} finished, {outcome.failed} failed, {outcome.skipped} skipped "
-        f"(already finished){retried}{stopped} → {tracking_uri}, experiment {experiment!r}"
+        f"(already finished){claimed}{retried}{stopped} → {tracking_uri}, "
+        f"experiment {experiment!r}",
+        markup=False,
     )
+    for line in outcome.claims:
+        console.print(f"  skipped {line}", markup=False, highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.failed:
@@ -335,6 +379,7 @@ def tune(
                 f"--methods: {', '.join(untunable)} declare no tunable hyperparameters "
                 "(no low/high or choices); nothing to tune"
             )
+        check_writable(tracking_uri, cache_dir)
     except BadInput as exc:
         fail(str(exc))
         return
@@ -350,7 +395,7 @@ def tune(
     from .orchestrate import absolute_uri
     from .tracking import Tracker
 
-    best = select_best(Tracker(absolute_uri(tracking_uri), name), configs, data)
+    best = select_best(Tracker(absolute_uri(tracking_uri), name), outcome.configs, data)
     path = tuned_path(resolved)
     save_tuned(path, resolved, data, best, trials=trials_per_method, experiment=name)
     table = Table(title=f"Best of {trials_per_method} trials per method (validation accuracy)")
@@ -439,7 +484,13 @@ def presets() -> None:
 def load_board(tracking_uri: str, experiment: str | None):
     """The experiment's leaderboard, or its study board when its runs are a study's."""
     from .leaderboard import experiments
+    from .store import StoreError, check_store
     from .study import board_for
+
+    try:
+        check_store(tracking_uri, write=False)
+    except StoreError as exc:
+        fail(str(exc))
 
     try:
         return board_for(tracking_uri, experiment)
@@ -572,8 +623,34 @@ def version() -> None:
     console.print(__version__)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+BUG_HINT = (
+    "this is a bug in benchsuite; please report it at the project's issue tracker with the "
+    "command line and the traceback (rerun with BENCHSUITE_TRACEBACK=1 to print it)"
+)
+
+
+def main() -> None:  # pragma: no cover - the console script; tests invoke ``app``
+    """Input errors end in one line (exit 2), Ctrl-C in exit 130, and a bug in a short message
+    saying how to report it, never in a bare traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if type(exc).__name__ == "Abort":  # click's (vendored by typer) name for Ctrl-C
+            err.print("interrupted", markup=False)
+            sys.exit(130)
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error (unknown option, bad type): click's own message
+            sys.exit(exc.exit_code)
+        if os.environ.get("BENCHSUITE_TRACEBACK"):
+            raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        err.print(f"error: {type(exc).__name__}: {reason}", markup=False, soft_wrap=True)
+        err.print(BUG_HINT, markup=False, soft_wrap=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,8 @@ Which runs count
 
 Statistics
   ``std`` is the sample standard deviation (ddof = 1). The 95 % interval of a mean is
-  ``mean ± t(0.975, n-1) · std / √n`` (Student t); with n < 2 there is neither.
+  ``mean ± t(0.975, n-1) · std / √n`` (Student t), clipped to the metric's range (accuracy
+  [0, 100]); with n < 2 there is neither.
 
 Marks (accuracy and speedup columns; higher is better)
   Seeds are paired across methods (same seed: same initial weights and batches), so
@@ -205,6 +206,9 @@ class RunRecord:
 # ----------------------------------------------------------------------------- results
 
 
+_BOUNDS = {"test_accuracy": (0.0, 100.0), "sparsity": (0.0, 1.0)}  # the metrics' ranges
+
+
 @dataclass(frozen=True)
 class Stat:
     """Mean, sample std and 95 % t-interval of one metric over the seeds of a cell."""
@@ -219,14 +223,19 @@ class Stat:
         return len(self.values)
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Stat:
+    def of(cls, values: Iterable[float], bounds: tuple[float, float] | None = None) -> Stat:
+        """``bounds``: the metric's range (accuracy [0, 100]); the interval is clipped to it,
+        since with few seeds mean ± t·std/√n can reach past what the metric can be."""
         vals = tuple(float(v) for v in values)
         mean = float(np.mean(vals))
         if len(vals) < 2:
             return cls(vals, mean, None, None)
         std = float(np.std(vals, ddof=1))
         half = float(stats.t.ppf(0.975, len(vals) - 1)) * std / math.sqrt(len(vals))
-        return cls(vals, mean, std, (mean - half, mean + half))
+        low, high = mean - half, mean + half
+        if bounds is not None:
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+        return cls(vals, mean, std, (low, high))
 
 
 @dataclass
@@ -642,7 +651,8 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
             clean = {s: v for s, v in vals.items() if v is not None}
             cell.by_seed[metric] = clean
             if clean:
-                cell.stats[metric] = Stat.of(clean[s] for s in sorted(clean))
+                cell.stats[metric] = Stat.of((clean[s] for s in sorted(clean)),
+                                             _BOUNDS.get(metric))  # fmt: skip
         cell.marks = {m: Mark() for m in _MARKED_METRICS}
         if not row.reference:
             cell.collapsed = {s: names for s in cell.seeds if (names := _collapsed(done[s]))}
@@ -861,7 +871,7 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "**Acc**: test top-1 accuracy (%), mean ± sample std over seeds, with n = seeds that "
         "finished (`n=2 of 3`: fewer seeds than the column has; failed and still-running runs "
         "are counted next to it). **CI**: 95 % interval of the mean, mean ± t(0.975, n−1)·std/√n "
-        "(Student t; none with n < 2).",
+        "(Student t, clipped to [0, 100]; none with n < 2).",
         "**Speedup**: *theoretical* speedup = multiply-adds per sample of the dense model ÷ "
         "those of the finalized sparse model (mean over seeds). It is not a measured inference "
         "speed: the models are only masked, so dense kernels still run on zeros. What a real "

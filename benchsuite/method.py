@@ -9,6 +9,7 @@ service of ``TrainState``, not a special case in the loop.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,10 @@ def parse_hparams(hp_cls: type, overrides: dict[str, str | Any]) -> Any:
     for key, raw in overrides.items():
         if key not in names:
             raise KeyError(key)
-        values[key] = convert_value(hints[key], raw)
+        try:
+            values[key] = convert_value(hints[key], raw)
+        except ValueError as exc:
+            raise ValueError(f"{key}={raw!r}: {exc}") from None
     hp = hp_cls(**values)
     for f in dataclasses.fields(hp_cls):
         choices = f.metadata.get("choices")
@@ -77,19 +81,45 @@ def parse_hparams(hp_cls: type, overrides: dict[str, str | Any]) -> Any:
     return hp
 
 
+_TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "a boolean (true/false)"}
+
+
 def convert_value(kind: Any, raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw
-    if kind is bool:
-        if raw.lower() in ("1", "true", "yes", "on"):
+    """``raw`` as the field's type; ValueError saying which type is expected (NaN and inf
+    are never a hyperparameter: they turn into silent garbage or crashes deep in a run)."""
+    optional = kind in (int | None, float | None)
+    base = typing.get_args(kind)[0] if optional else kind
+    if isinstance(raw, str) and optional and raw.strip().lower() == "none":
+        return None
+    if base is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
             return True
-        if raw.lower() in ("0", "false", "no", "off"):
+        if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{raw!r} is not a boolean (true/false)")
-    if kind in (int, float):
-        return kind(raw)
-    if kind in (int | None, float | None):
-        return None if raw.lower() == "none" else typing.get_args(kind)[0](raw)
+        raise ValueError(f"expected {_TYPE_NAMES[bool]}")
+    if base in (int, float):
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ValueError(f"expected {_TYPE_NAMES[base]}" + (" or none" if optional else ""))
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(
+                f"expected {_TYPE_NAMES[base]}" + (" or none" if optional else "")
+            ) from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected {_TYPE_NAMES[base]}, not {raw}")
+        if base is int:
+            if isinstance(raw, str):
+                try:
+                    return int(raw)
+                except ValueError:
+                    raise ValueError(f"expected {_TYPE_NAMES[int]}") from None
+            if number != int(number):
+                raise ValueError(f"expected {_TYPE_NAMES[int]}")
+            return int(number)
+        return number
     return raw
 
 

@@ -39,6 +39,7 @@ from rich.text import Text
 
 from .data import Dataset
 from .runner import execute, key_for, record_failure
+from .store import claimant
 from .tracking import Tracker, is_sqlite, peek_finished_keys, preload
 from .train import Progress, RunConfig
 
@@ -103,6 +104,9 @@ class Outcome:
     retried: int = 0
     trials: list[TrialRecord] = field(default_factory=list)
     wall_s: float = 0.0
+    claimed: int = 0  # skipped in a trial: finished or being run by another command meanwhile
+    claims: list[str] = field(default_factory=list)  # label: why, for each of those
+    configs: list[RunConfig] = field(default_factory=list)  # as run (threads, device resolved)
 
 
 # --------------------------------------------------------------------------- the Ray instance
@@ -243,6 +247,46 @@ def stop_reaper(reaper: subprocess.Popen) -> None:
         reaper.kill()
 
 
+# --------------------------------------------------------------------------- the address
+
+
+def probe_address(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds where ``ray.init(address=...)`` would retry for minutes: nothing
+    listens there, or what listens is not a Ray (gRPC, so HTTP/2) server. ``auto`` and
+    ``local`` are left to Ray, which answers those quickly itself."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or "/" in hostport:
+        raise ResourceError(f"--address {address}: give auto, HOST:PORT or ray://HOST:10001")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            # HTTP/2 client preface and an empty SETTINGS frame; a gRPC server answers SETTINGS.
+            conn.sendall(
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            )
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ResourceError(
+            f"--address {address}: no Ray cluster answers there ({reason})"
+        ) from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise ResourceError(
+            f"--address {address}: something answers there, but not a Ray cluster "
+            "(give the head node's GCS port, 6379 by default, or ray://HOST:10001)"
+        )
+
+
 # --------------------------------------------------------------------------- resource checks
 
 
@@ -321,7 +365,7 @@ class Job:
     cache_dir: str | None
     command: str
     kind: str
-    cpus_per_trial: float
+    owner: dict[str, str]  # the claimant of every run of this command (store.claimant)
 
 
 def _in_ray_worker() -> bool:
@@ -353,10 +397,10 @@ def trial(config: dict[str, Any], job: Job) -> None:
     from ray import tune
 
     started = time.perf_counter()
-    torch.set_num_threads(max(1, int(job.cpus_per_trial)))
+    run_config = job.configs[config["index"]]
+    torch.set_num_threads(run_config.threads)
     context = ray.get_runtime_context()
     node = context.get_node_id()
-    run_config = job.configs[config["index"]]
     data = _DATA.setdefault(job.data.fingerprint, job.data)
     tracker_key = (job.tracking_uri, job.experiment)
     if tracker_key not in _TRACKERS:
@@ -383,6 +427,7 @@ def trial(config: dict[str, Any], job: Job) -> None:
         node=node,
         on_epoch=on_epoch,
         kind=job.kind,
+        owner=job.owner,
     )
     final: dict[str, Any] = {
         "final": True,
@@ -395,6 +440,7 @@ def trial(config: dict[str, Any], job: Job) -> None:
     }
     if result is not None:
         m = result.metrics
+        final["warning"] = result.tags.get("cache_warning", "")
         final["final_val_accuracy"] = m["val_accuracy"]
         final["train_s"] = m["wall_time_s"]
         if m.get("train_img_per_s"):
@@ -462,26 +508,34 @@ class Board:
                 row.node = str(payload.get("node", ""))[:8]
                 row.status = str(payload["status"])
                 row.ended = now
+                if payload.get("warning"):
+                    self.console.print(
+                        Text.assemble(("warning ", "yellow"), str(payload["warning"]))
+                    )
                 self._line(row, payload.get("error") or None, payload.get("final_val_accuracy"))
             elif event == "error":
                 row.status, row.ended = "FAILED", now
                 self._line(row, str(payload.get("error", "trial died")), None)
 
     def _line(self, row: _Row, error: str | None, val: float | None) -> None:
+        """One line per ended trial; names are text, never markup (``imp[schedule=ft]``)."""
         took = f"{row.ended - row.started:.1f} s" if row.started and row.ended else ""
         label = escape(row.config.label())  # a variant's [k=v] is text, not rich markup
         if row.status == "FINISHED":
             acc = f"val {val:.2f}%" if val is not None else ""
-            self.console.print(f"[green]finished[/green] {label} {acc} {took}", highlight=False)
+            line = Text.assemble(("finished", "green"), f" {label} {acc} {took}")
+        elif row.status == "SKIPPED":
+            line = Text.assemble(("skipped", "yellow"), f" {label}: {error or ''}")
         else:
             first = (error or "").splitlines()[0] if error else "?"
-            self.console.print(f"[red]FAILED[/red] {label}: {first} {took}", highlight=False)
+            line = Text.assemble(("FAILED", "red"), f" {label}: {first} {took}")
+        self.console.print(line, highlight=False)
 
     def counts(self) -> dict[str, int]:
-        out = {"finished": 0, "running": 0, "pending": 0, "failed": 0}
+        out = {"finished": 0, "running": 0, "pending": 0, "failed": 0, "skipped": 0}
         for row in self.rows.values():
-            out[{"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed"}.get(
-                row.status, "pending")] += 1  # fmt: skip
+            out[{"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed",
+                 "SKIPPED": "skipped"}.get(row.status, "pending")] += 1  # fmt: skip
         return out
 
     def eta(self) -> float | None:
@@ -504,7 +558,7 @@ class Board:
                 ("  running ", "bold"), (str(c["running"]), "cyan"),
                 ("  pending ", "bold"), str(c["pending"]),
                 ("  failed ", "bold"), (str(c["failed"]), "red" if c["failed"] else ""),
-                ("  skipped ", "bold"), str(self.skipped),
+                ("  skipped ", "bold"), str(self.skipped + c["skipped"]),
                 ("  ETA ", "bold"), _clock(eta) if eta is not None else "…",
             )  # fmt: skip
             table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
@@ -516,7 +570,7 @@ class Board:
                 variant = cfg.variant()
                 name = cfg.method + ("" if variant == "default" else f"[{variant}]")
                 table.add_row(
-                    name + (f" (attempt {r.attempt})" if r.attempt > 1 else ""),
+                    Text(name + (f" (attempt {r.attempt})" if r.attempt > 1 else "")),
                     f"{cfg.target:g}",
                     str(cfg.seed),
                     f"{r.epoch}/{r.epochs}",
@@ -673,32 +727,34 @@ def run_grid(
     """Run every configuration whose run_key has not FINISHED yet, as Ray Tune trials.
 
     Raises ``ResourceError`` (before anything is recorded) for requests no node can satisfy.
+    A Ctrl-C at any moment ends the grid: its runs end KILLED, ``interrupted`` counts them.
     """
     started = time.perf_counter()
     resources = resources or Resources()
     console = console or Console()
     uri = absolute_uri(tracking_uri)
-    keys = [key_for(c, data) for c in configs]
     if resources.address is not None and is_sqlite(uri):
         raise ResourceError(
             f"--tracking-uri {tracking_uri}: a local sqlite store cannot be shared by the nodes "
             "of a cluster; run an MLflow server and pass --tracking-uri http://HOST:PORT"
         )
-    # A store that does not exist yet has nothing finished: no need to open (create) it now.
-    fresh = is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists()
-    done = set() if fresh else peek_finished_keys(uri, experiment, kind)
-    todo = [i for i, k in enumerate(keys) if k not in done]
-    outcome = Outcome(skipped=len(configs) - len(todo))
-    if not todo:
-        return outcome
-    todo = cache_groups(configs, data, todo)
-
     quiet_ray_environment()
     import ray
 
     known = _cluster(ray, local=resources.address is None) if ray.is_initialized() else None
     if known is None and resources.address is None:
         known = predicted_local_cluster(resources)
+    configs = resolve_numerics(configs, resources, known)
+    keys = [key_for(c, data) for c in configs]
+    # A store that does not exist yet has nothing finished: no need to open (create) it now.
+    fresh = is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists()
+    done = set() if fresh else peek_finished_keys(uri, experiment, kind)
+    todo = [i for i, k in enumerate(keys) if k not in done]
+    outcome = Outcome(skipped=len(configs) - len(todo), configs=configs)
+    if not todo:
+        return outcome
+    todo = cache_groups(configs, data, todo)
+    owner = claimant()
     if known is not None:  # check before anything starts or is written
         check_resources(resources, resolve_gpus(resources, known), known)
     # Importing Ray Tune and opening the store (importing mlflow, creating a new database)
@@ -709,6 +765,9 @@ def run_grid(
     if known is not None:
         prepare = pool.submit(_open_tracker, uri, experiment, {keys[i] for i in todo})
     pool.shutdown(wait=False)
+    records = {i: TrialRecord(configs[i].label(), keys[i]) for i in todo}
+    since_ms = int(time.time() * 1000) - 1000
+    tracker: Tracker | None = None
     scratch = tempfile.mkdtemp(prefix="benchsuite-tune-")  # Tune's storage, removed at the end
     try:
         with ray_instance(resources, scratch) as cluster:
@@ -724,11 +783,11 @@ def run_grid(
                     c if c.device == device else dataclasses.replace(c, device=device)
                     for c in configs
                 ]
+                outcome.configs = configs
             if prepare is not None:
                 tracker = prepare.result()
             else:
                 tracker = _open_tracker(uri, experiment, {keys[i] for i in todo})
-            since_ms = int(time.time() * 1000) - 1000
             job = Job(
                 configs=configs,
                 data=data,
@@ -737,12 +796,9 @@ def run_grid(
                 cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None,
                 command=command,
                 kind=kind,
-                cpus_per_trial=resources.cpus_per_trial,
+                owner=owner,
             )
             board = Board(configs, todo, outcome.skipped, console)
-            records = {
-                i: TrialRecord(configs[i].label(), keys[i]) for i in todo
-            }  # fmt: skip
             pending = list(todo)
             with Live(board, console=console, refresh_per_second=2, transient=False):
                 for attempt in range(resources.retries + 1):
@@ -754,23 +810,24 @@ def run_grid(
                         rec = records[i]
                         if rec.hard:  # its process died: it could not end its own MLflow run
                             if not tracker.fail_running(
-                                rec.key, rec.error or "", since_ms=since_ms
+                                rec.key, rec.error or "", since_ms=since_ms, owner=owner
                             ):
                                 record_failure(
                                     configs[i], tracker, data, rec.error or "trial died",
                                     command=command, node=rec.node or "unknown", kind=kind,
                                 )  # fmt: skip
-                        elif rec.status == "INTERRUPTED":
-                            tracker.fail_running(
-                                rec.key, "interrupted", since_ms=since_ms, status="KILLED"
-                            )  # fmt: skip
                     pending = [i for i in pending if records[i].status == "FAILED"]
                     if not pending or any(r.status == "INTERRUPTED" for r in records.values()):
                         break
             if not console.is_terminal:
                 console.line()  # Live's last frame ends without a newline on a plain stream
+    except KeyboardInterrupt:  # before, between or after Tune's own handling of Ctrl-C
+        for rec in records.values():
+            if rec.status in ("PENDING", "RUNNING"):
+                rec.status = "INTERRUPTED"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        _end_leftovers(tracker or _tracker_if_ready(prepare), owner, since_ms)
     for i in todo:
         rec = records[i]
         outcome.trials.append(rec)
@@ -778,10 +835,42 @@ def run_grid(
             outcome.finished += 1
         elif rec.status == "FAILED":
             outcome.failed += 1
+        elif rec.status == "SKIPPED":
+            outcome.claimed += 1
+            outcome.claims.append(f"{rec.label}: {rec.error}")
         else:
             outcome.interrupted += 1
     outcome.wall_s = time.perf_counter() - started
     return outcome
+
+
+def resolve_numerics(
+    configs: list[RunConfig], resources: Resources, cluster: Cluster | None
+) -> list[RunConfig]:
+    """Threads per trial, and the device where it is known before Ray starts: both are in the
+    run key (docs/protocol.md, Run identity), so they are set before keys are computed."""
+    threads = max(1, int(resources.cpus_per_trial))
+    device = resources.device
+    if device is None and cluster is not None:
+        device = "cuda" if resolve_gpus(resources, cluster) > 0 else "cpu"
+    return [dataclasses.replace(c, threads=threads, device=device or c.device) for c in configs]
+
+
+def _tracker_if_ready(prepare: Any) -> Tracker | None:
+    if prepare is None or not prepare.done() or prepare.exception() is not None:
+        return None
+    return prepare.result()
+
+
+def _end_leftovers(tracker: Tracker | None, owner: dict[str, str], since_ms: int) -> None:
+    """Whatever this command claimed and is still RUNNING once the grid is over was stopped
+    (Ctrl-C, a trial cancelled by Tune): KILLED, so nothing is left RUNNING."""
+    if tracker is None:
+        return
+    try:
+        tracker.fail_running(None, "interrupted", since_ms=since_ms, status="KILLED", owner=owner)
+    except KeyboardInterrupt:  # a second Ctrl-C: a later command ends them (stale claims)
+        pass
 
 
 def _fit(
@@ -846,6 +935,8 @@ def _fit(
         shutil.rmtree(storage, ignore_errors=True)
     seen = set()
     for result in grid:
+        if not result.config or "index" not in result.config:
+            continue  # a trial Tune never started (Ctrl-C before it): INTERRUPTED below
         index = int(result.config["index"])
         seen.add(index)
         rec = records[index]

@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__
 from .budget import Budget
 from .data import Dataset, load_dataset
+from .store import claim, claimant
 from .tracking import TrackedRun, Tracker
 from .train import Progress, RunConfig, RunResult, run_key, train_run
 
@@ -55,17 +56,23 @@ def execute(
     node: str = "local",
     on_epoch: Callable[[Progress], None] | None = None,
     kind: str = "run",
+    owner: dict[str, str] | None = None,
 ) -> tuple[str, RunResult | None, str | None]:
-    """Train and record one run. Returns (status, result, error); never raises for a run error.
+    """Claim, train and record one run. Returns (status, result, error); never raises for a
+    run error. Status SKIPPED (error: why) where the run key is finished or another live
+    command has claimed it (``store.claim``).
 
     ``kind`` is ``run`` for benchmark runs and ``tune`` for tuning trials (leaderboards and
-    resume count only their own kind).
+    resume count only their own kind). ``owner`` names the claimant (default: this process).
     """
     data = dataset or load_dataset(
         config.preset.dataset, config.data_dir, split_seed=config.split_seed
     )
-    tags = run_tags(config, data, command=command, node=node, kind=kind)
-    run = tracker.start_run(config.label(), run_params(config), tags)
+    tags = {**(owner or claimant()), **run_tags(config, data, command=command, node=node,
+                                                kind=kind)}  # fmt: skip
+    run = claim(tracker, tags["run_key"], kind, config.label(), run_params(config), tags)
+    if isinstance(run, str):
+        return "SKIPPED", None, run
     try:
         result = train_run(config, run, dataset=data, cache_dir=cache_dir, on_epoch=on_epoch)
     except Exception as exc:  # noqa: BLE001 - one run's crash never loses the others

@@ -73,9 +73,12 @@ def peek_finished_keys(uri: str, experiment: str, kind: str = "run") -> set[str]
         return set()
     from mlflow.tracking import MlflowClient
 
+    from .store import locked
+
     client = MlflowClient(tracking_uri=uri)
-    if retry_locked(client.get_experiment_by_name)(experiment) is None:
-        return set()
+    with locked(uri):  # the first call opens (and may migrate) the store
+        if retry_locked(client.get_experiment_by_name)(experiment) is None:
+            return set()
     return Tracker(uri, experiment).finished_keys(kind)
 
 
@@ -87,8 +90,14 @@ class Tracker:
         self.experiment = experiment
         from mlflow.tracking import MlflowClient
 
+        from .store import check_store, locked, sqlite_path
+
+        db = sqlite_path(uri)
+        if db is not None and not db.exists():
+            check_store(uri)  # created whole or not at all
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment_id()
+        with locked(uri):  # a new SQLite store is created (migrated) here: one process at a time
+            self.experiment_id = self._experiment_id()
 
     @retry_locked
     def _experiment_id(self) -> str:
@@ -123,6 +132,17 @@ class Tracker:
             [self.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"]
         )
 
+    @retry_locked
+    def runs_of(self, key: str, kind: str = "run") -> list[Any]:
+        """The runs (every status) of one run_key and kind, newest first."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG}run_key` = '{key}'",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [r for r in found if r.data.tags.get(TAG + "kind", "run") == kind]
+
     def finished_keys(self, kind: str = "run") -> set[str]:
         return set(self.finished(kind))
 
@@ -136,27 +156,43 @@ class Tracker:
         return found
 
     def fail_running(
-        self, key: str, error: str, *, since_ms: int = 0, status: str = "FAILED"
+        self,
+        key: str | None,
+        error: str,
+        *,
+        since_ms: int = 0,
+        status: str = "FAILED",
+        owner: dict[str, str] | None = None,
     ) -> bool:
-        """End the RUNNING run(s) of ``key`` started since ``since_ms`` with ``error``.
+        """End the RUNNING run(s) of ``key`` (None: any) started since ``since_ms`` with ``error``.
 
         For a trial whose process died (OOM, SIGKILL) before it could end its own run
-        (FAILED), or one stopped by Ctrl-C (KILLED).
+        (FAILED), or one stopped by Ctrl-C (KILLED). ``owner`` (``store.claimant()``) limits
+        it to the runs this command claimed: another command's runs are never ended.
         """
+        from .store import owned_by
+
         running = [
             r for r in self.runs()
-            if r.info.status == "RUNNING" and r.data.tags.get(TAG + "run_key") == key
+            if r.info.status == "RUNNING" and key in (None, r.data.tags.get(TAG + "run_key"))
             and r.info.start_time >= since_ms
+            and (owner is None or owned_by(r.data.tags, owner, TAG))
         ]  # fmt: skip
         for r in running:
             TrackedRun(self.client, r.info.run_id).end(status, error)
         return bool(running)
 
     def mark_stale(self, keys: set[str]) -> int:
-        """Runs left RUNNING by a killed command (same run_key about to be redone) → KILLED."""
+        """Runs left RUNNING by a killed command (same run_key about to be redone) → KILLED.
+
+        A RUNNING run whose claimant still lives (another command on it) is left alone.
+        """
+        from .store import alive
+
         stale = [
             r for r in self.runs()
             if r.info.status == "RUNNING" and r.data.tags.get(TAG + "run_key") in keys
+            and not alive(r.data.tags, TAG)
         ]  # fmt: skip
         for r in stale:
             TrackedRun(self.client, r.info.run_id).end("KILLED", "left RUNNING by a killed command")

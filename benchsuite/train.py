@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ class RunConfig:
     tuned: bool = False
     bn_recalibration_batches: int = 0  # optional, for every method alike (off by default)
     evaluate_test: bool = True  # False while tuning: the test split is never read (not in run_key)
+    threads: int = 1  # torch threads of the trial (--cpus-per-trial): part of the numerics
 
     def method_cls(self) -> type[PruningMethod]:
         return get_method(self.method)
@@ -118,9 +120,30 @@ def resolved(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def numerics(config: RunConfig) -> dict[str, Any]:
+    """What changes the numbers without changing the configuration (docs/protocol.md, Run
+    identity): torch's version, the device (its name on a GPU, the CPU's vector capability),
+    the CPU threads (their count changes reduction order) and the autocast dtype."""
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "cuda"
+        threads = None  # the GPU's kernels do the arithmetic, not the CPU threads
+    else:
+        name = f"{device.type}:{torch.backends.cpu.get_cpu_capability()}"
+        threads = config.threads
+    amp = autocast_dtype(config, device)
+    return {"torch": torch.__version__, "device": name, "threads": threads,
+            "amp": None if amp is None else str(amp).removeprefix("torch.")}  # fmt: skip
+
+
 def run_key(config: RunConfig, fingerprint: str, total_steps: int) -> str:
     blob = json.dumps(
-        {**resolved(config), "data": fingerprint, "total_steps": total_steps},
+        {
+            **resolved(config),
+            "data": fingerprint,
+            "total_steps": total_steps,
+            "numerics": numerics(config),
+        },
         sort_keys=True,
         default=str,
     )
@@ -212,20 +235,36 @@ class RunResult:
     model: nn.Module | None = None
 
 
+CACHE_FIELDS = {"model", "optimizer", "method", "order", "augment", "method_rng", "images",
+                "curves", "train_loss"}  # fmt: skip
+
+
 class Checkpoints:
     """A cache of prefix checkpoints (IMP's dense phase) shared by runs that differ only later."""
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
+        self.warning: str | None = None
 
     def path(self, key: str) -> Path | None:
         return None if self.root is None else self.root / f"{key}.pt"
 
     def load(self, key: str) -> dict[str, Any] | None:
+        """The entry, or None where there is none or it does not load (a truncated or foreign
+        file): then it is removed with a warning, and the run rebuilds it."""
         path = self.path(key)
         if path is None or not path.exists():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(payload, dict) or not CACHE_FIELDS <= payload.keys():
+                raise ValueError("entries are missing")
+        except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt, never used
+            self.warning = f"cached dense checkpoint {path} is corrupt ({exc}); rebuilt"
+            warnings.warn(self.warning, RuntimeWarning, stacklevel=2)
+            path.unlink(missing_ok=True)
+            return None
+        return payload
 
     def save(self, key: str, payload: dict[str, Any]) -> None:
         path = self.path(key)
@@ -354,6 +393,7 @@ def train_run(
     if plan.cache_epoch is not None and plan.cache_key is not None:
         prefix = {**resolved(config), "method": plan.cache_key, "hparams": None, "target": None}
         prefix["data"] = data.fingerprint
+        prefix["numerics"] = numerics(config)  # a prefix trained with other numerics differs
         cache_key = hashlib.sha256(
             json.dumps(prefix, sort_keys=True, default=str).encode()
         ).hexdigest()[:24]
@@ -502,7 +542,10 @@ def train_run(
         "cached_dense": str(restored is not None).lower(),
         "device": device_label(device),
         "collapsed": ",".join(collapsed),  # empty when no layer collapsed
+        **{f"numerics.{k}": str(v) for k, v in numerics(config).items()},
     }
+    if ckpt.warning:
+        tags["cache_warning"] = ckpt.warning
     if state.step != plan.total_steps:  # the protocol's invariant; never silently violated
         raise RuntimeError(f"ran {state.step} steps, the plan is {plan.total_steps}")
     return RunResult(metrics, tags, layer_sparsity(model), model)
@@ -510,9 +553,7 @@ def train_run(
 
 def unchanged(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
     """The same entries with the same values (a removed parametrization changes the keys)."""
-    return before.keys() == after.keys() and all(
-        torch.equal(before[k], after[k]) for k in before
-    )
+    return before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 @torch.no_grad()

@@ -54,6 +54,11 @@ def search_space(method: str) -> dict[str, Any]:
             space[f.name] = tune.choice(list(meta["choices"]))
         elif meta.get("low") is not None and meta.get("high") is not None:
             low, high, log = meta["low"], meta["high"], bool(meta.get("log"))
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise BadInput(
+                    f"{method}.{f.name}: its search space [{low}, {high}] is not a finite range "
+                    "(a bug in the method's Hparams: low/high must be finite, low <= high)"
+                )
             if hints.get(f.name) is int:
                 space[f.name] = (tune.lograndint if log else tune.randint)(int(low), int(high) + 1)
             else:

@@ -1,5 +1,8 @@
 """Bad input: one line naming the bad value and the valid choices, exit 2, nothing written."""
 
+import sys
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -34,6 +37,19 @@ runner = CliRunner()
         (["--hp", "gmp.x=1", "--methods", "imp"], "method 'gmp' is not in --methods"),
         (["--hp", "imp.schedule", "--methods", "imp"], "is not METHOD.NAME=V1"),
         (["--seeds", "0"], "--seeds 0 must be >= 1"),
+        # issue 16: non-finite and mistyped hyperparameters name the field and the type
+        (
+            ["--methods", "imp", "--hp", "imp.retrain_fraction=nan"],
+            "retrain_fraction='nan': expected a finite number, not nan",
+        ),
+        (["--methods", "imp", "--hp", "imp.retrain_fraction=inf"], "not inf"),
+        (["--methods", "imp", "--hp", "imp.retrain_fraction=-Infinity"], "not -Infinity"),
+        (
+            ["--methods", "gmp", "--hp", "gmp.pruning_interval=abc"],
+            "pruning_interval='abc': expected an integer",
+        ),
+        (["--methods", "gmp", "--hp", "gmp.pruning_interval=nan"], "expected an integer, not nan"),
+        (["--methods", "gmp", "--hp", "gmp.pruning_interval=1.5"], "expected an integer"),
         (["--device", "tpu"], "--device 'tpu'; choose from cpu, cuda"),
     ],
 )
@@ -46,6 +62,113 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, need
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
     assert not db.exists()
     assert not (tmp_path / ".benchsuite").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--tracking-uri", "not a uri"], "--tracking-uri 'not a uri' is not a tracking URI"),
+        (["--tracking-uri", "sqlite:/x.db"], "three slashes"),
+        # nothing listens there: fails at once, not after minutes of Ray's reconnects
+        (
+            ["--address", "127.0.0.1:1", "--tracking-uri", "http://127.0.0.1:9"],
+            "--address 127.0.0.1:1: no Ray cluster answers there",
+        ),
+        (
+            ["--address", "nohost", "--tracking-uri", "http://127.0.0.1:9"],
+            "--address nohost: give auto, HOST:PORT",
+        ),
+        (["--tracking-uri", "http://127.0.0.1:9"], "no MLflow server answers there"),
+        (["--cpus-per-trial", "nan"], "--cpus-per-trial nan must be > 0"),
+        (["--cpus-per-trial", "inf"], "--cpus-per-trial inf must be > 0"),
+        (["--gpus-per-trial", "nan"], "--gpus-per-trial nan must be >= 0"),
+    ],
+)
+def test_bad_store_or_cluster_is_one_line(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--methods", "dense", *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_an_address_where_something_else_answers_is_one_line(tmp_path, monkeypatch):
+    """A port that answers, but not as Ray (here: HTTP/1): one line, no hang, nothing left."""
+    import socket
+    import tempfile
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(100)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    before = set(Path(tempfile.gettempdir()).glob("benchsuite-tune-*"))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--methods", "dense", "--address", f"127.0.0.1:{port}",
+                                 "--tracking-uri", "http://127.0.0.1:9"])  # fmt: skip
+    server.close()
+    assert result.exit_code == 2, result.output
+    assert "something answers there, but not a Ray cluster" in result.stderr
+    assert set(Path(tempfile.gettempdir()).glob("benchsuite-tune-*")) <= before
+
+
+def test_a_store_that_is_not_a_database_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("mlflow.db").write_text("junk " * 100)
+    for args in (["run", "--methods", "dense"], ["leaderboard"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "mlflow.db is not a usable SQLite database" in lines[0]
+    assert not Path(".benchsuite").exists()
+
+
+def test_a_read_only_folder_is_one_line_before_training(tmp_path, monkeypatch):
+    from benchsuite import store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(store.os, "access", lambda path, mode: False)  # as root, chmod is moot
+    result = runner.invoke(app, ["run", "--methods", "dense"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot write in {tmp_path}" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bug_is_reported_briefly_with_how_to_report_it(monkeypatch, capsys):
+    import benchsuite.cli as cli
+
+    def bug() -> None:
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr(cli, "report_broken_plugins", bug)
+    monkeypatch.setattr(sys, "argv", ["benchsuite", "run"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "TypeError: 'NoneType' object is not subscriptable" in err
+    assert "this is a bug in benchsuite; please report it" in err and "Traceback" not in err
+
+
+def test_ctrl_c_anywhere_in_a_command_exits_130(monkeypatch, capsys):
+    import benchsuite.cli as cli
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "report_broken_plugins", interrupt)
+    monkeypatch.setattr(sys, "argv", ["benchsuite", "run"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 130
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_missing_fashion_mnist_names_the_package(tmp_path):
