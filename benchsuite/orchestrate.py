@@ -33,7 +33,6 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -520,7 +519,7 @@ class Board:
     def _line(self, row: _Row, error: str | None, val: float | None) -> None:
         """One line per ended trial; names are text, never markup (``imp[schedule=ft]``)."""
         took = f"{row.ended - row.started:.1f} s" if row.started and row.ended else ""
-        label = escape(row.config.label())  # a variant's [k=v] is text, not rich markup
+        label = row.config.label()  # Text, never parsed as markup: [k=v] stays as written
         if row.status == "FINISHED":
             acc = f"val {val:.2f}%" if val is not None else ""
             line = Text.assemble(("finished", "green"), f" {label} {acc} {took}")
