@@ -106,10 +106,19 @@ def make_generator(seed: int, stream: str, device: str | torch.device = "cpu") -
     return torch.Generator(device="cpu").manual_seed(seed_for(seed, stream))
 
 
+# Preset fields that never change a run's numbers: prose, and the per-target calibration of
+# every method (a run's own calibrated values are in its resolved hyperparameters).
+NOT_IN_RUN_KEY = ("description", "sources", "calibration")
+
+
 def resolved(config: RunConfig) -> dict[str, Any]:
-    """The fully resolved configuration that defines a run (without data fingerprint)."""
+    """The fully resolved configuration that defines a run (without data fingerprint).
+
+    Recalibrating STR in a preset, or rewording a source, leaves every other run's key alone.
+    """
+    preset = {k: v for k, v in config.preset.to_dict().items() if k not in NOT_IN_RUN_KEY}
     return {
-        "preset": config.preset.to_dict(),
+        "preset": preset,
         "split_seed": config.split_seed,
         "method": config.method,
         "hparams": dataclasses.asdict(config.hp()),

@@ -127,6 +127,23 @@ def test_numerics_are_part_of_the_run_key(tiny_preset, tiny_data):
     assert cpus[0].threads == 2
 
 
+def test_only_what_changes_a_runs_numbers_is_in_its_key(tiny_preset, tiny_data):
+    """Another method's calibration and the preset's prose leave a run's key alone; its own
+    calibrated value (a resolved hyperparameter) does not."""
+    base = RunConfig(tiny_preset, "gmp", 0.9, 0)
+    recalibrated = tiny_preset.replace(
+        calibration={"str": {"0.9": {"weight_decay": 0.007}}},
+        sources={"lr": "reworded"},
+        description="another text",
+    )
+    assert key_for(base, tiny_data) == key_for(RunConfig(recalibrated, "gmp", 0.9, 0), tiny_data)
+    str_run = RunConfig(tiny_preset, "str", 0.9, 0)
+    calibrated = RunConfig(recalibrated, "str", 0.9, 0, calibrated=(("weight_decay", "0.007"),))
+    assert key_for(str_run, tiny_data) != key_for(calibrated, tiny_data)
+    longer = RunConfig(tiny_preset.replace(epochs=5), "gmp", 0.9, 0)
+    assert key_for(base, tiny_data) != key_for(longer, tiny_data)
+
+
 def test_the_board_prints_names_as_text_not_markup(tiny_preset):
     cfg = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("schedule", "ft"),))
     console = Console(record=True, width=200, color_system=None)
