@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState
-from methods.batched import BatchedWeight, LayerBatch, register_batched, remove_batched
+
+from .batched import BatchedWeight, LayerBatch, register_batched, remove_batched
 
 
 class StraightThroughMasks(LayerBatch):

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from methods.batched import (
+
+from .batched import (
     BatchedWeight,
     FlatLayout,
     LayerBatch,

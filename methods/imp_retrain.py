@@ -21,7 +21,8 @@ import numpy as np
 from benchsuite.budget import Budget, BudgetError, Phase, Plan
 from benchsuite.method import hparam, preset_record
 from benchsuite.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec
-from methods.imp import IMP
+
+from .imp import IMP
 
 TABLE1_BUDGETS = (0.0222, 0.0555, 0.1111)  # 2, 5 and 10 of the paper's 90 dense epochs
 

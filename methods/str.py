@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
-from methods.batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
+
+from .batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
 
 
 def shrink(

@@ -9,8 +9,8 @@ import torch
 from benchsuite.budget import Budget, BudgetError
 from benchsuite.schedules import ScheduleSpec, allr_initial_lr
 from benchsuite.train import RunConfig, train_run
-from methods.bimp import BIMP, BIMPHparams
-from methods.imp import IMP, IMPHparams
+from benchsuite_methods.bimp import BIMP, BIMPHparams
+from benchsuite_methods.imp import IMP, IMPHparams
 
 STEP = ScheduleSpec("multistep", lr=0.1, milestones=(0.5, 0.75))
 

@@ -8,8 +8,8 @@ from benchsuite.grid import parse_methods
 from benchsuite.runner import key_for
 from benchsuite.schedules import RETRAIN_SCHEDULES, ScheduleSpec, allr_initial_lr
 from benchsuite.train import RunConfig, train_run
-from methods.imp import IMP, IMPHparams
-from methods.imp_retrain import IMPRetrain, IMPRetrainHparams
+from benchsuite_methods.imp import IMP, IMPHparams
+from benchsuite_methods.imp_retrain import IMPRetrain, IMPRetrainHparams
 
 STEP = ScheduleSpec("multistep", lr=0.1, milestones=(0.5, 0.75))
 

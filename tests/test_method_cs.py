@@ -13,7 +13,7 @@ from benchsuite.budget import Budget
 from benchsuite.method import TrainState, parse_hparams
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import achieved_sparsity, latent_weight
-from methods.cs import CS
+from benchsuite_methods.cs import CS
 
 
 def sig(x: float) -> float:

@@ -11,7 +11,7 @@ from benchsuite.budget import Budget
 from benchsuite.method import TrainState
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import achieved_sparsity, latent_weight
-from methods.dnw import DNW, kth_smallest_abs
+from benchsuite_methods.dnw import DNW, kth_smallest_abs
 
 W1 = [[0.1, -0.5], [0.3, -0.05]]
 W2 = [[0.2, -0.4]]

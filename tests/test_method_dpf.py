@@ -14,7 +14,7 @@ from benchsuite.method import TrainState
 from benchsuite.presets import load_preset
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.train import RunConfig, backward_and_step, train_run
-from methods.dpf import DPF, DPFHparams
+from benchsuite_methods.dpf import DPF, DPFHparams
 from tests.handmade import hand_state as build_state
 
 SCHEDULE = ScheduleSpec("constant", lr=0.1)

@@ -13,8 +13,8 @@ from benchsuite.budget import Budget
 from benchsuite.method import TrainState, parse_hparams
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import achieved_sparsity, latent_weight
-from methods.batched import FlatLayout
-from methods.dst import (
+from benchsuite_methods.batched import FlatLayout
+from benchsuite_methods.dst import (
     DST,
     Step,
     reset_sparse_layers,

@@ -13,7 +13,7 @@ from benchsuite.data import load_dataset
 from benchsuite.presets import load_preset
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.train import RunConfig, train_run
-from methods.gmp import GMP, GMPHparams, cubic_schedule, ramp_end_epoch
+from benchsuite_methods.gmp import GMP, GMPHparams, cubic_schedule, ramp_end_epoch
 from tests.handmade import hand_state as build_state
 
 SCHEDULE = ScheduleSpec("constant", lr=0.1)

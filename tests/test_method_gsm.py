@@ -12,7 +12,7 @@ from benchsuite.budget import Budget
 from benchsuite.data import load_dataset
 from benchsuite.presets import load_preset
 from benchsuite.train import RunConfig, train_run
-from methods.gsm import GSM, FlatScores, GSMHparams, top_count, top_indices
+from benchsuite_methods.gsm import GSM, FlatScores, GSMHparams, top_count, top_indices
 from tests.handmade import hand_state as build_state
 
 LR, WD = 0.1, 0.01

@@ -14,7 +14,7 @@ from benchsuite.budget import Budget
 from benchsuite.data import load_dataset
 from benchsuite.presets import load_preset
 from benchsuite.train import RunConfig, train_run
-from methods.lc import LC, LCHparams, penalty_schedule
+from benchsuite_methods.lc import LC, LCHparams, penalty_schedule
 from tests.handmade import hand_state as build_state
 
 LR = 0.1

@@ -13,8 +13,8 @@ from benchsuite.method import TrainState, parse_hparams
 from benchsuite.models import build_model
 from benchsuite.schedules import ScheduleSpec
 from benchsuite.sparsity import achieved_sparsity, latent_weight
-from methods.batched import FlatLayout
-from methods.str import STR, shrink, soft_threshold_reference
+from benchsuite_methods.batched import FlatLayout
+from benchsuite_methods.str import STR, shrink, soft_threshold_reference
 
 W = [[0.5, -0.2, 0.05, -0.01]]
 S0 = math.log(0.1 / 0.9)  # σ(S0) = 0.1
