@@ -20,20 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .grid import (
-    BadInput,
-    Request,
-    expand,
-    load_data,
-    parse_hp_options,
-    parse_methods,
-    parse_sparsities,
-    resolve_preset,
-)
-from .method import hparam_fields
-from .presets import list_presets, load_preset
-from .registry import registry
+from .errors import BadInput
 from .tracking import DEFAULT_TRACKING_URI
+
+# Everything that imports torch (the grid, methods, presets) is imported inside the commands,
+# so `benchsuite --help` and a bad option answer in well under a second.
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Equal-budget benchmarks of pruning methods."
@@ -48,6 +39,8 @@ def fail(message: str) -> None:
 
 
 def report_broken_plugins() -> None:
+    from .registry import registry
+
     for broken in registry().broken:
         err.print(
             f"warning: method plugin {broken.name!r} ({broken.target}) skipped: {broken.error}",
@@ -125,6 +118,16 @@ def run(
     ] = True,
 ) -> None:
     """Train every requested method on the same data, start and budget; record each in MLflow."""
+    from .grid import (
+        Request,
+        expand,
+        load_data,
+        parse_hp_options,
+        parse_methods,
+        parse_sparsities,
+        resolve_preset,
+    )
+
     report_broken_plugins()
     try:
         if seeds < 1:
@@ -358,6 +361,7 @@ def tune(
     ] = 0,
 ) -> None:
     """Equal tuning budget: N full-budget random-search trials per method, scored on validation."""
+    from .grid import Request, load_data, parse_methods, parse_sparsities, resolve_preset
     from .tuning import TUNING_SEED, draw_trials, save_tuned, select_best, tuned_path
 
     report_broken_plugins()
@@ -433,6 +437,9 @@ def check_device(device: str) -> None:
 @app.command("methods")
 def methods_cmd() -> None:
     """Registered methods, where each comes from, hyperparameters, defaults and their sources."""
+    from .method import hparam_fields
+    from .registry import registry
+
     reg = registry()
     table = Table(title="Registered pruning methods", show_lines=True)
     for col in ("method", "package", "paper", "hyperparameters (default — source)"):
@@ -462,6 +469,8 @@ def methods_cmd() -> None:
 @app.command()
 def presets() -> None:
     """Shipped benchmark presets: dataset, model, budget, optimizer, LR schedule."""
+    from .presets import list_presets, load_preset
+
     table = Table(title="Benchmark presets", show_lines=True)
     for col in ("preset", "dataset / model", "budget", "optimizer", "schedule", "description"):
         table.add_column(col, overflow="fold")
@@ -585,6 +594,7 @@ def study_table1(
     resume by run key; `benchsuite publish` writes the study's board.
     """
     from . import study
+    from .grid import load_data, parse_sparsities, resolve_preset
 
     report_broken_plugins()
     try:

@@ -11,15 +11,12 @@ from dataclasses import dataclass
 
 from .budget import Budget, BudgetError
 from .data import DataError, Dataset, load_dataset
+from .errors import BadInput
 from .method import hparam_fields, parse_hparams
 from .models import MODELS
 from .presets import Preset, PresetError, load_preset
 from .registry import get_method, list_methods
 from .train import RunConfig, hparam_pairs
-
-
-class BadInput(ValueError):
-    """A one-line message naming the bad value and the valid choices (exit code 2)."""
 
 
 def parse_sparsities(text: str) -> list[float]:

@@ -1,5 +1,6 @@
 """Bad input: one line naming the bad value and the valid choices, exit 2, nothing written."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -185,3 +186,13 @@ def test_unknown_experiment_for_leaderboard(tmp_path):
     )
     assert result.exit_code == 2
     assert "--experiment 'x' has no runs" in result.stderr
+
+
+def test_the_command_line_imports_no_heavy_library_to_start() -> None:
+    """`benchsuite --help` answers at once: torch, Ray and MLflow load inside the commands."""
+    code = (
+        "import sys, benchsuite.cli; "
+        "print(','.join(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

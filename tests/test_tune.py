@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from benchsuite import cli
+from benchsuite import grid
 from benchsuite.cli import app
 from benchsuite.grid import Request
 from benchsuite.presets import load_preset
@@ -65,7 +65,7 @@ def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
 @pytest.mark.slow
 def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    real_load = cli.load_data
+    real_load = grid.load_data
 
     def no_test_split(preset, data_dir):
         """The driver ships this dataset to every trial: reading its test split fails the run."""
@@ -73,14 +73,14 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
         data._load_test = lambda: (_ for _ in ()).throw(RuntimeError("test split read"))
         return data
 
-    monkeypatch.setattr(cli, "load_data", no_test_split)
+    monkeypatch.setattr(grid, "load_data", no_test_split)
     result = CliRunner().invoke(
         app,
         ["tune", "--methods", "imp,bimp", "--sparsity", "0.9", "--trials-per-method", "3",
          "--epochs", str(EPOCHS)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    monkeypatch.setattr(cli, "load_data", real_load)
+    monkeypatch.setattr(grid, "load_data", real_load)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")  # absolute: stores are cached
     exp = client.get_experiment_by_name(f"digits-{EPOCHS}ep-tune")
