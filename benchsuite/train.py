@@ -262,6 +262,7 @@ def setup(
         device=device,
         generator=make_generator(config.seed, "method"),
         optimizer_factory=lambda: make_optimizer(model, config),
+        train_batches=lambda gen: data.train_batches(preset.batch_size, gen, gen, device),
     )
     method.prepare(model, state)
     state.optimizer = make_optimizer(model, config)
@@ -459,6 +460,7 @@ def train_run(
         "train_images": float(total_images),
         "wall_time_s": time.perf_counter() - wall_start,
     }
+    metrics.update(state.recorded)
     if bn_images:
         metrics["bn_recal_images"] = float(bn_images)
     if data.num_classes >= 5 and test_top5 is not None:

@@ -9,7 +9,7 @@ import pytest
 
 from benchsuite import registry as reg
 
-BUILTIN = {"dense", "imp", "bimp"}
+BUILTIN = {"dense", "imp", "bimp", "random", "snip", "set", "rigl"}
 
 PLUGIN = '''
 from dataclasses import dataclass
