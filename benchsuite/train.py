@@ -29,7 +29,14 @@ from . import __version__
 from .allocator import keep_freed_memory
 from .budget import Budget
 from .data import Dataset, load_dataset
-from .flops import count_layers, flops_dense, flops_sparse, theoretical_speedup
+from .flops import (
+    TrainFlops,
+    count_layers,
+    flops_dense,
+    flops_sparse,
+    layer_nonzeros,
+    theoretical_speedup,
+)
 from .method import PruningMethod, TrainState, parse_hparams, variant_name
 from .models import build_model
 from .presets import Preset
@@ -346,6 +353,7 @@ def train_run(
     step_time = 0.0
     images = 0
     cached_images = 0
+    train_flops = TrainFlops()  # densities sampled once per epoch, see its docstring
     curves: list[tuple[int, dict[str, float]]] = []
 
     def end_epoch(train_loss: float) -> None:
@@ -380,6 +388,9 @@ def train_run(
         state.epoch = plan.cache_epoch
         state.step = budget.steps(state.epoch)
         cached_images = restored["images"]
+        # checkpoints written before train_flops existed: the prefix at today's density
+        prefix = restored.get("train_flops") or [(layer_nonzeros(model), cached_images, 0)]
+        train_flops.epochs.extend(prefix)
         for step, metrics in restored["curves"]:
             curves.append((step, metrics))
             if run is not None:
@@ -390,6 +401,7 @@ def train_run(
     model.train()
     while state.epoch < budget.epochs:
         loss_sum = torch.zeros((), device=device)
+        nonzeros, epoch_images, dense_grads = layer_nonzeros(model), images, state.dense_grad_steps
         for x, y in data.train_batches(preset.batch_size, order, augment, device):
             if cuda:
                 torch.cuda.synchronize(device)
@@ -401,6 +413,11 @@ def train_run(
             images += y.shape[0]
             loss_sum += loss
         state.epoch += 1
+        train_flops.add(
+            nonzeros,
+            images - epoch_images,
+            (state.dense_grad_steps - dense_grads) * preset.batch_size,
+        )
         train_loss = float(loss_sum) / budget.steps_per_epoch
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"training loss is {train_loss} in epoch {state.epoch}")
@@ -417,6 +434,7 @@ def train_run(
                     "images": images,
                     "curves": list(curves),
                     "train_loss": train_loss,
+                    "train_flops": list(train_flops.epochs),
                 },
             )
         end_epoch(train_loss)
@@ -460,6 +478,9 @@ def train_run(
         "train_images": float(total_images),
         "wall_time_s": time.perf_counter() - wall_start,
     }
+    flops_train, flops_dense_train = train_flops.totals({la.name: la.dense_macs for la in layers})
+    metrics["train_flops"] = flops_train
+    metrics["train_cost"] = flops_train / flops_dense_train if flops_dense_train else 1.0
     metrics.update(state.recorded)
     if bn_images:
         metrics["bn_recal_images"] = float(bn_images)
