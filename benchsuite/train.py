@@ -243,11 +243,17 @@ def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | Non
 
 
 def setup(
-    config: RunConfig, data: Dataset, budget: Budget, device: torch.device
+    config: RunConfig,
+    data: Dataset,
+    budget: Budget,
+    device: torch.device,
+    train_batches: Callable[[torch.Generator], Any] | None = None,
 ) -> tuple[nn.Module, PruningMethod, TrainState]:
     """Plan, model from the seed's init stream, method prepared, optimizer built (in that order).
 
-    Also keeps this process's freed memory (``allocator``): every training path passes here.
+    ``train_batches`` (generator → one epoch of batches) is what ``TrainState.sample_batches``
+    reads; default: ``data``'s training split. Also keeps this process's freed memory
+    (``allocator``): every training path passes here.
     """
     keep_freed_memory()
     preset = config.preset
@@ -269,7 +275,8 @@ def setup(
         device=device,
         generator=make_generator(config.seed, "method"),
         optimizer_factory=lambda: make_optimizer(model, config),
-        train_batches=lambda gen: data.train_batches(preset.batch_size, gen, gen, device),
+        train_batches=train_batches
+        or (lambda gen: data.train_batches(preset.batch_size, gen, gen, device)),
     )
     method.prepare(model, state)
     state.optimizer = make_optimizer(model, config)

@@ -144,6 +144,7 @@ class DynamicSparse(PruningMethod):
         self.own = HardMasks(weights)  # the method's own: the loop must not mask the grads
         self.own.set(distribution_masks(self.hp.distribution, scores, self.target))
         state.record("update_interval", self.interval)
+        state.record("mask_updates", 0)
 
     def grow_scores(self, state: TrainState) -> list[Tensor]:
         raise NotImplementedError

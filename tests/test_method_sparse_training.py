@@ -202,3 +202,26 @@ def test_snip_scores_are_weight_times_gradient():
     expected = distribution_masks("global", scores, 0.5)
     assert all(torch.equal(e, m) for e, m in zip(expected, state.masks.bool_masks()))
     assert state.recorded["score_images"] == 10
+
+
+@pytest.mark.parametrize("name", ["snip", "rigl"])
+def test_step_timing_runs_without_a_dataset(name):
+    """benchmarks/step_overhead.py hands ``setup`` only shapes: SNIP scores its fixed batches."""
+    from dataclasses import dataclass
+
+    from benchsuite.presets import load_preset
+    from benchsuite.throughput import plan_step_time
+    from benchsuite.train import RunConfig
+
+    @dataclass
+    class Shape:
+        num_classes: int
+        input_shape: tuple[int, int, int]
+
+    preset = load_preset("fashion-mnist").replace(epochs=2, batch_size=8)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 1, 28, 28, generator=gen)
+    batches = [(x, torch.randint(0, 10, (8,), generator=gen))]
+    seconds = plan_step_time(RunConfig(preset, name, 0.9, 0), Shape(10, (1, 28, 28)),
+                             Budget(2, 4), batches, 421)
+    assert 0 < seconds < float("inf")
