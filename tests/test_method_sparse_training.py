@@ -225,3 +225,34 @@ def test_step_timing_runs_without_a_dataset(name):
     seconds = plan_step_time(RunConfig(preset, name, 0.9, 0), Shape(10, (1, 28, 28)),
                              Budget(2, 4), batches, 421)
     assert 0 < seconds < float("inf")
+
+
+def test_snip_scoring_leaves_the_counted_steps_and_their_data_order_alone(
+    tiny_preset, tiny_data, monkeypatch
+):
+    from benchsuite.train import RunConfig, train_run
+
+    calls = []
+    original = type(tiny_data).train_batches
+
+    def spy(self, *args, **kwargs):
+        first = True
+        for x, y in original(self, *args, **kwargs):
+            if first:
+                calls.append(y.clone())
+                first = False
+            yield x, y
+
+    monkeypatch.setattr(type(tiny_data), "train_batches", spy)
+    preset = tiny_preset.replace(epochs=2)
+    plain = train_run(RunConfig(preset, "random", 0.9, seed=3), dataset=tiny_data)
+    loop_batches = calls[:]
+    calls.clear()
+    snip = train_run(RunConfig(preset, "snip", 0.9, seed=3), dataset=tiny_data)
+    scoring, rest = calls[0], calls[1:]
+    assert len(rest) == len(loop_batches) == 2  # one call per epoch, after the scoring one
+    assert all(torch.equal(a, b) for a, b in zip(rest, loop_batches))  # same data order
+    assert not torch.equal(scoring, loop_batches[0])  # scoring: the method's own order
+    assert snip.metrics["train_steps"] == plain.metrics["train_steps"] == 2 * 14
+    assert snip.metrics["score_images"] == preset.batch_size
+    assert snip.metrics["sparsity"] == plain.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
