@@ -172,10 +172,13 @@ class TrainState:
             raise RuntimeError("this training path hands the method no training batches")
         batches: list[tuple[Tensor, Tensor]] = []
         while len(batches) < n:  # more than one epoch's worth: a fresh permutation each pass
+            before = len(batches)
             for batch in self.train_batches(self.generator):
                 batches.append(batch)
                 if len(batches) == n:
                     break
+            if len(batches) == before:
+                raise RuntimeError("the training batch source yielded no batch")
         return batches
 
     def note_dense_weight_grad(self) -> None:
