@@ -10,7 +10,7 @@ dilated and depthwise convs are counted correctly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -132,3 +132,50 @@ def theoretical_speedup(layers: Iterable[LayerCount]) -> float | None:
     if sparse == 0:
         return None
     return flops_dense(layers) / sparse
+
+
+def layer_nonzeros(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(non-zero, total) weights per counted layer, as the forward sees them."""
+    with torch.no_grad():
+        return {
+            name: (int(torch.count_nonzero(m.weight)), m.weight.numel())
+            for name, m in _counted_layers(model)
+        }
+
+
+@dataclass
+class TrainFlops:
+    """Multiply-adds of the counted training steps, at the density each step ran with.
+
+    Rule (docs/methods.md, the cost of training): a step on B images costs 3·B·Σ_l D_l·d_l,
+    D_l the layer's dense multiply-adds per sample and d_l its density (non-zero ÷ weights
+    of the effective weight): the forward pass once and the backward pass (gradients of the
+    activations and of the weights) twice. A step that used the dense weight gradient (RigL's
+    mask updates, ``TrainState.note_dense_weight_grad``) adds B·Σ_l D_l·(1 − d_l): its weight
+    gradient ran dense. d_l is sampled once per epoch, at its start (after ``prepare`` or
+    after the previous epoch's hooks), and holds for all that epoch's steps: exact for
+    methods whose masks change only at epoch ends (GMP, IMP, BIMP) or keep each layer's count
+    (random, SNIP, SET, RigL, dense), the left endpoint for methods whose sparsity moves
+    within an epoch (STR, DST, DNW, CS). ``train_cost`` = this ÷ the dense model's 3·B·Σ_l D_l
+    for the same steps, so the dense run is 1.0. A masked dense kernel computes every product
+    anyway: this is the saving a sparse kernel could realise, not the wall time measured.
+    """
+
+    epochs: list[tuple[dict[str, tuple[int, int]], int, int]] = field(default_factory=list)
+
+    def add(
+        self, nonzeros: dict[str, tuple[int, int]], images: int, dense_grad_images: int
+    ) -> None:
+        """One epoch: its densities (sampled at its start), images, dense-gradient images."""
+        self.epochs.append((nonzeros, images, dense_grad_images))
+
+    def totals(self, dense_macs: dict[str, int]) -> tuple[float, float]:
+        """(train_flops, the dense model's train flops for the same images)."""
+        train = dense = 0.0
+        for nonzeros, images, dense_grad in self.epochs:
+            for name, macs in dense_macs.items():
+                nz, n = nonzeros.get(name, (1, 1))
+                d = nz / n if n else 1.0
+                train += 3 * images * macs * d + dense_grad * macs * (1.0 - d)
+                dense += 3 * images * macs
+        return train, dense

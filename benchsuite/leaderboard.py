@@ -6,8 +6,9 @@ and reproducible byte for byte. Reading MLflow (``load_runs``) is separate from 
 
 Layout (like Table 2 of the BIMP paper): one row per method variant, ``dense`` first as the
 reference row (shown in every column group, never ranked). For each target sparsity a column
-group: test accuracy ``mean ± std (n)``, its 95 % interval, theoretical speedup (mean) and
-achieved sparsity (mean, %); plus one training img/s column.
+group: test accuracy ``mean ± std (n)``, its 95 % interval, theoretical speedup (mean),
+train cost (``train_cost``, × dense, mean) and achieved sparsity (mean, %); plus one training
+img/s column.
 
 Which runs count
   Only the latest attempt (by start time, then run id) of each ``benchsuite.run_key``
@@ -646,7 +647,7 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
                 done[r.seed] = r
         cell.seeds = tuple(sorted(done))
         cell.run_ids = {s: done[s].run_id for s in cell.seeds}
-        for metric in ("test_accuracy", "theoretical_speedup", "sparsity"):
+        for metric in ("test_accuracy", "theoretical_speedup", "train_cost", "sparsity"):
             vals = {s: _to_float(done[s].metrics.get(metric)) for s in cell.seeds}
             clean = {s: v for s, v in vals.items() if v is not None}
             cell.by_seed[metric] = clean
@@ -824,6 +825,11 @@ def _speedup_value(cell: Cell) -> str:
     return "—" if st is None else f"{_f2(st.mean)}×"
 
 
+def _train_cost_text(cell: Cell | None) -> str:
+    st = None if cell is None else cell.stats.get("train_cost")
+    return "—" if st is None else f"{st.mean:.3g}×"
+
+
 def _sparsity_text(cell: Cell | None) -> str:
     st = None if cell is None else cell.stats.get("sparsity")
     return "—" if st is None else f"{_f2(st.mean * 100)}%"
@@ -839,7 +845,7 @@ def _column_titles(targets: list[float]) -> list[str]:
     titles = ["Method", "img/s"]
     for t in targets:
         p = _pct(t)
-        titles += [f"{p} Acc", f"{p} CI", f"{p} Speedup", f"{p} Sparsity"]
+        titles += [f"{p} Acc", f"{p} CI", f"{p} Speedup", f"{p} Train cost", f"{p} Sparsity"]
     return titles
 
 
@@ -877,6 +883,11 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "speed: the models are only masked, so dense kernels still run on zeros. What a real "
         "sparse kernel gains is measured by `python benchmarks/sparse_inference.py "
         f"--experiment {board.experiment}` (see the README's Performance section).",
+        "**Train cost**: multiply-adds of the training steps at the density each step ran "
+        "with (forward + backward = 3× the forward; RigL's dense-gradient steps added) ÷ "
+        "those of the dense model for the same steps (mean over seeds; dense = 1×). Also "
+        "theoretical: masked dense kernels compute every product, so the wall time does not "
+        "shrink with it (docs/methods.md, the cost of training).",
         "**Sparsity**: achieved fraction of prunable weights that are exactly zero (mean, %); "
         "never marked.",
         "**img/s**: training throughput, images per second of the method's training steps "
@@ -940,7 +951,7 @@ def _markdown_table(board: Leaderboard) -> list[str]:
         for t in board.targets:
             cell = row.cell(t)
             if cell is None:
-                cells += ["—", "—", "—", "—"]
+                cells += ["—", "—", "—", "—", "—"]
                 continue
             acc = _md_marked(_acc_value(cell), cell.marks["test_accuracy"])
             n = _n_text(cell)
@@ -949,7 +960,7 @@ def _markdown_table(board: Leaderboard) -> list[str]:
                 acc += f" [{notes[(row.label, t)]}]"
             cells += [acc, _ci_text(cell),
                       _md_marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
-                      _sparsity_text(cell)]
+                      _train_cost_text(cell), _sparsity_text(cell)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -1025,6 +1036,7 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                                             cell.marks.get("test_accuracy")),
                 "theoretical_speedup": _stat_json(cell.stats.get("theoretical_speedup"),
                                                   cell.marks.get("theoretical_speedup")),
+                "train_cost": _stat_json(cell.stats.get("train_cost")),
                 "sparsity": _stat_json(cell.stats.get("sparsity")),
                 "collapsed": {str(s): list(v) for s, v in sorted(cell.collapsed.items())},
                 "overshoot": cell.overshoot,
@@ -1124,7 +1136,7 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         for t in board.targets:
             cell = row.cell(t)
             if cell is None:
-                cells += [Text("—")] * 4
+                cells += [Text("—")] * 5
                 continue
             acc = marked(_acc_value(cell), cell.marks["test_accuracy"])
             style = "bold red" if cell.failed else ("yellow" if cell.short or cell.running
@@ -1135,7 +1147,7 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
                            style="bold red" if cell.collapsed else "bold yellow")
             cells += [acc, Text(_ci_text(cell)),
                       marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
-                      Text(_sparsity_text(cell))]
+                      Text(_train_cost_text(cell)), Text(_sparsity_text(cell))]
         table.add_row(*cells, end_section=row.reference)
     return table
 

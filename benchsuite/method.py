@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -153,6 +153,10 @@ class TrainState:
     masks: HardMasks | None = None
     evaluate_val: Callable[[], float] | None = None
     logged: dict[str, float] = field(default_factory=dict)
+    # one epoch of training batches whose order and augmentation come from the given generator
+    train_batches: Callable[[torch.Generator], Iterator[tuple[Tensor, Tensor]]] | None = None
+    recorded: dict[str, float] = field(default_factory=dict)  # run-level metrics (``record``)
+    dense_grad_steps: int = 0  # steps whose weight gradient a method used densely (RigL)
 
     # --- services -------------------------------------------------------------------------
     def prunable(self) -> list[tuple[str, nn.Module]]:
@@ -182,6 +186,34 @@ class TrainState:
     def log(self, name: str, value: float) -> None:
         """A diagnostic metric, recorded by the harness at the current step."""
         self.logged[name] = float(value)
+
+    def record(self, name: str, value: float) -> None:
+        """A run-level metric (e.g. SNIP's ``score_images``), added to the run's final metrics."""
+        self.recorded[name] = float(value)
+
+    def sample_batches(self, n: int) -> list[tuple[Tensor, Tensor]]:
+        """``n`` training batches outside the counted steps (SNIP's scoring pass).
+
+        Drawn from the training split with order and augmentation from the method's own
+        generator, so the loop's data order (its own ``order`` stream) is untouched and no
+        validation or test sample is read.
+        """
+        if self.train_batches is None:
+            raise RuntimeError("this training path hands the method no training batches")
+        batches: list[tuple[Tensor, Tensor]] = []
+        while len(batches) < n:  # more than one epoch's worth: a fresh permutation each pass
+            before = len(batches)
+            for batch in self.train_batches(self.generator):
+                batches.append(batch)
+                if len(batches) == n:
+                    break
+            if len(batches) == before:
+                raise RuntimeError("the training batch source yielded no batch")
+        return batches
+
+    def note_dense_weight_grad(self) -> None:
+        """This step used the dense weight gradient (counted in ``train_flops``)."""
+        self.dense_grad_steps += 1
 
     def phase_at(self, epoch: int) -> Phase:
         return next(p for p in self.plan.phases if p.start_epoch <= epoch < p.end_epoch)

@@ -37,10 +37,11 @@ def plan_step_time(
     """Seconds per training step of a miniature plan, epoch-end hooks amortised.
 
     ``data`` needs only ``num_classes`` and ``input_shape``; ``budget`` is the miniature
-    budget (the real number of epochs, few steps each).
+    budget (the real number of epochs, few steps each). A method that samples training
+    batches in ``prepare`` (SNIP) gets ``batches``.
     """
     device = device or torch.device(config.device)
-    model, method, state = setup(config, data, budget, device)
+    model, method, state = setup(config, data, budget, device, lambda _: iter(batches))
     state.evaluate_val = None  # diagnostics evaluation is not training work
     amp = autocast_dtype(config, device)
     cuda = device.type == "cuda"

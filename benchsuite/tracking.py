@@ -27,6 +27,7 @@ TAG = "benchsuite."
 FINAL_METRICS = (
     "test_accuracy", "test_top5", "val_accuracy", "sparsity", "theoretical_speedup",
     "flops_dense", "flops_sparse", "train_img_per_s", "train_steps", "train_images", "wall_time_s",
+    "train_flops", "train_cost",
 )  # fmt: skip
 
 T = TypeVar("T")

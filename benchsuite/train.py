@@ -30,7 +30,14 @@ from . import __version__
 from .allocator import keep_freed_memory
 from .budget import Budget
 from .data import Dataset, load_dataset
-from .flops import count_layers, flops_dense, flops_sparse, theoretical_speedup
+from .flops import (
+    TrainFlops,
+    count_layers,
+    flops_dense,
+    flops_sparse,
+    layer_nonzeros,
+    theoretical_speedup,
+)
 from .method import PruningMethod, TrainState, parse_hparams, variant_name
 from .models import build_model
 from .presets import Preset
@@ -291,11 +298,17 @@ def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | Non
 
 
 def setup(
-    config: RunConfig, data: Dataset, budget: Budget, device: torch.device
+    config: RunConfig,
+    data: Dataset,
+    budget: Budget,
+    device: torch.device,
+    train_batches: Callable[[torch.Generator], Any] | None = None,
 ) -> tuple[nn.Module, PruningMethod, TrainState]:
     """Plan, model from the seed's init stream, method prepared, optimizer built (in that order).
 
-    Also keeps this process's freed memory (``allocator``): every training path passes here.
+    ``train_batches`` (generator → one epoch of batches) is what ``TrainState.sample_batches``
+    reads; default: ``data``'s training split. Also keeps this process's freed memory
+    (``allocator``): every training path passes here.
     """
     keep_freed_memory()
     preset = config.preset
@@ -322,6 +335,8 @@ def setup(
         device=device,
         generator=make_generator(config.seed, "method"),
         optimizer_factory=lambda: make_optimizer(model, config),
+        train_batches=train_batches
+        or (lambda gen: data.train_batches(preset.batch_size, gen, gen, device)),
     )
     method.prepare(model, state)
     state.optimizer = make_optimizer(model, config)
@@ -410,6 +425,7 @@ def train_run(
     step_time = 0.0
     images = 0
     cached_images = 0
+    train_flops = TrainFlops()  # densities sampled once per epoch, see its docstring
     curves: list[tuple[int, dict[str, float]]] = []
 
     def end_epoch(train_loss: float) -> None:
@@ -444,6 +460,9 @@ def train_run(
         state.epoch = plan.cache_epoch
         state.step = budget.steps(state.epoch)
         cached_images = restored["images"]
+        # checkpoints written before train_flops existed: the prefix at today's density
+        prefix = restored.get("train_flops") or [(layer_nonzeros(model), cached_images, 0)]
+        train_flops.epochs.extend(prefix)
         for step, metrics in restored["curves"]:
             curves.append((step, metrics))
             if run is not None:
@@ -455,6 +474,7 @@ def train_run(
     while state.epoch < plan.epochs:  # a plan's extra steps may end inside its last epoch
         loss_sum = torch.zeros((), device=device)
         epoch_start = state.step
+        nonzeros, epoch_images, dense_grads = layer_nonzeros(model), images, state.dense_grad_steps
         for x, y in data.train_batches(preset.batch_size, order, augment, device):
             if cuda:
                 torch.cuda.synchronize(device)
@@ -468,6 +488,11 @@ def train_run(
             if state.step == plan.total_steps:
                 break
         state.epoch += 1
+        train_flops.add(
+            nonzeros,
+            images - epoch_images,
+            (state.dense_grad_steps - dense_grads) * preset.batch_size,
+        )
         train_loss = float(loss_sum) / (state.step - epoch_start)
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"training loss is {train_loss} in epoch {state.epoch}")
@@ -484,6 +509,7 @@ def train_run(
                     "images": images,
                     "curves": list(curves),
                     "train_loss": train_loss,
+                    "train_flops": list(train_flops.epochs),
                 },
             )
         end_epoch(train_loss)
@@ -540,6 +566,10 @@ def train_run(
         metrics["projection_drop"] = val_finalized - val_projected
     collapsed = collapsed_layers(model)
     metrics["collapsed_layers"] = float(len(collapsed))
+    flops_train, flops_dense_train = train_flops.totals({la.name: la.dense_macs for la in layers})
+    metrics["train_flops"] = flops_train
+    metrics["train_cost"] = flops_train / flops_dense_train if flops_dense_train else 1.0
+    metrics.update(state.recorded)
     if bn_images:
         metrics["bn_recal_images"] = float(bn_images)
     if data.num_classes >= 5 and test_top5 is not None:

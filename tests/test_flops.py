@@ -145,3 +145,47 @@ def test_speedup_none_when_nothing_left() -> None:
     layers = [LayerCount("a", 100, 4, 1), LayerCount("b", 50, 10, 10)]
     assert flops_sparse(layers) == 75.0
     assert theoretical_speedup(layers) == 2.0
+
+
+def test_train_flops_by_hand() -> None:
+    from benchsuite.flops import TrainFlops
+
+    dense = {"conv": 1000, "fc": 200}  # multiply-adds per sample
+    cost = TrainFlops()
+    # epoch 1: dense, 64 images: 3·64·1200 = 230,400
+    cost.add({"conv": (50, 50), "fc": (10, 10)}, 64, 0)
+    # epoch 2: conv at 0.2, fc at 0.5, 64 images, 32 of them with a dense weight gradient:
+    # 3·64·(1000·0.2 + 200·0.5) = 57,600; + 32·(1000·0.8 + 200·0.5) = 28,800
+    cost.add({"conv": (10, 50), "fc": (5, 10)}, 64, 32)
+    train, dense_total = cost.totals(dense)
+    assert train == pytest.approx(230_400 + 57_600 + 28_800)
+    assert dense_total == pytest.approx(2 * 230_400)
+    assert train / dense_total == pytest.approx(316_800 / 460_800)  # train_cost 0.6875
+
+
+def test_layer_nonzeros_reads_the_effective_weight() -> None:
+    from benchsuite.flops import layer_nonzeros
+
+    model = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight[0] = 0
+    assert layer_nonzeros(model) == {"0": (4, 8), "2": (2, 2)}
+
+
+@pytest.mark.slow
+def test_train_run_records_train_flops() -> None:
+    """A static mask on digits for one epoch: train_flops = 3·images·Σ D_l·d_l exactly."""
+    import dataclasses
+
+    from benchsuite.presets import load_preset
+    from benchsuite.train import RunConfig, train_run
+
+    preset = dataclasses.replace(load_preset("digits"), epochs=1)
+    result = train_run(RunConfig(preset, "random", 0.9, 0))
+    m = result.metrics
+    example = torch.zeros(1, 1, 8, 8)
+    layers = count_layers(result.model, example)
+    expected = 3 * m["train_images"] * flops_sparse(layers)
+    assert m["train_flops"] == pytest.approx(expected)
+    assert m["train_cost"] == pytest.approx(flops_sparse(layers) / flops_dense(layers))
+    assert m["sparsity"] == pytest.approx(0.9, abs=1e-12)

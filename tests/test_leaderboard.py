@@ -93,6 +93,7 @@ def rec(
             "theoretical_speedup": speedup,
             "flops_dense": 1e6,
             "flops_sparse": 1e6 / speedup,
+            "train_cost": 1.0 / speedup,
             "train_img_per_s": ips,
             "train_steps": steps,
             "train_images": steps * 64,
@@ -325,8 +326,8 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
     md, data = to_markdown(board), json.loads(to_json(board))
     titles, rows = _parse_md_table(md)
     assert titles[:2] == ["Method", "img/s"]
-    assert titles[2:6] == ["90% Acc", "90% CI", "90% Speedup", "90% Sparsity"]
-    assert len(titles) == 2 + 4 * 3
+    assert titles[2:7] == ["90% Acc", "90% CI", "90% Speedup", "90% Train cost", "90% Sparsity"]
+    assert len(titles) == 2 + 5 * 3
     assert list(rows) == [r["label"] for r in data["rows"]] == ["dense", "a", "b", "c", "d", "e"]
     marks_seen = 0
     for jrow in data["rows"]:
@@ -339,9 +340,9 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
         assert cells[1].endswith("†") == (ips["source"] == "in-trial")
         for i, target in enumerate(data["targets"]):
             key = "0.0" if jrow["reference"] else repr(target)
-            acc_t, ci_t, sp_t, spars_t = cells[2 + 4 * i : 6 + 4 * i]
+            acc_t, ci_t, sp_t, cost_t, spars_t = cells[2 + 5 * i : 7 + 5 * i]
             if key not in jrow["cells"]:  # c, d, e were not run at 0.98
-                assert [acc_t, ci_t, sp_t, spars_t] == ["—"] * 4
+                assert [acc_t, ci_t, sp_t, cost_t, spars_t] == ["—"] * 5
                 continue
             jcell = jrow["cells"][key]
             m = ACC_RE.match(acc_t)
@@ -366,6 +367,7 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
                 assert ci_t == f"[{acc['ci95'][0]:.2f}, {acc['ci95'][1]:.2f}]"
             sp = jcell["theoretical_speedup"]
             assert sp_t.replace("**", "").rstrip("¹²³ ≈") == f"{sp['mean']:.2f}×"
+            assert cost_t == f"{jcell['train_cost']['mean']:.3g}×"
             assert spars_t == f"{jcell['sparsity']['mean'] * 100:.2f}%"
     assert marks_seen == 4  # a¹ (0.9), a¹ b² c³ (0.95)
     # JSON keeps the unrounded numbers and where each came from

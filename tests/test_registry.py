@@ -9,7 +9,7 @@ import pytest
 
 from benchsuite import registry as reg
 
-BUILTIN = {"dense", "imp", "bimp", "oneshot"}
+BUILTIN = {"dense", "imp", "bimp", "oneshot", "random", "snip", "set", "rigl"}
 
 PLUGIN = '''
 from dataclasses import dataclass
