@@ -105,6 +105,6 @@ class Plan:
 
 
 def split_epochs(total: int, parts: int) -> list[int]:
-    """⌊total/parts⌋ epochs each, the remainder added to the last (reference §3.1, §4)."""
+    """⌊total/parts⌋ epochs each, the remainder added to the last (docs/methods.md, imp)."""
     base = total // parts
     return [base] * (parts - 1) + [total - base * (parts - 1)]

@@ -2,7 +2,7 @@
 
 Every dataset has a fixed test split and a validation split held out of the training set
 with ``split_seed``, independent of the run seed, so that every method and every seed sees
-the same three splits (DESIGN.md, "Splits"). Training order and augmentation come from two
+the same three splits (docs/protocol.md, Splits). Training order and augmentation come from two
 caller-supplied generators, so that two methods under one seed see identical batches.
 
 In-memory datasets (digits, fashion-mnist, cifar10/100, synthetic) keep their raw pixels
@@ -344,7 +344,7 @@ def rotate(x: Tensor, degrees: Tensor) -> Tensor:
 
 
 def cifar_augment(max_degrees: float = 0.0, padding: int = 4) -> Augment:
-    """Reference §2.4: crop 32 with padding 4, horizontal flip (CIFAR-10), plus a uniform
+    """docs/protocol.md: crop 32 with padding 4, horizontal flip (CIFAR-10), plus a uniform
     rotation in [-max_degrees, max_degrees] (CIFAR-100: 15°). All draws come from the
     ``augment`` generator on the CPU, so they do not depend on the device."""
 

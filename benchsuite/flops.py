@@ -1,4 +1,4 @@
-"""Multiply-adds per sample and the theoretical speedup of a sparse model (reference §7.1).
+"""Multiply-adds per sample and the theoretical speedup of a sparse model (docs/protocol.md).
 
 ShrinkBench-style accounting: only Conv and Linear layers count (not BN, activations,
 pooling, residual adds or biases), a layer's sparse cost is its dense cost scaled by its

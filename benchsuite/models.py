@@ -1,4 +1,4 @@
-"""Models by name: the reference setups' architectures (reference §2.4), plus any timm or
+"""Models by name: the reference setups' architectures (docs/protocol.md), plus any timm or
 torchvision model, all randomly initialised.
 
 Construction draws all its randomness from torch's global RNG; the harness seeds it (inside
@@ -210,7 +210,7 @@ class CifarResNet(nn.Module):
 class WideBlock(nn.Module):
     """Pre-activation block of Zagoruyko & Komodakis 2016: BN-ReLU-conv3×3-BN-ReLU-dropout-
     conv3×3; where the shape changes, a 1×1 conv on the pre-activated input is the
-    shortcut. Convs carry biases (reference §2.4)."""
+    shortcut. Convs carry biases (docs/protocol.md)."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
         super().__init__()

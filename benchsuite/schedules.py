@@ -1,4 +1,4 @@
-"""Learning-rate schedules as per-step arrays (reference §2.3, §3.2, §3.3).
+"""Learning-rate schedules as per-step arrays (docs/methods.md).
 
 Arrays, not scheduler objects: a method's whole schedule exists before training starts,
 so a test can read the exact LR at step t and a too-short budget is refused up front.
@@ -19,8 +19,8 @@ import torch
 
 ORIGINAL_KINDS = ("constant", "step", "multistep", "exponential", "linear", "cosine")
 RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
-WARMUP_FRACTION = 0.1  # hard-coded 10 % warm-up of the retraining schedules (reference §3.2, §10)
-WARMUP_START_FACTOR = 1e-20  # original-training warm-up starts at ≈0 (reference §2.3, §10)
+WARMUP_FRACTION = 0.1  # hard-coded 10 % warm-up of the retraining schedules (docs/methods.md, imp)
+WARMUP_START_FACTOR = 1e-20  # original-training warm-up starts at ≈0 (docs/methods.md)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class LRRecord:
 
 
 def half_cosine_warmup(eta0: float, n_warmup: int) -> np.ndarray:
-    """η(k) = η₀·(1 − cos(πk/W))/2 for k = 0..W−1: from 0 towards η₀ (reference §3.2)."""
+    """η(k) = η₀·(1 − cos(πk/W))/2 for k = 0..W−1: from 0 towards η₀ (docs/methods.md, imp)."""
     k = np.arange(n_warmup)
     return eta0 * (1.0 - np.cos(np.pi * k / n_warmup)) / 2.0
 
@@ -120,7 +120,7 @@ def half_cosine_warmup(eta0: float, n_warmup: int) -> np.ndarray:
 def allr_initial_lr(
     eta_max: float, norm_drop: float, fraction: float, phase_steps: int, original_steps: int
 ) -> float:
-    """ALLR's restart LR: clip(η_max·d/√p, η_max·min(T_rt/T, 1), η_max) (reference §3.3).
+    """ALLR's restart LR: clip(η_max·d/√p, η_max·min(T_rt/T, 1), η_max) (docs/methods.md, imp).
 
     ``fraction`` p is the per-phase fraction of the remaining weights that was pruned and
     ``norm_drop`` d the relative L2 drop over all parameters caused by that prune.
@@ -130,7 +130,7 @@ def allr_initial_lr(
 
 
 def linear_warmup(eta0: float, n_warmup: int) -> np.ndarray:
-    """η(k) = η₀·k/W: the linear rise of the earlier BIMP cycles (reference §4, a flag)."""
+    """η(k) = η₀·k/W: the linear rise of the earlier BIMP cycles (docs/methods.md, imp, a flag)."""
     return eta0 * np.arange(n_warmup) / n_warmup
 
 
@@ -142,7 +142,7 @@ def retraining_schedule(
     eta0: float | None = None,
     warmup_shape: str = "cosine",
 ) -> np.ndarray:
-    """The per-step LR of one retraining phase of ``n_steps`` iterations (reference §3.2).
+    """The per-step LR of one retraining phase of ``n_steps`` iterations (docs/methods.md, imp).
 
     ``eta0`` overrides the restart LR (ALLR passes its adaptive value; for ``allr`` the
     default is the upper bound η_max, so a plan can be built before the prune is measured).

@@ -1,6 +1,6 @@
 """Prunable parameters, global magnitude selection, hard masks and achieved sparsity.
 
-What is prunable is an explicit allow-list (reference §2.1): the weight of every Conv and
+What is prunable is an explicit allow-list (docs/methods.md): the weight of every Conv and
 Linear layer, including the first conv and the classifier; never biases or norm layers.
 Sparsity is always a fraction of the prunable weights and is counted from the tensors.
 """
@@ -56,7 +56,7 @@ def global_magnitude_masks(
 
 
 def prune_remaining(weights: list[Tensor], fraction: float, current: list[Tensor]) -> list[Tensor]:
-    """Prune round(fraction · n_unpruned) of the still-unpruned entries (reference §2.1, §11.1)."""
+    """Prune round(fraction · n_unpruned) of the still-unpruned entries (docs/methods.md)."""
     alive = int(sum(int(m.sum()) for m in current))
     return global_magnitude_masks(weights, alive - round(fraction * alive), current)
 
@@ -86,7 +86,7 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
 
 
 def project_to_sparsity(model: nn.Module, target: float) -> None:
-    """The harness's final projection (reference §2.5): global magnitude prune to ``target``.
+    """The harness's final projection (docs/protocol.md): global magnitude prune to ``target``.
 
     Zeros already present rank lowest, so an already sparser model keeps its mask: the
     result is max(achieved, target). Works on plain weights (after ``finalize``).
@@ -144,7 +144,7 @@ class HardMasks:
 def zero_momentum(
     optimizer: torch.optim.Optimizer, params: list[Tensor], masks: list[Tensor]
 ) -> None:
-    """Zero the momentum buffer at the masked-out positions (GMP, reference §5)."""
+    """Zero the momentum buffer at the masked-out positions (GMP, docs/methods.md)."""
     with torch.no_grad():
         for p, m in zip(params, masks):
             buf = optimizer.state.get(p, {}).get("momentum_buffer")

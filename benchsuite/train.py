@@ -1,6 +1,6 @@
 """The one training loop: every method trains through it, with the same steps and batches.
 
-The loop owns the protocol of DESIGN.md: it counts steps and images, draws initial weights,
+The loop owns the protocol (docs/protocol.md): it counts steps and images, draws initial weights,
 data order, augmentation and method randomness from separate seed-derived generators,
 evaluates only the validation split during training, applies the final projection to the
 target after ``finalize``, and reads the test split once, at the very end.
@@ -167,7 +167,7 @@ def run_key(config: RunConfig, fingerprint: str, total_steps: int) -> str:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """SGD over all parameters in one group, so weight decay reaches thresholds too (§2.2).
+    """SGD over all parameters in one group, so weight decay reaches thresholds too.
 
     Multi-tensor (``foreach``) on every device: torch picks it only for accelerators, and on
     the CPU runs a Python loop over the parameters instead; both apply the same kernels in

@@ -2,7 +2,7 @@
 
 Dense training for T₀ epochs with a linear LR η_max → 0 (Li et al. 2020's budget-aware
 schedule), then J prune–retrain cycles with ALLR in the remaining T − T₀ epochs, so the whole
-method spends exactly the budget of the pruning-stable methods (reference §4, §8).
+method spends exactly the budget of the pruning-stable methods (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from .imp import IMP
 class BIMPHparams:
     dense_fraction: float = hparam(
         0.5,
-        "chosen here: the paper's appendix values are not reproduced (reference §10); half the "
+        "chosen here: the paper's appendix values are not reproduced (docs/methods.md); half the "
         "budget dense leaves each cycle ≥ 1 epoch at 10 epochs",
         low=0.2,
         high=0.8,
     )
     cycles: int = hparam(
-        3, "chosen here: the reference code ships no BIMP values (reference §4, §10)", low=1, high=8
+        3, "chosen here: the reference code ships no BIMP values (docs/methods.md)", low=1, high=8
     )
     allr_last_phase_only: bool = hparam(
         False, "reference code: ALLR in every cycle (earlier version: last cycle only)"

@@ -1,5 +1,5 @@
 """CS — continuous sparsification (Savarese, Silva & Maire, NeurIPS 2020), single round,
-reference §5.
+docs/methods.md.
 
 One mask logit m per prunable weight, initialised to s₀. Every forward uses
 
@@ -8,8 +8,8 @@ One mask logit m per prunable weight, initialised to s₀. Every forward uses
 with β annealed per global iteration t as β_t = β_F^(t / T_iter), T_iter = the budget's steps,
 so β runs from 1 to β_F. The loss adds λ · Σ σ(β m) (+ ½ · wd · Σ‖w‖² with ``l2_doubled``, the
 reference code: SGD's wd acts too, effective 2·wd on the weights). SGD's weight decay also acts on
-the logits (reference §11.9). At the end the mask is 1[m > 0] and the stored weights are the
-soft-scaled w_e (reference §11.10). Single round: no rewinding of the paper's multi-round form.
+the logits (docs/methods.md). At the end the mask is 1[m > 0] and the stored weights are the
+soft-scaled w_e (docs/methods.md). Single round: no rewinding of the paper's multi-round form.
 
 As in DST, the penalty's value is never recorded (the loop reports the data loss), so only its
 gradient is computed, in ``after_backward``; all layers' effective weights come from one flat
@@ -112,7 +112,7 @@ class SoftMasks(LayerBatch):
 class CSHparams:
     s_initial: float = hparam(
         -0.1,
-        "reference code (its MNIST smoke-test value, reference §10); the gates start at "
+        "reference code (its MNIST smoke-test value, docs/methods.md); the gates start at "
         "σ(−0.1) ≈ 0.475, all weights effective. Sparsity is steep in it (digits, seed 0: "
         "−0.1 → 99.3 %, 0 → 98.3 %, 0.02 → 97.3 %, 0.05 → 2.3 %): calibrate per preset",
         low=-1.0,
@@ -132,7 +132,7 @@ class CSHparams:
     )
     l2_doubled: bool = hparam(
         True,
-        "reference code (reference §5): an explicit ½·wd·Σ‖w‖² on top of SGD's wd, effective "
+        "reference code (docs/methods.md): an explicit ½·wd·Σ‖w‖² on top of SGD's wd, effective "
         "2·wd on the weights; false = the earlier version's single L2",
     )
 

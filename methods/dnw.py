@@ -1,4 +1,4 @@
-"""DNW — discovering neural wirings (Wortsman, Farhadi & Rastegari, NeurIPS 2019), reference §5.
+"""DNW — discovering neural wirings (Wortsman, Farhadi & Rastegari, NeurIPS 2019), docs/methods.md.
 
 Every prunable weight becomes a trainable latent w. Every forward uses
 
@@ -7,7 +7,7 @@ Every prunable weight becomes a trainable latent w. Every forward uses
 
 and the backward is straight-through: ∂L/∂w := ∂L/∂w_e, unmasked, so pruned latents keep
 receiving gradient (and SGD weight decay) and can re-enter. At the end the mask is taken at the
-current τ and the *raw* latent w is kept, masked (reference §5, §11.10).
+current τ and the *raw* latent w is kept, masked (docs/methods.md).
 
 Speed without approximation: the latents change only at ``optimizer.step``, so τ (one exact
 selection over the flat |w|, see ``kth_smallest_abs``) and the masks are computed once per
@@ -87,7 +87,7 @@ def global_threshold(latents: Sequence[Tensor], k: int) -> Tensor:
 
 @dataclass(frozen=True)
 class DNWHparams:
-    """DNW has no hyperparameter besides the target sparsity S (reference §5)."""
+    """DNW has no hyperparameter besides the target sparsity S (docs/methods.md)."""
 
 
 class DNW(PruningMethod):
@@ -107,7 +107,7 @@ class DNW(PruningMethod):
         parametrizations = [BatchedWeight(None, i) for i in range(len(modules))]
         latents = register_batched(modules, parametrizations)
         self.n = sum(w.numel() for w in latents)
-        self.k = math.floor(self.target * self.n)  # ⌊S · N_prunable⌋, reference §5
+        self.k = math.floor(self.target * self.n)  # ⌊S · N_prunable⌋, docs/methods.md
         self.batch = StraightThroughMasks(latents, self.k)
         for p in parametrizations:
             p.batch = self.batch

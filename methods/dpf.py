@@ -1,4 +1,4 @@
-"""Dynamic pruning with feedback (Lin, Stich, Barba, Dmitriev & Jaggi, ICLR 2020), reference §5 DPF.
+"""Dynamic pruning with feedback (Lin, Stich, Barba, Dmitriev & Jaggi, ICLR 2020), docs/methods.md.
 
 The model keeps **dense** weights w and an external mask m. Every step computes the forward
 and backward at the pruned point w ⊙ m and applies that gradient (with momentum and weight
@@ -56,7 +56,7 @@ class DPFHparams:
     )
     refresh_interval: int = hparam(
         16,
-        "reference code: hard-coded 16 (reference §5 DPF, §10)",
+        "reference code: hard-coded 16 (docs/methods.md)",
         help="steps between mask recomputations (also at every pruning epoch)",
     )
 

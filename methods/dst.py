@@ -1,4 +1,4 @@
-"""DST — dynamic sparse training (Liu, Xu, Shi, Cheung & So, ICLR 2020), reference §5.
+"""DST — dynamic sparse training (Liu, Xu, Shi, Cheung & So, ICLR 2020), docs/methods.md.
 
 Every prunable Conv/Linear gets trainable thresholds t ∈ R^{out_channels} (init 0), one per
 output channel/row. Every forward masks the weight with a step function,
@@ -16,7 +16,7 @@ and SGD applies wd to w and t once more, so with ``l2_doubled`` (the reference c
 default) the weights' effective L2 is 2·wd. The penalty's value is never recorded (the loop
 reports the data loss), so only its gradient, −α·exp(−t) and wd·w, is computed: added to the
 gradients after the backward pass, three multi-tensor ops instead of an autograd node. At the
-end the mask comes from t and the raw w is kept, masked (reference §11.10).
+end the mask comes from t and the raw w is kept, masked (docs/methods.md).
 
 All layers' masked weights come from one computation over the flat latents, recomputed when
 the latents or thresholds change (``methods/batched.py``): one op per formula step for all
@@ -44,8 +44,8 @@ from .batched import (
     remove_batched,
 )
 
-RESET_DENSITY = 0.01  # reference §10: hard-coded reset at ≤ 1 % density
-NARROW, WIDE = 0.4, 1.0  # reference §10: the surrogate's breakpoints
+RESET_DENSITY = 0.01  # docs/methods.md: hard-coded reset at ≤ 1 % density
+NARROW, WIDE = 0.4, 1.0  # docs/methods.md: the surrogate's breakpoints
 NARROW_VALUE = 0.4  # its value on 0.4 < |x| ≤ 1 (= 2 − 4·0.4: continuous at 0.4)
 
 
@@ -169,7 +169,7 @@ class ThresholdMask(BatchedWeight):
 class DSTHparams:
     penalty: float = hparam(
         0.002,
-        "reference code (its MNIST smoke-test value, reference §10); it trains (seed 0: "
+        "reference code (its MNIST smoke-test value, docs/methods.md); it trains (seed 0: "
         "digits 86 % sparse at 98.6 % test accuracy, fashion-mnist/LeNet-5 96.8 % at 88.9 %); "
         "the presets calibrate it per target",
         low=1e-5,
@@ -178,7 +178,7 @@ class DSTHparams:
     )
     l2_doubled: bool = hparam(
         True,
-        "reference code (reference §5, §11.9): an explicit ½·wd·Σ‖w‖² on top of SGD's wd, "
+        "reference code (docs/methods.md): an explicit ½·wd·Σ‖w‖² on top of SGD's wd, "
         "effective 2·wd on the weights; false = the single-L2 form",
     )
 

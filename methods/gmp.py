@@ -107,7 +107,7 @@ class GMPHparams:
     pruning_interval: int = hparam(
         1,
         "chosen here: the finest epoch-granular cubic ramp, valid for every budget of >= 2 "
-        "epochs (2P <= T); also the reference code's MNIST smoke-test value (reference §10)",
+        "epochs (2P <= T); also the reference code's MNIST smoke-test value (docs/methods.md)",
         low=1,
         high=5,
         help="P, epochs between prunes; prunes at the ends of epochs P, 2P, .., E",

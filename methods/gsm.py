@@ -3,7 +3,7 @@
 After every backward, the saliency |w·∂L/∂w| (Ding et al.'s first-order Taylor estimate of
 the loss change when w is removed) is computed for every entry of **every
 parameter that has a gradient**: Conv/Linear weights, biases and BatchNorm parameters
-(reference §11.8). Only the global top-Q entries keep their gradient, Q = ⌊(1 − S)·N_prunable⌋;
+(docs/methods.md). Only the global top-Q entries keep their gradient, Q = ⌊(1 − S)·N_prunable⌋;
 the rest are zeroed. The optimizer step then applies momentum and weight decay to all
 entries, so the non-selected ones only decay (the "passive" update of the paper). There is
 no mask during training: the harness's final projection makes the model sparse.

@@ -1,8 +1,8 @@
 """Budget-equal iterative magnitude pruning (IMP) with the six retraining schedules.
 
-"Restricted IMP" (reference §3, §8): dense training for the budget minus E retraining epochs,
+"Restricted IMP" (docs/methods.md): dense training for the budget minus E retraining epochs,
 then J global-magnitude prune–retrain phases sharing E. The dense phase is the "original
-training" whose recorded LR feeds FT, LRW, SLR, CLR and ALLR (reference §3.3).
+training" whose recorded LR feeds FT, LRW, SLR, CLR and ALLR (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class IMP(PruningMethod):
         "Han et al., NeurIPS 2015; schedules: Renda et al. 2020, Le & Hua 2021, Zimmer et al. 2023"
     )
     Hparams = IMPHparams
-    reset_momentum_after_dense = True  # reference §11.11: fresh optimizer after the dense stage
+    reset_momentum_after_dense = True  # docs/methods.md: fresh optimizer after the dense stage
 
     # --- the plan -----------------------------------------------------------------------------
     @classmethod

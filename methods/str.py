@@ -1,4 +1,4 @@
-"""STR — soft threshold reparameterization (Kusupati et al., ICML 2020), reference §5.
+"""STR — soft threshold reparameterization (Kusupati et al., ICML 2020), docs/methods.md.
 
 One learnable scalar s_l per prunable layer (``use_global_threshold``: one s for all layers,
 the earlier version's option), held as the entries of one vector Parameter: SGD updates each
@@ -10,11 +10,11 @@ soft-thresholded weight
 
 with its exact gradient, written out (``SoftThresholds``; w and s_l both learn). The s_l sit in
 the single SGD group, so the optimizer's weight decay pulls them towards 0, raising the
-threshold σ(s_l): this is the main sparsifying force (reference §11.9). There is no goal
+threshold σ(s_l): this is the main sparsifying force (docs/methods.md). There is no goal
 sparsity: it emerges from s_initial and the weight decay λ (``weight_decay``: by default the
 preset's; the presets' calibration sets it per target); the harness's projection then gives
 max(achieved, target). At the end the stored weight is the *shrunk* w_e, exactly zero where
-|w| ≤ σ(s_l) (§11.10).
+|w| ≤ σ(s_l) (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class STRHparams:
     )
     weight_decay: float | None = hparam(
         None,
-        "reference §5 (None: the preset's SGD weight decay, the same for every method). STR's "
+        "docs/methods.md, None: the preset's SGD weight decay, the same for every method. STR's "
         "sparsity comes out of λ and s_init; with a preset's small λ the loss pulls s down to an "
         "equilibrium (fashion-mnist, λ = 1e-4: ≈ 36–41 % for any trainable s_init), so the "
         "presets' calibration sets λ per target. Applied as SGD's coupled decay on every "
@@ -119,7 +119,7 @@ class STRHparams:
     )
     use_global_threshold: bool = hparam(
         False,
-        "reference §5 default: one threshold per layer (earlier version's option: one global)",
+        "reference code: one threshold per layer (its earlier version's option: one global)",
     )
 
 

@@ -1,4 +1,4 @@
-"""Per-sample multiply-adds against hand-computed layer counts (reference §7.1, benchsuite's
+"""Per-sample multiply-adds against hand-computed layer counts (docs/protocol.md, benchsuite's
 default: actual output shapes, C_in/groups)."""
 
 from __future__ import annotations

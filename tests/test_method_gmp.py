@@ -95,7 +95,7 @@ def test_sparsity_after_each_pruning_epoch_and_zeroed_momentum() -> None:
     method, state = hand_state(layer, GMP, GMPHparams(pruning_interval=2), 0.9, 8, 1e-4, 1e-2)
     magnitude_rank = layer.weight.detach().abs().flatten().argsort()  # smallest first
     fill_momentum(state.optimizer)
-    # Hand computation (T = 8, P = 2, S = 0.9, N = 200), reference §11.1:
+    # Hand computation (T = 8, P = 2, S = 0.9, N = 200), docs/methods.md:
     #  epoch 2: S = 0.9·19/27 = 0.63333 of all 200  → round(126.67) = 127 pruned, 73 alive
     #  epoch 4: 1 − (1 − 0.86667)/(1 − 0.63333) = 0.63636 of 73 → round(46.45) = 46, 27 alive
     #  epoch 6: 1 − (1 − 0.9)/(1 − 0.86667) = 0.25 of 27 → round(6.75) = 7, 20 alive (= 10 %)

@@ -96,7 +96,7 @@ def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
 def test_wide_resnet_28_10() -> None:
     model = build_model("wrn-28-10", 100, (3, 32, 32))
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert all(c.bias is not None for c in convs)  # reference §2.4: convs with bias
+    assert all(c.bias is not None for c in convs)  # docs/protocol.md: convs with bias
     # stem + 12 blocks × 2 convs + 3 projection shortcuts
     assert len(convs) == 1 + 24 + 3
     assert [c.out_channels for c in convs[1:3]] == [160, 160]

@@ -1,4 +1,4 @@
-"""Exact per-step learning rates of the original and retraining schedules (reference §2.3, §3.2)."""
+"""Exact per-step learning rates of the original and retraining schedules (docs/methods.md)."""
 
 import math
 

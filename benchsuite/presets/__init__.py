@@ -21,7 +21,7 @@ class PresetError(ValueError):
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """SGD in one parameter group (reference §2.2); Nesterov = (weight_decay > 0) by default."""
+    """SGD in one parameter group (docs/methods.md); Nesterov = (weight_decay > 0) by default."""
 
     lr: float = 0.1
     momentum: float = 0.9
