@@ -23,7 +23,8 @@ from benchsuite.throughput import interleaved_step_times
 from benchsuite.train import RunConfig
 
 REAL_UPDATES, REAL_STEPS = 31, 4210  # fashion-mnist at 0.9: ΔT = 100 until T_end = 0.75·T
-PLAN_STEPS, PLAN_UPDATES = 80, 59  # 10 epochs × 8 steps; with ΔT = 1, updates at steps 1..59
+PLAN_STEPS, PLAN_UPDATES = 80, 59
+DYNAMIC = ("set", "rigl")  # 10 epochs × 8 steps; with ΔT = 1, updates at steps 1..59
 
 
 @dataclass
@@ -50,8 +51,8 @@ def main() -> None:
         "gmp": RunConfig(preset, "gmp", 0.9, 0),
         "random": RunConfig(preset, "random", 0.9, 0),
         "snip": RunConfig(preset, "snip", 0.9, 0),
-        **{f"{m}/no-update": RunConfig(preset, m, 0.9, 0, hparams=never) for m in ("set", "rigl")},
-        **{f"{m}/every-step": RunConfig(preset, m, 0.9, 0, hparams=always) for m in ("set", "rigl")},
+        **{f"{m}/no-update": RunConfig(preset, m, 0.9, 0, hparams=never) for m in DYNAMIC},
+        **{f"{m}/every-step": RunConfig(preset, m, 0.9, 0, hparams=always) for m in DYNAMIC},
     }
     times = dict(zip(configs, interleaved_step_times(
         list(configs.values()), Shape(10, (1, 28, 28)), Budget(10, 8), batches, 421,
@@ -61,7 +62,7 @@ def main() -> None:
     print(f"dense step {1000 * statistics.median(dense):.2f} ms (median of {args.rounds} rounds)")
     for name in ("gmp", "random", "snip"):
         print(f"{name:6} {statistics.median(t / d for t, d in zip(times[name], dense)):.3f}")
-    for m in ("set", "rigl"):
+    for m in DYNAMIC:
         plain, every = times[f"{m}/no-update"], times[f"{m}/every-step"]
         update = [(e - n) * PLAN_STEPS / PLAN_UPDATES for e, n in zip(every, plain)]
         ratio = [(n + u * REAL_UPDATES / REAL_STEPS) / d for n, u, d in zip(plain, update, dense)]
