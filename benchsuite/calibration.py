@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -88,8 +89,12 @@ def calibrate(
     fixed: tuple[tuple[str, str], ...] = (),
     max_probes: int = 7,
     workers: int = 2,
+    train: Callable[[tuple], float] | None = None,
 ) -> list[Probe]:
-    """Probe the knob until a value is accepted (or ``max_probes``); returns every probe."""
+    """Probe the knob until a value is accepted (or ``max_probes``); returns every probe.
+
+    ``train`` replaces the real runs (in this process), e.g. by a known function in a test.
+    """
     aim = _logit(target + AIM_ABOVE)
 
     def x(v: float) -> float:
@@ -100,10 +105,11 @@ def calibrate(
 
     probes: list[Probe] = []
     with ProcessPoolExecutor(workers) as pool:
+        run_all = (lambda jobs: map(train, jobs)) if train else (lambda j: pool.map(_train, j))
 
         def probe(value: float) -> Probe:
             jobs = [(preset, method, knob, value, target, s, fixed) for s in CALIBRATION_SEEDS]
-            p = Probe(value, tuple(pool.map(_train, jobs)))
+            p = Probe(value, tuple(run_all(jobs)))
             probes.append(p)
             print(
                 f"{method} {target:g} {knob}={value:.6g}: "
