@@ -1353,21 +1353,28 @@ def _write_index(out_dir: Path) -> Path:
     return path
 
 
-def publish(board: Leaderboard, out_dir: Path, header: dict[str, str] | None = None, *,
-            force: bool = False) -> list[Path]:
-    """Write <experiment>.md/.json/.png and the README index; refuse unfair tables unless forced.
-
-    Byte-identical on republishing: nothing depends on the clock, ordering is fixed, and the
-    PNG carries no software/date metadata.
+def write_published(
+    experiment: str, out_dir: Path, markdown: str, json_text: str, figure: Figure
+) -> list[Path]:
+    """Write <experiment>.md/.json/.png and the README index (the leaderboard's and the study
+    board's). Byte-identical on republishing: nothing depends on the clock, ordering is fixed,
+    and the PNG carries no software/date metadata.
     """
-    if board.problems and not force:
-        raise UnfairComparison("; ".join(board.problems))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _safe_name(board.experiment)
+    stem = _safe_name(experiment)
     md, js, png = (out_dir / f"{stem}{ext}" for ext in (".md", ".json", ".png"))
-    md.write_text(to_markdown(board, header), encoding="utf-8")
-    js.write_text(to_json(board, header), encoding="utf-8")
-    fig = plot(board)
-    fig.savefig(png, format="png", metadata={"Software": None})
+    md.write_text(markdown, encoding="utf-8")
+    js.write_text(json_text, encoding="utf-8")
+    figure.savefig(png, format="png", metadata={"Software": None})
     return [md, js, png, _write_index(out_dir)]
+
+
+def publish(board: Leaderboard, out_dir: Path, header: dict[str, str] | None = None, *,
+            force: bool = False) -> list[Path]:
+    """The leaderboard's published files; an unfair table is refused unless forced."""
+    if board.problems and not force:
+        raise UnfairComparison("; ".join(board.problems))
+    return write_published(
+        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), plot(board)
+    )

@@ -45,12 +45,11 @@ from .leaderboard import (
     _md_marked,
     _n_text,
     _pct,
-    _safe_name,
     _stat_json,
     _to_float,
-    _write_index,
     aggregate,
     paired_test,
+    write_published,
 )
 from .schedules import RETRAIN_SCHEDULES
 
@@ -637,17 +636,12 @@ def plot(board: StudyBoard) -> Figure:
 
 
 def publish(board: StudyBoard, out_dir: Path, *, force: bool = False) -> list[Path]:
-    """Write <experiment>.md/.json/.png and the index (byte-identical on republishing)."""
+    """The study board's published files; an unfair study is refused unless forced."""
     if board.problems and not force:
         raise UnfairComparison("; ".join(board.problems))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _safe_name(board.experiment)
-    md, js, png = (out_dir / f"{stem}{ext}" for ext in (".md", ".json", ".png"))
-    md.write_text(to_markdown(board), encoding="utf-8")
-    js.write_text(to_json(board), encoding="utf-8")
-    plot(board).savefig(png, format="png", metadata={"Software": None})
-    return [md, js, png, _write_index(out_dir)]
+    return write_published(
+        board.experiment, out_dir, to_markdown(board), to_json(board), plot(board)
+    )
 
 
 __all__ = [
