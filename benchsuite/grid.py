@@ -7,6 +7,7 @@ here, before anything is started or written; each problem is one ``BadInput`` li
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .budget import Budget, BudgetError
@@ -19,21 +20,27 @@ from .registry import get_method, list_methods
 from .train import RunConfig, hparam_pairs
 
 
-def parse_sparsities(text: str) -> list[float]:
+def parse_numbers(
+    text: str, option: str, valid: Callable[[float], bool], hint: str, invalid: str
+) -> list[float]:
+    """A comma list of numbers, each checked by ``valid``; sorted, without repeats."""
     values = []
     for part in text.split(","):
         try:
             value = float(part)
         except ValueError:
-            raise BadInput(
-                f"--sparsity {part.strip()!r} is not a number; give values in (0, 1), e.g. 0.9,0.95"
-            ) from None
-        if not 0.0 < value < 1.0:
-            raise BadInput(
-                f"--sparsity {value:g} is outside (0, 1); give values strictly between 0 and 1"
-            )
+            raise BadInput(f"{option} {part.strip()!r} is not a number; {hint}") from None
+        if not valid(value):
+            raise BadInput(f"{option} {value:g} {invalid}")
         values.append(value)
     return sorted(set(values))
+
+
+def parse_sparsities(text: str) -> list[float]:
+    return parse_numbers(
+        text, "--sparsity", lambda v: 0.0 < v < 1.0, "give values in (0, 1), e.g. 0.9,0.95",
+        "is outside (0, 1); give values strictly between 0 and 1",
+    )  # fmt: skip
 
 
 def parse_methods(text: str) -> list[str]:

@@ -105,21 +105,13 @@ def table1_configs(
 
 
 def parse_budgets(text: str) -> list[float]:
-    from .grid import BadInput
+    from .grid import parse_numbers
 
-    values = []
-    for part in text.split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            raise BadInput(
-                f"--budgets {part.strip()!r} is not a number; give fractions of the dense "
-                "budget > 0, e.g. 0.0222,0.0555,0.1111"
-            ) from None
-        if not (math.isfinite(value) and value > 0):
-            raise BadInput(f"--budgets {value:g} must be a fraction of the dense budget > 0")
-        values.append(value)
-    return sorted(set(values))
+    return parse_numbers(
+        text, "--budgets", lambda v: math.isfinite(v) and v > 0,
+        "give fractions of the dense budget > 0, e.g. 0.0222,0.0555,0.1111",
+        "must be a fraction of the dense budget > 0",
+    )  # fmt: skip
 
 
 def parse_schedules(text: str) -> list[str]:
