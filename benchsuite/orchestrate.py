@@ -38,7 +38,7 @@ from rich.text import Text
 
 from .data import Dataset
 from .runner import execute, key_for, record_failure
-from .store import claimant
+from .store import claimant, process_start
 from .tracking import Tracker, is_sqlite, peek_finished_keys, preload
 from .train import Progress, RunConfig
 
@@ -212,21 +212,13 @@ if message.strip() != "done":
 """
 
 
-def _start_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def start_reaper(scratch: str | None = None) -> subprocess.Popen | None:
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil ships with ray
         return None
     pids = [p.pid for p in psutil.Process().children(recursive=True)]
-    args = [f"{pid}:{_start_ticks(pid)}" for pid in pids]
+    args = [f"{pid}:{process_start(pid) or 0}" for pid in pids]  # 0: unknown
     return subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", _REAPER, scratch or "", *args],
         stdin=subprocess.PIPE,

@@ -154,7 +154,7 @@ def _check_sqlite_file(db: Path, write: bool) -> None:
 # --------------------------------------------------------------------------- claims
 
 
-def _start_time(pid: int) -> str:
+def process_start(pid: int) -> str:
     """The process's start (clock ticks since boot), so a reused pid is not taken for it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -167,7 +167,7 @@ def claimant(pid: int | None = None) -> dict[str, str]:
     """Who is running a run: this host, this (or the given) process and when it started."""
     pid = os.getpid() if pid is None else pid
     return {"claim_host": socket.gethostname(), "claim_pid": str(pid),
-            "claim_start": _start_time(pid)}  # fmt: skip
+            "claim_start": process_start(pid)}  # fmt: skip
 
 
 def alive(tags: dict[str, str], prefix: str = "") -> bool:
@@ -185,7 +185,7 @@ def alive(tags: dict[str, str], prefix: str = "") -> bool:
     except PermissionError:
         pass
     start = tags.get(prefix + "claim_start", "")
-    return not start or _start_time(int(pid)) in ("", start)
+    return not start or process_start(int(pid)) in ("", start)
 
 
 def owned_by(tags: dict[str, str], owner: dict[str, str], prefix: str = "") -> bool:
