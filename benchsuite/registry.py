@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .method import PruningMethod
 
 T = TypeVar("T")
+R = TypeVar("R", bound="Registry[Any]")
 
 GROUP = "benchsuite.methods"
 _FIELD = re.compile(r"<(\w+)>")
@@ -41,7 +42,7 @@ class BrokenPlugin:
     name: str
     target: str
     error: str
-    group: str = GROUP
+    group: str
 
 
 class Registry(Generic[T]):
@@ -85,6 +86,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry called ``name``, or a template's entry with its fields bound."""
+        if _FIELD.search(name):
+            raise UnknownName(f"{self.kind} {name!r} is a template: fill in each <field>")
         if name in self.entries:
             return self.entries[name]
         for template, entry in sorted(self.entries.items()):
@@ -93,6 +96,8 @@ class Registry(Generic[T]):
                 return partial(entry, **fields)  # type: ignore[return-value, arg-type]
         failed = [b.error for b in self.broken if b.name == name]
         why = f" (its plugin failed to load: {failed[0]})" if failed else ""
+        if not self.entries:  # not even the built-ins: their entry points are not installed
+            why += f"; no {self.kind} is registered: reinstall benchsuite (pip install -e .)"
         raise UnknownName(f"unknown {self.kind} {name!r}{why}; choose from {self.choices()}")
 
 
@@ -108,7 +113,7 @@ def _match(template: str, name: str) -> dict[str, str] | None:
     return found.groupdict() if found else None
 
 
-def discover(table: Registry[T]) -> Registry[T]:
+def discover(table: R) -> R:
     """``table`` filled from the entry points of its group installed now."""
     return table.load(list(entry_points(group=table.group)))
 
@@ -136,7 +141,7 @@ class MethodRegistry(Registry["type[PruningMethod]"]):
 @cache
 def registry() -> MethodRegistry:
     """The pruning methods (cached; ``registry.cache_clear()`` discovers them again)."""
-    return discover(MethodRegistry("method", GROUP, _check_method))  # type: ignore[return-value]
+    return discover(MethodRegistry("method", GROUP, _check_method))
 
 
 def list_methods() -> list[str]:

@@ -163,7 +163,8 @@ def run_cli(tmp_path, *args: str):
         (["--preset", "nosuch"], "or give a PATH.toml"),
         (["--methods", "zz*"], "--methods: 'zz*' matches no budget-equal method; choose from all"),
         (["--methods", "imp-r*"], "(name imp-retrain exactly: not budget-equal)"),
-        (["--model", "wrn-<depth>"], "--model: unknown model 'wrn-<depth>'"),
+        (["--model", "nosuch-net"], "--model: unknown model 'nosuch-net'; choose from "),
+        (["--model", "wrn-<depth>-<width>"], "'wrn-<depth>-<width>' is a template"),
     ],
 )
 def test_bad_patterns_and_preset_paths_exit_2_with_one_line(tmp_path, args, needle):

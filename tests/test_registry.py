@@ -173,6 +173,8 @@ def test_a_table_registers_gets_and_names_the_choices():
     with pytest.raises(UnknownName) as info:
         table.get("w-1")
     assert str(info.value) == "unknown widget 'w-1'; choose from a, b, w-<x>-<y>"
+    with pytest.raises(UnknownName, match="'w-<x>-<y>' is a template: fill in each <field>"):
+        table.get("w-<x>-<y>")
 
 
 def test_unknown_method_lists_the_registered_ones():
