@@ -96,9 +96,10 @@ class Registry(Generic[T]):
                 return partial(entry, **fields)  # type: ignore[return-value, arg-type]
         failed = [b.error for b in self.broken if b.name == name]
         why = f" (its plugin failed to load: {failed[0]})" if failed else ""
+        hint = f"choose from {self.choices()}"
         if not self.entries:  # not even the built-ins: their entry points are not installed
-            why += f"; no {self.kind} is registered: reinstall benchsuite (pip install -e .)"
-        raise UnknownName(f"unknown {self.kind} {name!r}{why}; choose from {self.choices()}")
+            hint = f"no {self.kind} is registered at all; reinstall benchsuite (pip install -e .)"
+        raise UnknownName(f"unknown {self.kind} {name!r}{why}; {hint}")
 
 
 def _match(template: str, name: str) -> dict[str, str] | None:
