@@ -57,7 +57,8 @@ def _train(args: tuple[str, str, str, float, float, int, tuple[tuple[str, str], 
     import torch
 
     from .presets import load_preset
-    from .train import RunConfig, hparam_pairs, train_run
+    from .identity import RunConfig, hparam_pairs
+    from .train import train_run
 
     preset_name, method, knob, value, target, seed, fixed = args
     torch.set_num_threads(1)

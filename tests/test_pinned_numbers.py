@@ -15,7 +15,7 @@ import torch
 from benchsuite.data import load_dataset
 from benchsuite.presets import load_preset
 from benchsuite.runner import key_for
-from benchsuite.train import RunConfig, train_run
+from benchsuite.train import Progress, RunConfig, train_run
 
 TIMING = {"wall_time_s", "train_img_per_s"}  # measured, never pinned
 
@@ -72,11 +72,13 @@ def test_a_short_gmp_run_is_pinned(digits):
 
 
 class Curves:
+    """What a tracker records of every epoch: its metrics at its step."""
+
     def __init__(self) -> None:
         self.rows: list = []
 
-    def log_metrics(self, metrics, step):
-        self.rows.append([step, metrics])
+    def __call__(self, progress: Progress) -> None:
+        self.rows.append([progress.step, progress.metrics])
 
 
 @pytest.mark.parametrize(
@@ -88,10 +90,10 @@ def test_every_method_reproduces_its_pinned_run(method, digits, tmp_path):
     epochs, expected = PINNED[method]
     config = RunConfig(load_preset("digits").replace(epochs=epochs), method, 0.9, 0)
     curves = Curves()
-    result = train_run(config, curves, dataset=digits, cache_dir=tmp_path)
+    result = train_run(config, dataset=digits, cache_dir=tmp_path, on_epoch=curves)
     assert digest(curves.rows, result.metrics, result.model) == expected
     if result.tags["cached_dense"] == "false" and any(tmp_path.iterdir()):
         curves = Curves()
-        again = train_run(config, curves, dataset=digits, cache_dir=tmp_path)
+        again = train_run(config, dataset=digits, cache_dir=tmp_path, on_epoch=curves)
         assert again.tags["cached_dense"] == "true"
         assert digest(curves.rows, again.metrics, again.model) == expected
