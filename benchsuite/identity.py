@@ -145,4 +145,3 @@ def autocast_dtype(config: RunConfig, device: torch.device) -> torch.dtype | Non
     if config.preset.amp and torch.amp.is_autocast_available(device.type):
         return torch.bfloat16
     return None
-

@@ -39,13 +39,13 @@ from .identity import (
     RunConfig,
     autocast_dtype,
     device_label,
-    hparam_pairs,
     make_generator,
     numerics,
     resolved,
-    run_key,
     seed_for,
 )
+from .identity import hparam_pairs as hparam_pairs  # re-exported: a run's interface is here
+from .identity import run_key as run_key  # re-exported
 from .method import PruningMethod, TrainState
 from .models import build_model
 from .sparsity import (
@@ -56,14 +56,6 @@ from .sparsity import (
     layer_sparsity,
     project_to_sparsity,
 )
-
-# The run's identity lives in identity.py; these names are part of this module's interface too
-# (the orchestrator, grid, tuning and throughput import them from here).
-__all__ = [
-    "EpochCallback", "NonFiniteLoss", "Progress", "RunConfig", "RunResult", "autocast_dtype",
-    "backward_and_step", "device_label", "hparam_pairs", "make_generator", "make_optimizer",
-    "numerics", "run_key", "seed_for", "setup", "train_run", "train_step",
-]  # fmt: skip
 
 
 class NonFiniteLoss(RuntimeError):
@@ -91,19 +83,28 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
 
 @dataclass
 class Progress:
-    """What the loop reports after every epoch: for progress displays and Ray Tune reports
-    (the fields), and for the run's curves (``metrics`` at ``step``). ``replayed``: an epoch
-    of a cached dense prefix (docs/protocol.md, Equal budget), reported again for the curves
-    but not trained in this process."""
+    """What the loop reports after every epoch: the curve point (``metrics`` at ``step``) for
+    the run's record, the rest for progress displays and Ray Tune. ``replayed``: an epoch of
+    a cached dense prefix (docs/protocol.md, Equal budget), reported again for the curves but
+    not trained in this process."""
 
     epoch: int
     epochs: int
     step: int
-    val_accuracy: float
-    train_loss: float
-    sparsity: float
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float]
     replayed: bool = False
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.metrics["val_accuracy"]
+
+    @property
+    def train_loss(self) -> float:
+        return self.metrics["train_loss"]
+
+    @property
+    def sparsity(self) -> float:
+        return self.metrics["sparsity"]
 
 
 EpochCallback = Callable[[Progress], None]
@@ -208,9 +209,9 @@ class Loop:
     state: TrainState
     on_epoch: EpochCallback | None
     evaluation: bool
-    amp_dtype: torch.dtype | None = None
-    order: torch.Generator = field(default_factory=torch.Generator)
-    augment: torch.Generator = field(default_factory=torch.Generator)
+    amp_dtype: torch.dtype | None
+    order: torch.Generator  # the data order stream
+    augment: torch.Generator  # the augmentation stream
     images: int = 0  # trained in this process
     cached_images: int = 0  # trained by the cached prefix
     step_time: float = 0.0
@@ -236,9 +237,7 @@ class Loop:
         """One epoch's curve point, to the curves and the caller's callback."""
         self.curves.append((step, metrics))
         if self.on_epoch is not None:
-            self.on_epoch(Progress(len(self.curves), self.plan.epochs, step,
-                                   metrics["val_accuracy"], metrics["train_loss"],
-                                   metrics["sparsity"], metrics, replayed))  # fmt: skip
+            self.on_epoch(Progress(len(self.curves), self.plan.epochs, step, metrics, replayed))
 
 
 def start(
@@ -250,9 +249,19 @@ def start(
     data = dataset or load_dataset(preset.dataset, config.data_dir, split_seed=config.split_seed)
     budget = Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
     model, method, state = setup(config, data, budget, device)
-    loop = Loop(config, data, device, model, method, state, on_epoch, evaluation,
-                autocast_dtype(config, device), make_generator(config.seed, "order"),
-                make_generator(config.seed, "augment"))  # fmt: skip
+    loop = Loop(
+        config,
+        data,
+        device,
+        model,
+        method,
+        state,
+        on_epoch,
+        evaluation,
+        amp_dtype=autocast_dtype(config, device),
+        order=make_generator(config.seed, "order"),
+        augment=make_generator(config.seed, "augment"),
+    )
     if evaluation:
         state.evaluate_val = loop.validate
     return loop
@@ -348,8 +357,8 @@ def train_epoch(loop: Loop) -> float:
     cuda = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
     epoch_start = state.step
-    nonzeros, epoch_images, dense_grads = layer_nonzeros(loop.model), loop.images, \
-        state.dense_grad_steps  # fmt: skip
+    nonzeros = layer_nonzeros(loop.model)
+    epoch_images, dense_grads = loop.images, state.dense_grad_steps
     for x, y in loop.batches():
         if cuda:
             torch.cuda.synchronize(device)
@@ -419,11 +428,18 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
         measured["val_accuracy"] = val_projected
         measured["projection_drop"] = val_finalized - val_projected  # in percentage points
     if config.bn_recalibration_batches:
-        streams = tuple(torch.Generator().manual_seed(seed_for(config.seed, s) ^ 0x5EED)
-                        for s in ("order", "augment"))  # fmt: skip
-        bn_images = recalibrate_bn(model, loop.data, config.preset.batch_size,
-                                   config.bn_recalibration_batches, streams,
-                                   loop.device)  # fmt: skip
+        order, augment = (
+            torch.Generator().manual_seed(seed_for(config.seed, stream) ^ 0x5EED)
+            for stream in ("order", "augment")
+        )
+        bn_images = recalibrate_bn(
+            model,
+            loop.data,
+            config.preset.batch_size,
+            config.bn_recalibration_batches,
+            (order, augment),
+            loop.device,
+        )
         if bn_images:
             measured["bn_recal_images"] = float(bn_images)
             if "val_accuracy" in measured:
@@ -441,8 +457,9 @@ def finish(loop: Loop, wall_start: float) -> RunResult:
     test_acc = test_top5 = None
     if loop.evaluation and config.evaluate_test:
         batches = data.test_batches(preset.eval_batch_size, loop.device)
-        test_acc, test_top5 = evaluation.evaluate(model, batches, loop.amp_dtype,
-                                                  preset.channels_last)  # fmt: skip
+        test_acc, test_top5 = evaluation.evaluate(
+            model, batches, loop.amp_dtype, preset.channels_last
+        )
     collapsed = collapsed_layers(model)
     flops_train, flops_dense_train = loop.train_flops.totals(
         {la.name: la.dense_macs for la in layers}
