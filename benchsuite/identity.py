@@ -74,7 +74,8 @@ def seed_for(seed: int, stream: str) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def make_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+def make_generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one stream: the same draws whatever device the run trains on."""
     return torch.Generator(device="cpu").manual_seed(seed_for(seed, stream))
 
 
