@@ -112,6 +112,9 @@ EpochCallback = Callable[[Progress], None]
 
 @dataclass
 class RunResult:
+    """A finished run: final metrics, tags, per-layer sparsity and the finalized model, for
+    the caller to record."""
+
     metrics: dict[str, float]
     tags: dict[str, str] = field(default_factory=dict)
     layer_sparsity: dict[str, float] = field(default_factory=dict)
