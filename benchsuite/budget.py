@@ -11,7 +11,7 @@ the README's "The Table 1 study"); its last phase may end inside an epoch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,7 +71,6 @@ class Plan:
     lr: np.ndarray
     cache_epoch: int | None = None
     cache_key: str | None = None
-    notes: dict[str, float | int | str] = field(default_factory=dict)
     extra_steps: int = 0
 
     def __post_init__(self) -> None:

@@ -56,8 +56,9 @@ def _train(args: tuple[str, str, str, float, float, int, tuple[tuple[str, str], 
     """One calibration run (in a worker process, one thread): the sparsity before projection."""
     import torch
 
+    from .identity import RunConfig, hparam_pairs
     from .presets import load_preset
-    from .train import RunConfig, hparam_pairs, train_run
+    from .train import train_run
 
     preset_name, method, knob, value, target, seed, fixed = args
     torch.set_num_threads(1)

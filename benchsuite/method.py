@@ -143,11 +143,9 @@ class TrainState:
     lr: (
         np.ndarray
     )  # per-step LR, a copy of plan.lr that a method may rescale for its own future steps
-    device: torch.device
     generator: torch.Generator  # the method's own randomness, derived from the run seed
     optimizer_factory: Callable[[], torch.optim.Optimizer]
     optimizer: torch.optim.Optimizer | None = None
-    scaler: torch.amp.GradScaler | None = None
     step: int = 0  # optimizer steps completed
     epoch: int = 0  # epochs completed
     masks: HardMasks | None = None
@@ -175,10 +173,6 @@ class TrainState:
     def reset_optimizer(self) -> None:
         """A fresh optimizer (empty momentum) over the same parameters; the LR comes from ``lr``."""
         self.optimizer = self.optimizer_factory()
-        if self.scaler is not None:
-            self.scaler = torch.amp.GradScaler(
-                self.scaler._device, enabled=self.scaler.is_enabled()
-            )
 
     def parameter_norm(self) -> float:
         return parameter_norm(self.model)
@@ -214,9 +208,6 @@ class TrainState:
     def note_dense_weight_grad(self) -> None:
         """This step used the dense weight gradient (counted in ``train_flops``)."""
         self.dense_grad_steps += 1
-
-    def phase_at(self, epoch: int) -> Phase:
-        return next(p for p in self.plan.phases if p.start_epoch <= epoch < p.end_epoch)
 
 
 class PruningMethod:
@@ -255,14 +246,14 @@ class PruningMethod:
         ``extra_steps``; cheaper than building the plan (no LR schedule)."""
         return budget.total_steps
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
-        """Wrap layers / create parameters; runs before the optimizer exists."""
+    def prepare(self, state: TrainState) -> None:
+        """Wrap layers / create parameters of ``state.model``; runs before the optimizer exists."""
 
     def regularization(self, state: TrainState) -> Tensor | None:
         return None
 
     def after_backward(self, state: TrainState) -> None:
-        """Edit gradients: after AMP unscaling and hard-mask gradient masking, before the step."""
+        """Edit gradients: after hard-mask gradient masking, before the optimizer step."""
 
     def after_step(self, state: TrainState) -> None:
         pass
@@ -270,8 +261,8 @@ class PruningMethod:
     def on_epoch_end(self, state: TrainState) -> None:
         pass
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
-        """Leave plain weights with exact zeros; remove reparametrizations."""
+    def finalize(self, state: TrainState) -> None:
+        """Leave ``state.model`` with plain weights and exact zeros; remove reparametrizations."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -10,16 +10,16 @@ import dataclasses
 import json
 import tempfile
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .budget import Budget
 from .data import Dataset, load_dataset
+from .identity import RunConfig, run_key
 from .store import claim, claimant
 from .tracking import TrackedRun, Tracker
-from .train import Progress, RunConfig, RunResult, run_key, train_run
+from .train import EpochCallback, Progress, RunResult, train_run
 
 
 def run_params(config: RunConfig) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def execute(
     cache_dir: Path | None = None,
     command: str = "",
     node: str = "local",
-    on_epoch: Callable[[Progress], None] | None = None,
+    on_epoch: EpochCallback | None = None,
     kind: str = "run",
     owner: dict[str, str] | None = None,
 ) -> tuple[str, RunResult | None, str | None]:
@@ -74,7 +74,9 @@ def execute(
     if isinstance(run, str):
         return "SKIPPED", None, run
     try:
-        result = train_run(config, run, dataset=data, cache_dir=cache_dir, on_epoch=on_epoch)
+        result = train_run(
+            config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
+        )
     except Exception as exc:  # noqa: BLE001 - one run's crash never loses the others
         error = f"{type(exc).__name__}: {exc}"
         run.end("FAILED", error + "\n" + traceback.format_exc())
@@ -82,6 +84,18 @@ def execute(
     record_result(run, result)
     run.end("FINISHED")
     return "FINISHED", result, None
+
+
+def recorder(run: TrackedRun, on_epoch: EpochCallback | None) -> EpochCallback:
+    """Every epoch's curve point to the run (a cached prefix's too); the epochs trained here
+    to ``on_epoch`` (Ray Tune's reports, progress displays)."""
+
+    def report(progress: Progress) -> None:
+        run.log_metrics(progress.metrics, progress.step)
+        if on_epoch is not None and not progress.replayed:
+            on_epoch(progress)
+
+    return report
 
 
 def run_tags(

@@ -11,7 +11,7 @@ when an input changed. ``torch.nn.utils.parametrize`` attaches each to its layer
 weights are leaves of the autograd graph: their gradients accumulate into one flat buffer,
 and the method's ``after_backward`` turns that into the latents' gradients with the
 formula's derivative written out (tested against autograd of the composed form). Measured on
-LeNet-5 (``benchmarks/step_overhead.py``; README, Performance): the flat buffer made DST's
+LeNet-5 (``benchmarks/step_overhead.py``; docs/performance.md): the flat buffer made DST's
 step 5 % faster than per-layer multi-tensor ops; leaves instead of a custom autograd function
 took another ~3-8 % off STR's and DST's; results bit for bit the same.
 """

@@ -154,7 +154,7 @@ class CS(PruningMethod):
         self.latents: list[Tensor] = []
         self.batch: SoftMasks | None = None
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         w0 = modules[0].weight
         self.temperature.beta = torch.ones((), dtype=w0.dtype, device=w0.device)
@@ -183,7 +183,7 @@ class CS(PruningMethod):
     def after_step(self, state: TrainState) -> None:
         self.temperature.set(state.step)  # β for the next forwards (and for validation)
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
+    def finalize(self, state: TrainState) -> None:
         """Store w · σ(β m) / σ(s₀) where m > 0, exact zeros elsewhere; plain tensors."""
         assert self.batch is not None
         self.temperature.set(state.step)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from benchsuite.method import PruningMethod, TrainState
 
@@ -102,7 +102,7 @@ class DNW(PruningMethod):
 
     batch: StraightThroughMasks | None = None
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         parametrizations = [BatchedWeight(None, i) for i in range(len(modules))]
         latents = register_batched(modules, parametrizations)
@@ -122,7 +122,7 @@ class DNW(PruningMethod):
         assert self.batch is not None
         self.batch.backward()
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
+    def finalize(self, state: TrainState) -> None:
         """Mask at the current τ, keep the raw latents (masked) as plain weights."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

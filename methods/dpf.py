@@ -75,21 +75,19 @@ class DPF(PruningMethod):
         if hp.refresh_interval < 1:
             raise BudgetError(f"dpf: refresh_interval={hp.refresh_interval} needs to be >= 1")
         plan = super().plan(budget, hp, target, schedule)
-        plan.notes["final_prune_epoch"] = ramp_end_epoch(
-            plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name
-        )
+        ramp_end_epoch(plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name)  # refuses
         return plan
 
     def __init__(self, hp: DPFHparams, target: float, plan: Plan) -> None:
         super().__init__(hp, target, plan)
-        last = int(plan.notes["final_prune_epoch"])
+        last = ramp_end_epoch(plan.lr, plan.budget, hp.pruning_interval, hp.ramp_end, self.name)
         self.schedule = cubic_schedule(last, hp.pruning_interval, target)
         self.current = 0.0  # the target of the current mask
         self.params: list[nn.Parameter] = []
         self.masks: list[Tensor] | None = None  # None: keep everything (target 0)
         self.dense: list[Tensor] | None = None  # set aside while the parameters hold w ⊙ m
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         self.params = [m.weight for _, m in state.prunable()]
         self.n = sum(p.numel() for p in self.params)
 
@@ -137,7 +135,7 @@ class DPF(PruningMethod):
         self._mask_weights()
         state.log("dpf_scheduled_sparsity", goal)
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
+    def finalize(self, state: TrainState) -> None:
         """w ← w ⊙ m with the last computed mask; the dense copy is dropped."""
         if self.dense is None:
             self._mask_weights()

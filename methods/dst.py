@@ -200,7 +200,7 @@ class DST(PruningMethod):
         self.thresholds: list[nn.Parameter] = []
         self.batch: MaskedWeights | None = None
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         masks = [ThresholdMask(m.weight.shape[0], m.weight, i) for i, m in enumerate(modules)]
         self.latents = register_batched(modules, masks)
@@ -221,7 +221,7 @@ class DST(PruningMethod):
         if self.hp.l2_doubled:
             add_l2_gradient(self.latents, state)
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
+    def finalize(self, state: TrainState) -> None:
         """Mask from the thresholds (after the reset check, as in a forward); raw w kept."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from benchsuite.budget import Budget, BudgetError, Plan
 from benchsuite.distributions import DISTRIBUTIONS, distribution_masks
@@ -125,20 +125,16 @@ class DynamicSparse(PruningMethod):
             raise BudgetError(f"{cls.name}: end_fraction={hp.end_fraction}; expected (0, 1]")
         if hp.update_interval is not None and hp.update_interval < 1:
             raise BudgetError(f"{cls.name}: update_interval={hp.update_interval}; expected >= 1")
-        plan = super().plan(budget, hp, target, schedule)
-        t_end = end_step(budget.total_steps, hp.end_fraction)
-        plan.notes["t_end"] = t_end
-        plan.notes["update_interval"] = resolve_interval(hp.update_interval, t_end)
-        return plan
+        return super().plan(budget, hp, target, schedule)
 
     def __init__(self, hp: DynamicHparams, target: float, plan: Plan) -> None:
         super().__init__(hp, target, plan)
-        self.t_end = int(plan.notes["t_end"])
-        self.interval = int(plan.notes["update_interval"])
+        self.t_end = end_step(plan.budget.total_steps, hp.end_fraction)
+        self.interval = resolve_interval(hp.update_interval, self.t_end)
         self.own: HardMasks | None = None
         self.updates = 0
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         weights = [m.weight for _, m in state.prunable()]
         scores = [torch.rand(w.shape, generator=state.generator).to(w.device) for w in weights]
         self.own = HardMasks(weights)  # the method's own: the loop must not mask the grads

@@ -141,20 +141,18 @@ class GMP(PruningMethod):
     def plan(cls, budget: Budget, hp: GMPHparams, target: float, schedule: ScheduleSpec) -> Plan:
         check_interval(cls.name, budget, hp.pruning_interval)
         plan = super().plan(budget, hp, target, schedule)
-        plan.notes["final_prune_epoch"] = ramp_end_epoch(
-            plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name
-        )
+        ramp_end_epoch(plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name)  # refuses
         return plan
 
     def __init__(self, hp: GMPHparams, target: float, plan: Plan) -> None:
         super().__init__(hp, target, plan)
-        last = int(plan.notes["final_prune_epoch"])
+        last = ramp_end_epoch(plan.lr, plan.budget, hp.pruning_interval, hp.ramp_end, self.name)
         self.schedule = cubic_schedule(last, hp.pruning_interval, target)
         self.last_epoch = max(self.schedule)
         self.current = 0.0  # the bookkeeping "current sparsity" S_prev
 
     # --- allow_recovering: a forward mask over w_orig --------------------------------------
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         if self.hp.allow_recovering:
             for _, module in state.prunable():
                 parametrize.register_parametrization(module, "weight", ForwardMask(module.weight))
@@ -185,7 +183,7 @@ class GMP(PruningMethod):
                 module.parametrizations.weight[0].mask.copy_(m)
         state.zero_momentum(weights, new)
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
+    def finalize(self, state: TrainState) -> None:
         """Make the last mask permanent: plain weights w_orig ⊙ m (hard masks already are)."""
         for _, module in state.prunable():
             if parametrize.is_parametrized(module, "weight"):

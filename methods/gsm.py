@@ -156,8 +156,8 @@ class GSM(PruningMethod):
     )
     Hparams = GSMHparams
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
-        self.flat = FlatScores(model)
+    def prepare(self, state: TrainState) -> None:
+        self.flat = FlatScores(state.model)
         n_prunable = sum(m.weight.numel() for _, m in state.prunable())
         self.q = top_count(n_prunable, self.target)
         self.decay_: float | None = self.hp.decay

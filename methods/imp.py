@@ -93,11 +93,6 @@ class IMP(PruningMethod):
             np.concatenate(lrs),
             cache_epoch=dense_epochs,
             cache_key=f"{cls.dense_kind()}-dense-{dense_epochs}ep",
-            notes={
-                "dense_epochs": dense_epochs,
-                "eta_max": record.eta_max,
-                "eta_min": record.eta_min,
-            },
         )
 
     @classmethod
@@ -110,6 +105,8 @@ class IMP(PruningMethod):
         self.n_phases = len(plan.phases) - 1
         self.fraction = 1.0 - (1.0 - target) ** (1.0 / self.n_phases)
         self.original_steps = plan.budget.steps(plan.phases[0].epochs)
+        # η_max of the dense phase's LR record, which the plan's first phase is
+        self.eta_max = float(plan.lr[: self.original_steps].max())
 
     def on_epoch_end(self, state: TrainState) -> None:
         boundaries = [p.start_epoch for p in self.plan_.phases[1:]]
@@ -141,7 +138,7 @@ class IMP(PruningMethod):
     def rescale_allr(self, state: TrainState, j: int, drop: float) -> None:
         phase = self.plan_.phases[j + 1]
         steps = self.plan_.phase_steps(phase)
-        eta_max = float(self.plan_.notes["eta_max"])
+        eta_max = self.eta_max
         last = j == self.n_phases - 1
         if not last and self.hp.allr_last_phase_only:
             eta0 = eta_max  # plain LLR in the earlier phases (earlier version)

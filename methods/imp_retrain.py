@@ -92,11 +92,5 @@ class IMPRetrain(IMP):
             np.concatenate([record.lr, retrain]),
             cache_epoch=budget.epochs,
             cache_key=f"{cls.dense_kind()}-dense-{budget.epochs}ep",
-            notes={
-                "dense_epochs": budget.epochs,
-                "retrain_steps": n,
-                "eta_max": record.eta_max,
-                "eta_min": record.eta_min,
-            },
             extra_steps=n,
         )

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from benchsuite.method import PruningMethod, TrainState, hparam
 from benchsuite.schedules import coefficient_for_pull
@@ -84,8 +83,8 @@ class LC(PruningMethod):
     )
     Hparams = LCHparams
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
-        self.flat = FlatScores(model)
+    def prepare(self, state: TrainState) -> None:
+        self.flat = FlatScores(state.model)
         n_prunable = sum(m.weight.numel() for _, m in state.prunable())
         self.k = top_count(n_prunable, self.target)
         self.mu: np.ndarray | None = None  # per step, once the optimizer's momentum is known

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from benchsuite.distributions import DISTRIBUTIONS, distribution_masks
 from benchsuite.method import PruningMethod, TrainState, hparam
@@ -22,13 +22,11 @@ from benchsuite.method import PruningMethod, TrainState, hparam
 class AtInit(PruningMethod):
     """Base: masks from ``scores`` with the configured distribution, installed before step 0."""
 
-    def scores(self, model: nn.Module, state: TrainState) -> list[Tensor]:
+    def scores(self, state: TrainState) -> list[Tensor]:
         raise NotImplementedError
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
-        masks = distribution_masks(
-            self.hp.distribution, self.scores(model, state), self.target
-        )
+    def prepare(self, state: TrainState) -> None:
+        masks = distribution_masks(self.hp.distribution, self.scores(state), self.target)
         state.hard_masks().set(masks)  # no optimizer yet: no momentum to clear
 
 
@@ -54,7 +52,7 @@ class RandomInit(AtInit):
     )
     Hparams = RandomHparams
 
-    def scores(self, model: nn.Module, state: TrainState) -> list[Tensor]:
+    def scores(self, state: TrainState) -> list[Tensor]:
         return [
             torch.rand(m.weight.shape, generator=state.generator).to(m.weight.device)
             for _, m in state.prunable()
@@ -97,7 +95,8 @@ class SNIP(AtInit):
     )
     Hparams = SNIPHparams
 
-    def scores(self, model: nn.Module, state: TrainState) -> list[Tensor]:
+    def scores(self, state: TrainState) -> list[Tensor]:
+        model = state.model
         weights = [m.weight for _, m in state.prunable()]
         buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
         batches = state.sample_batches(self.hp.score_batches)

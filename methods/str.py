@@ -140,7 +140,7 @@ class STR(PruningMethod):
         """The threshold logits s: one entry per layer, or the one global s."""
         return next(m.s for m in model.modules() if isinstance(m, SoftThreshold))
 
-    def prepare(self, model: nn.Module, state: TrainState) -> None:
+    def prepare(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         w = modules[0].weight
         entries = 1 if self.hp.use_global_threshold else len(modules)
@@ -166,7 +166,7 @@ class STR(PruningMethod):
         for group in state.optimizer.param_groups:
             group["weight_decay"] = self.hp.weight_decay
 
-    def finalize(self, model: nn.Module, state: TrainState) -> None:
+    def finalize(self, state: TrainState) -> None:
         """Store the shrunk weights sign(w)·relu(|w| − σ(s)); plain tensors, exact zeros."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

@@ -32,10 +32,9 @@ def hand_state(
         budget=budget,
         plan=plan,
         lr=plan.lr.copy(),
-        device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(0),
         optimizer_factory=factory,
     )
-    method.prepare(model, state)
+    method.prepare(state)
     state.optimizer = factory()
     return method, state

@@ -30,9 +30,9 @@ def prepared(model: nn.Module, wd=0.0, steps=10, **hp):
         return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=wd)
 
     state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.device("cpu"), torch.Generator(), factory
+        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
     )
-    method.prepare(model, state)
+    method.prepare(state)
     state.optimizer = factory()
     return method, state
 
@@ -125,7 +125,7 @@ def test_finalize_stores_soft_scaled_weights_masked_at_m_positive():
     with torch.no_grad():
         logits(layer).copy_(torch.tensor([[0.5, -0.5, 0.0]]))
     state.step = 2
-    method.finalize(layer, state)  # β = 9: kept only m > 0
+    method.finalize(state)  # β = 9: kept only m > 0
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter
     assert layer.weight.tolist() == [[pytest.approx(0.5 * sig(4.5) / 0.5), 0.0, 0.0]]

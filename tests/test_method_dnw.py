@@ -35,9 +35,9 @@ def prepared(model: nn.Module, target: float, lr: float = 0.1) -> tuple[DNW, Tra
         return torch.optim.SGD(model.parameters(), lr=lr)
 
     state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.device("cpu"), torch.Generator(), factory
+        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
     )
-    method.prepare(model, state)
+    method.prepare(state)
     state.optimizer = factory()
     return method, state
 
@@ -97,7 +97,7 @@ def test_a_hand_edit_is_seen_by_the_next_forward():
 def test_finalize_keeps_raw_masked_latents_as_plain_weights():
     net = tiny()
     method, state = prepared(net, 0.5)
-    method.finalize(net, state)
+    method.finalize(state)
     for m in net:
         assert not parametrize.is_parametrized(m)
         assert type(m.weight) is nn.Parameter
@@ -153,8 +153,9 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
     """The batched methods compute on each weight as stored: a channels_last model gets
     channels_last effective weights (a convolution would otherwise switch layouts every
     step), with exactly the values and gradients of the NCHW model."""
+    from benchsuite.evaluation import channels_last_input
     from benchsuite.presets import load_preset
-    from benchsuite.train import RunConfig, channels_last_input, setup
+    from benchsuite.train import RunConfig, setup
 
     class Shape:
         num_classes, input_shape = 10, (1, 28, 28)
@@ -183,7 +184,7 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
 def test_finalized_weights_have_storage_of_their_own() -> None:
     net = tiny()
     method, state = prepared(net, 0.5)
-    method.finalize(net, state)
+    method.finalize(state)
     with torch.no_grad():
         net[0].weight.fill_(1.0)
     assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]  # not a view of a shared buffer

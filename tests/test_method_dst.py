@@ -34,9 +34,9 @@ def prepared(model: nn.Module, lr=0.1, wd=0.0, **hp):
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
 
     state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.device("cpu"), torch.Generator(), factory
+        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
     )
-    method.prepare(model, state)
+    method.prepare(state)
     state.optimizer = factory()
     return method, state
 
@@ -174,7 +174,7 @@ def test_finalize_masks_from_t_and_keeps_raw_weights():
     method, state = prepared(layer)
     with torch.no_grad():
         thresholds(layer).copy_(torch.tensor([0.25, 0.305]))
-    method.finalize(layer, state)
+    method.finalize(state)
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter
     expected = [[0.5, 0.0, 0.0, -0.9], [0.0, -0.31, 0.0, 0.0]]

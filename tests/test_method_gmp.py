@@ -65,17 +65,16 @@ def test_ramp_end_follows_the_step_decay() -> None:
     step's LR after epoch 7 is still 0.1·peak, after epoch 8 it is 0.01·peak: E = 7."""
     budget = Budget(10, 421)
     step_decay = ScheduleSpec("multistep", lr=0.02, milestones=(0.5, 0.75), gamma=0.1)
-    plan = GMP.plan(budget, GMPHparams(), 0.98, step_decay)
-    assert plan.notes["final_prune_epoch"] == 7
-    method = GMP(GMPHparams(), 0.98, plan)
+
+    def planned(hp: GMPHparams, target: float) -> GMP:
+        return GMP(hp, target, GMP.plan(budget, hp, target, step_decay))
+
+    method = planned(GMPHparams(), 0.98)
+    assert method.last_epoch == 7
     assert list(method.schedule) == [1, 2, 3, 4, 5, 6, 7] and method.schedule[7] == 0.98
     # an explicit fraction: 0.5 of 10 epochs → E = 5; with P = 2 rounded to a multiple of 2
-    assert GMP.plan(budget, GMPHparams(ramp_end=0.5), 0.9, step_decay).notes[
-        "final_prune_epoch"
-    ] == 5
-    assert GMP.plan(budget, GMPHparams(pruning_interval=2, ramp_end=0.5), 0.9, step_decay).notes[
-        "final_prune_epoch"
-    ] in (4, 6)
+    assert planned(GMPHparams(ramp_end=0.5), 0.9).last_epoch == 5
+    assert planned(GMPHparams(pruning_interval=2, ramp_end=0.5), 0.9).last_epoch in (4, 6)
     with pytest.raises(BudgetError, match="ramp_end=0.95"):  # epoch 10: nothing trains after it
         GMP.plan(budget, GMPHparams(ramp_end=0.95), 0.9, step_decay)
 
@@ -85,8 +84,9 @@ def test_plan_refuses_a_budget_shorter_than_two_intervals() -> None:
         GMP.plan(Budget(3, 10), GMPHparams(pruning_interval=2), 0.9, SCHEDULE)
     message = str(err.value)
     assert "\n" not in message and "pruning_interval=2" in message and "3 epochs" in message
-    plan = GMP.plan(Budget(4, 10), GMPHparams(pruning_interval=2), 0.9, SCHEDULE)
-    assert len(plan.lr) == 40 and plan.notes["final_prune_epoch"] == 2
+    hp = GMPHparams(pruning_interval=2)
+    plan = GMP.plan(Budget(4, 10), hp, 0.9, SCHEDULE)
+    assert len(plan.lr) == 40 and GMP(hp, 0.9, plan).last_epoch == 2
 
 
 def test_sparsity_after_each_pruning_epoch_and_zeroed_momentum() -> None:
@@ -126,7 +126,7 @@ def test_sparsity_after_each_pruning_epoch_and_zeroed_momentum() -> None:
         state.optimizer.step()
         assert torch.equal(layer.weight.detach() == 0, (w == 0).view_as(layer.weight))
         fill_momentum(state.optimizer)
-    method.finalize(layer, state)
+    method.finalize(state)
     assert type(layer.weight) is nn.Parameter and int((layer.weight == 0).sum()) == 180
 
 
@@ -168,7 +168,7 @@ def test_recovering_decays_masked_w_orig_and_reranks_everything() -> None:
     method.on_epoch_end(state)
     assert method.current == 0.9  # ... except after the last prune
     assert int((layer.weight == 0).sum()) == 180
-    method.finalize(layer, state)
+    method.finalize(state)
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter and int((layer.weight == 0).sum()) == 180
 

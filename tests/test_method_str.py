@@ -32,9 +32,9 @@ def prepared(model: nn.Module, lr=0.1, wd=0.0, momentum=0.0, nesterov=False, **h
         )
 
     state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.device("cpu"), torch.Generator(), factory
+        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
     )
-    method.prepare(model, state)
+    method.prepare(state)
     state.optimizer = factory()
     return method, state
 
@@ -104,7 +104,7 @@ def test_one_threshold_per_layer_or_one_global():
 def test_finalize_stores_the_shrunk_weights_as_plain_tensors():
     layer = tiny()
     method, state = prepared(layer)
-    method.finalize(layer, state)
+    method.finalize(state)
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter
     assert layer.weight.tolist() == [[pytest.approx(0.4), pytest.approx(-0.1), 0.0, 0.0]]

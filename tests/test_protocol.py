@@ -18,8 +18,8 @@ class Recorder(PruningMethod):
     name = "recorder"
     log: dict = {}
 
-    def prepare(self, model, state):
-        Recorder.log["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+    def prepare(self, state):
+        Recorder.log["init"] = {k: v.clone() for k, v in state.model.state_dict().items()}
         Recorder.log["batches"] = []
 
     def after_step(self, state):
@@ -81,7 +81,7 @@ def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data,
         def on_epoch_end(self, state):
             reads_at_finalize.append(tiny_data.test_reads)
 
-        def finalize(self, model, state):
+        def finalize(self, state):
             reads_at_finalize.append(tiny_data.test_reads)
 
     monkeypatch.setitem(registry().methods, "probe", Probe)
@@ -140,18 +140,18 @@ def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
     """Dense weights are final after the last epoch: its validation is the final one (E
     validation passes and one test pass). A finalize that changes weights gets a new pass,
     and either way the recorded accuracy is that of the finalized model."""
-    import benchsuite.train as train
+    import benchsuite.evaluation as evaluation
 
     passes = []
-    real = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
 
     class Shrink(PruningMethod):
         name = "shrink"
 
-        def finalize(self, model, state):
+        def finalize(self, state):
             with torch.no_grad():
-                for p in model.parameters():
+                for p in state.model.parameters():
                     p.mul_(0.5)
 
     monkeypatch.setitem(registry().methods, "shrink", Shrink)
@@ -177,11 +177,11 @@ class Keep(PruningMethod):
     scale = 1.0
     kept: nn.Module | None = None
 
-    def finalize(self, model, state):
+    def finalize(self, state):
         with torch.no_grad():
-            for p in model.parameters():
+            for p in state.model.parameters():
                 p.mul_(Keep.scale)
-        Keep.kept = copy.deepcopy(model)
+        Keep.kept = copy.deepcopy(state.model)
 
 
 @pytest.mark.parametrize("scale, passes_after_training", [(1.0, 2), (0.5, 3)])
@@ -192,11 +192,11 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
     the projected model's. One extra pass only when the projection changed weights: an
     unchanged finalize reuses the last epoch's validation (val after + test), a changing one
     pays val before + val after + test."""
-    import benchsuite.train as train
+    import benchsuite.evaluation as evaluation
 
     passes = []
-    real = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
     monkeypatch.setitem(registry().methods, "keep", Keep)
     monkeypatch.setattr(Keep, "scale", scale)
     val = lambda m: real(m, tiny_data.val_batches(256, "cpu"))[0]  # noqa: E731
@@ -210,11 +210,11 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
 
 def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(tiny_preset, tiny_data,
                                                                    monkeypatch):
-    import benchsuite.train as train
+    import benchsuite.evaluation as evaluation
 
     passes = []
-    real = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
     result = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data)
     assert len(passes) == tiny_preset.epochs + 1  # the epochs' validations and the test
     assert result.metrics["projection_drop"] == 0.0
@@ -228,10 +228,10 @@ def test_a_run_records_its_collapsed_layers(tiny_preset, tiny_data, monkeypatch)
     class Wipe(PruningMethod):
         name = "wipe"
 
-        def finalize(self, model, state):
+        def finalize(self, state):
             with torch.no_grad():
-                model.features[2].weight.zero_()
-                model.classifier[1].weight.zero_()
+                state.model.features[2].weight.zero_()
+                state.model.classifier[1].weight.zero_()
 
     monkeypatch.setitem(registry().methods, "wipe", Wipe)
     result = train_run(RunConfig(tiny_preset, "wipe", 0.5, 0), dataset=tiny_data)
@@ -244,7 +244,7 @@ def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
     """A (B, 1, H, W) batch counts as contiguous in both layouts; the loop gives it
     channels_last strides, so the first convolution runs channels_last even when a method
     recomputed its weight with NCHW strides."""
-    from benchsuite.train import channels_last_input
+    from benchsuite.evaluation import channels_last_input
 
     x = torch.randn(4, 1, 6, 6)
     assert x.contiguous(memory_format=torch.channels_last).stride(1) != 1  # PyTorch keeps NCHW

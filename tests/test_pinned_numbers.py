@@ -1,0 +1,91 @@
+"""Pinned numbers: run keys and short runs' results, recorded before the loop was restructured
+(issue 17). Published boards resume by run key and their runs must reproduce bit for bit, so a
+change of the loop or a method that moves any of these is a bug, not a new baseline.
+
+Recorded on CPU with one torch thread (the suite's setting, tests/conftest.py); the run key
+names torch's version and the CPU's vector capability, so another machine gives other keys.
+"""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from benchsuite.data import load_dataset
+from benchsuite.presets import load_preset
+from benchsuite.runner import key_for
+from benchsuite.train import Progress, RunConfig, train_run
+
+TIMING = {"wall_time_s", "train_img_per_s"}  # measured, never pinned
+
+# method -> (epochs, digest of the per-epoch curves, final metrics and state_dict)
+PINNED = {
+    "bimp": (6, "91202cdca7eef9df"),
+    "cs": (2, "a82c632b9679420f"),
+    "dense": (2, "3c5bf91903abb1d1"),
+    "dnw": (2, "64a0893e13091c1f"),
+    "dpf": (2, "8bb8f9d157918e79"),
+    "dst": (2, "7a124e054942d579"),
+    "gmp": (2, "08235606b586d0ad"),
+    "gsm": (2, "3ad10a68192a81c6"),
+    "imp": (6, "39d0b513f613c87b"),
+    "imp-retrain": (2, "f2e39f7b5ea27819"),
+    "lc": (2, "e36daca9948cf3dd"),
+    "oneshot": (2, "3c5bf91903abb1d1"),
+    "random": (2, "75ee93d268edcf89"),
+    "rigl": (2, "c1fb90720aa9c1e6"),
+    "set": (2, "35054d79145a1bc4"),
+    "snip": (2, "a9e007bd5ff4402b"),
+    "str": (2, "f0bc575586d1f1bd"),
+}
+FAST = {"gmp", "imp"}  # the rest run with the slow tests
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def digest(curves: list, metrics: dict[str, float], model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([curves, {k: v for k, v in metrics.items() if k not in TIMING}],
+                        sort_keys=True).encode())  # fmt: skip
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_run_keys_are_pinned(digits):
+    preset = load_preset("digits")
+    keys = {m: key_for(RunConfig(preset, m, 0.9, 0), digits) for m in ("gmp", "str")}
+    assert keys == {"gmp": "58bf2bd4dd030c826f2e0abf", "str": "2ac5078ff0e42e13a6fab987"}
+
+
+class Curves:
+    """What a tracker records of every epoch: its metrics at its step."""
+
+    def __init__(self) -> None:
+        self.rows: list = []
+
+    def __call__(self, progress: Progress) -> None:
+        self.rows.append([progress.step, progress.metrics])
+
+
+@pytest.mark.parametrize(
+    "method", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in sorted(PINNED)]
+)
+def test_every_method_reproduces_its_pinned_run(method, digits, tmp_path):
+    """Curves, final metrics and weights; a second run from the dense-phase cache (IMP's
+    prefix) gives the same."""
+    epochs, expected = PINNED[method]
+    config = RunConfig(load_preset("digits").replace(epochs=epochs), method, 0.9, 0)
+    curves = Curves()
+    result = train_run(config, dataset=digits, cache_dir=tmp_path, on_epoch=curves)
+    assert digest(curves.rows, result.metrics, result.model) == expected
+    if result.tags["cached_dense"] == "false" and any(tmp_path.iterdir()):
+        curves = Curves()
+        again = train_run(config, dataset=digits, cache_dir=tmp_path, on_epoch=curves)
+        assert again.tags["cached_dense"] == "true"
+        assert digest(curves.rows, again.metrics, again.model) == expected
