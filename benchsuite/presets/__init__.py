@@ -57,7 +57,7 @@ class Preset:
     batch_size: int
     optimizer: OptimizerSpec
     schedule: ScheduleSpec
-    amp: bool = False  # bf16/fp16 autocast on CUDA
+    amp: bool = False  # bf16 autocast wherever torch autocasts (the CPU included)
     channels_last: bool = False
     eval_batch_size: int = 1024
     sources: dict[str, str] = field(default_factory=dict)
