@@ -7,10 +7,12 @@ method on the target, found here on **calibration seeds** (never the benchmark's
 nor the tuning seeds), judged on the sparsity the method reaches on its own, never on accuracy:
 no split is evaluated at all.
 
-The search is a bracketed secant on logit(mean sparsity) against the knob (its log for a
-log-scale knob): the mean over the calibration seeds aims at S + 0.2 pp, and is accepted when the
-mean sparsity after the projection, mean(max(s_i, S)), lies in [S, S + 0.5 pp] and the method itself
-reaches at least S − 0.3 pp on average (so the projection only tops up a little).
+What a benchmark cell reports is the sparsity after the projection, max(s, S) per seed, and a
+method such as STR spreads ~1.5 pp across seeds at one knob value with a long tail above S. So
+the search aims that quantity, mean(max(s_i, S)) over six calibration seeds, at S + 0.25 pp (a
+bracketed secant on its logit against the knob, or the knob's log for a log-scale knob), and
+accepts a value when it lies in [S, S + 0.5 pp] and the method itself reaches at least S − 1 pp
+on average (so the projection only tops up a little).
 
     python -m benchsuite.calibration --preset fashion-mnist --method str --knob weight_decay \
         --target 0.9 --low 5e-3 --high 8e-3
@@ -27,10 +29,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-CALIBRATION_SEEDS = (100, 101, 102)  # benchmark seeds are 0..N-1, tuning seeds 1000+
-AIM_ABOVE = 0.002  # aim the mean at S + 0.2 pp
+# Benchmark seeds are 0..N-1, tuning seeds 1000+. Six, not three: three seeds of STR at one λ
+# put the mean after the projection anywhere in ~[S, S + 1 pp] (docs/methods.md, str).
+CALIBRATION_SEEDS = (100, 101, 102, 103, 104, 105)
+AIM_ABOVE = 0.0025  # aim the mean after the projection at S + 0.25 pp
 ACCEPT_ABOVE = 0.005  # the mean after the projection within [S, S + 0.5 pp]
-ACCEPT_BELOW = 0.003  # the method's own mean at least S − 0.3 pp
+ACCEPT_BELOW = 0.01  # the method's own mean at least S − 1 pp
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,13 @@ class Probe:
 
     def projected_mean(self, target: float) -> float:
         return sum(max(s, target) for s in self.sparsities) / len(self.sparsities)
+
+    def reported(self, target: float) -> float:
+        """What the search steers: logit of the mean after the projection, or of the method's
+        own mean while every seed is below ``target`` (where the former is flat at ``target``)."""
+        if max(self.sparsities) < target:
+            return _logit(self.mean)
+        return _logit(self.projected_mean(target))
 
     def accepted(self, target: float) -> bool:
         return (
@@ -126,7 +137,7 @@ def calibrate(
         for _ in range(max_probes - 2):
             if a.accepted(target) or b.accepted(target):
                 break
-            fa, fb = sign * (_logit(a.mean) - aim), sign * (_logit(b.mean) - aim)
+            fa, fb = sign * (a.reported(target) - aim), sign * (b.reported(target) - aim)
             if fa > 0 and fb > 0:  # both above: extend below
                 a, b = probe(v_of(2 * x(a.value) - x(b.value))), a
                 continue
@@ -136,7 +147,7 @@ def calibrate(
             t = fa / (fa - fb)  # secant on the logit, kept inside the bracket
             t = min(max(t, 0.15), 0.85)
             c = probe(v_of(x(a.value) + t * (x(b.value) - x(a.value))))
-            fc = sign * (_logit(c.mean) - aim)
+            fc = sign * (c.reported(target) - aim)
             if (fc < 0) == (fa < 0):
                 a = c
             else:
@@ -147,7 +158,7 @@ def calibrate(
 def toml_block(method: str, target: float, knob: str, probes: list[Probe]) -> str:
     best = min(
         probes,
-        key=lambda p: (not p.accepted(target), abs(p.mean - target - AIM_ABOVE)),
+        key=lambda p: (not p.accepted(target), abs(p.projected_mean(target) - target - AIM_ABOVE)),
     )
     lines = [
         f"# {method} {target:g}: {knob} on calibration seeds {list(CALIBRATION_SEEDS)} "
