@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .board import FLOOR_METHOD, OVERSHOOT_PP, REFERENCE_METHOD, Cell, Leaderboard, Row
+from .marks import Stat
+from .record import Metrics
 from .report import pct
 from .study_findings import label
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 # chosen here: drops below a tenth of a point are below what 3 seeds resolve (stds 0.1-0.5 pp)
 DROP_FLOOR_PP = 0.1
 _SPARSITY_TICKS = (0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99)
+_MARKERS = "os^DvPX*<>ph"
 
 
 def _density_scale(x: Any) -> Any:
@@ -37,11 +41,22 @@ def _plot_points(row: Row, targets: list[float]) -> list[tuple[float, float, flo
     pts = []
     for t in targets:
         cell = row.cells.get(t)
-        if cell is None or "test_accuracy" not in cell.stats or "sparsity" not in cell.stats:
+        if cell is None or not {Metrics.TEST_ACCURACY, Metrics.SPARSITY} <= cell.stats.keys():
             continue
-        acc = cell.stats["test_accuracy"]
-        pts.append((cell.stats["sparsity"].mean * 100, acc.mean, acc.std or 0.0, cell))
+        acc = cell.stats[Metrics.TEST_ACCURACY]
+        pts.append((cell.stats[Metrics.SPARSITY].mean * 100, acc.mean, acc.std or 0.0, cell))
     return sorted(pts, key=lambda p: p[0])
+
+
+@dataclass
+class _Drawn:
+    """What the method lines leave behind for the marks, the limits and the notes."""
+
+    xs: list[float] = field(default_factory=list)
+    drops: list[float] = field(default_factory=list)  # whisker ends, for the zoom's limits
+    left_out: list[str] = field(default_factory=list)
+    collapsed: list[tuple[float, float]] = field(default_factory=list)
+    overshoot: list[tuple[Any, float, float]] = field(default_factory=list)  # (axes, x, y)
 
 
 def plot(board: Leaderboard) -> Figure:
@@ -52,63 +67,16 @@ def plot(board: Leaderboard) -> Figure:
     chance never squashes the others; sparsity overshoots are ringed in both."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     fig = Figure(figsize=(13.0, 5.0), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot: no global state, no GUI backend
     full, zoom = fig.subplots(1, 2)
     ref = next((r for r in board.rows if r.reference), None)
     ref_cell = None if ref is None else ref.cell(0.0)
-    ref_acc = None if ref_cell is None else ref_cell.stats.get("test_accuracy")
-    markers = "os^DvPX*<>ph"
-    colours = [f"C{i}" for i in range(10)]
-    xs: list[float] = []
-    drops: list[float] = []  # upper and lower whisker ends, for the zoom's limits
-    left_out: list[str] = []
-    collapsed_pts: list[tuple[float, float]] = []
-    overshoot_pts: list[tuple[Any, float, float]] = []  # (axes, x, y)
-    methods = [r for r in board.rows if not r.reference]
-    for i, row in enumerate(methods):
-        pts = _plot_points(row, board.targets)
-        if not pts:
-            continue
-        floor_row = row.method == FLOOR_METHOD
-        style = {
-            "marker": markers[i % len(markers)], "markersize": 4, "capsize": 3,
-            "linewidth": 1.2,
-            # beyond ten rows the colour cycle repeats: vary the line style too
-            "linestyle": "--" if floor_row or i >= 10 else "-",
-            "color": "black" if floor_row else colours[i % 10],
-            "label": row.label + (" (floor)" if floor_row else ""),
-        }
-        x, y, e, cells = zip(*pts, strict=True)
-        xs += x
-        full.errorbar(x, y, yerr=e, **style)
-        for px, py, _, cell in pts:
-            if cell.collapsed:
-                collapsed_pts.append((px, py))
-            if cell.overshoot:
-                overshoot_pts.append((full, px, py))
-        if ref_acc is None:
-            continue
-        kept = [p for p in pts if not p[3].collapsed]
-        left_out += [f"{row.label} at {pct(p[3].target)}" for p in pts if p[3].collapsed]
-        if not kept:
-            continue
-        zx, zy, zlo, zhi = [], [], [], []
-        for px, acc, std, cell in kept:
-            drop = max(ref_acc.mean - acc, DROP_FLOOR_PP)  # at or above dense: the floor
-            zx.append(px)
-            zy.append(drop)
-            zlo.append(min(std, drop - DROP_FLOOR_PP / 2))
-            zhi.append(std)
-            drops += [drop + std, drop - zlo[-1]]
-            if cell.overshoot:
-                overshoot_pts.append((zoom, px, drop))
-        # "_label": found by name, kept out of the legend (the full panel's lines carry it)
-        zoom.errorbar(zx, zy, yerr=[zlo, zhi], **{**style, "label": f"_{row.label}"})
-
+    ref_acc = None if ref_cell is None else ref_cell.stats.get(Metrics.TEST_ACCURACY)
+    drawn = _Drawn()
+    for i, row in enumerate(r for r in board.rows if not r.reference):
+        _draw_row(full, zoom, i, row, board.targets, ref_acc, drawn)
     if ref_acc is not None and ref is not None:
         full.axhline(ref_acc.mean, color="0.3", linestyle=":", linewidth=1,
                      label=f"{ref.label} (reference)")
@@ -118,26 +86,92 @@ def plot(board: Leaderboard) -> Figure:
             if ref_acc.std > DROP_FLOOR_PP:  # a drop inside it is within dense's seed spread
                 zoom.axhspan(DROP_FLOOR_PP / 2, ref_acc.std, color="0.5", alpha=0.15,
                              linewidth=0)
+    extra = _draw_flags(full, drawn)
+    _set_axes(full, zoom, drawn, ref_acc)
+    _notes(zoom, ref_acc, drawn.left_out)
+    fig.suptitle(f"{board.experiment}: test accuracy vs achieved sparsity")
+    handles, labels = full.get_legend_handles_labels()
+    handles += extra
+    labels += [h.get_label() for h in extra]
+    if handles:
+        zoom.legend(handles, labels, fontsize="small", loc="upper left",
+                    bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_row(full: Any, zoom: Any, i: int, row: Row, targets: list[float], ref_acc: Stat | None,
+              drawn: _Drawn) -> None:
+    """One method's line in both panels (collapsed cells only in the full one)."""
+    pts = _plot_points(row, targets)
+    if not pts:
+        return
+    floor_row = row.method == FLOOR_METHOD
+    style = {
+        "marker": _MARKERS[i % len(_MARKERS)], "markersize": 4, "capsize": 3,
+        "linewidth": 1.2,
+        # beyond ten rows the colour cycle repeats: vary the line style too
+        "linestyle": "--" if floor_row or i >= 10 else "-",
+        "color": "black" if floor_row else f"C{i % 10}",
+        "label": row.label + (" (floor)" if floor_row else ""),
+    }
+    x, y, e, cells = zip(*pts, strict=True)
+    drawn.xs += x
+    full.errorbar(x, y, yerr=e, **style)
+    for px, py, _, cell in pts:
+        if cell.collapsed:
+            drawn.collapsed.append((px, py))
+        if cell.overshoot:
+            drawn.overshoot.append((full, px, py))
+    if ref_acc is None:
+        return
+    kept = [p for p in pts if not p[3].collapsed]
+    drawn.left_out += [f"{row.label} at {pct(p[3].target)}" for p in pts if p[3].collapsed]
+    if not kept:
+        return
+    zx, zy, zlo, zhi = [], [], [], []
+    for px, acc, std, cell in kept:
+        drop = max(ref_acc.mean - acc, DROP_FLOOR_PP)  # at or above dense: the floor
+        zx.append(px)
+        zy.append(drop)
+        zlo.append(min(std, drop - DROP_FLOOR_PP / 2))
+        zhi.append(std)
+        drawn.drops += [drop + std, drop - zlo[-1]]
+        if cell.overshoot:
+            drawn.overshoot.append((zoom, px, drop))
+    # "_label": found by name, kept out of the legend (the full panel's lines carry it)
+    zoom.errorbar(zx, zy, yerr=[zlo, zhi], **{**style, "label": f"_{row.label}"})
+
+
+def _draw_flags(full: Any, drawn: _Drawn) -> list[Any]:
+    """Cross collapsed cells, ring overshoots; their legend entries."""
+    from matplotlib.lines import Line2D
+
     extra: list[Any] = []
-    if collapsed_pts:
-        cx, cy = zip(*collapsed_pts, strict=True)
+    if drawn.collapsed:
+        cx, cy = zip(*drawn.collapsed, strict=True)
         full.plot(cx, cy, linestyle="none", marker="X", markersize=11, markeredgecolor="red",
                   markerfacecolor="none", markeredgewidth=1.5)
         extra.append(Line2D([], [], linestyle="none", marker="X", markersize=9,
                             markeredgecolor="red", markerfacecolor="none",
                             label="layer collapse (not ranked)"))
-    if overshoot_pts:
-        for ax, px, py in overshoot_pts:
+    if drawn.overshoot:
+        for ax, px, py in drawn.overshoot:
             ax.plot([px], [py], linestyle="none", marker="o", markersize=11,
                     markeredgecolor="orange", markerfacecolor="none", markeredgewidth=1.5)
         extra.append(Line2D([], [], linestyle="none", marker="o", markersize=9,
                             markeredgecolor="orange", markerfacecolor="none",
                             label=f"sparsity > target + {OVERSHOOT_PP:g} pp (not ranked)"))
+    return extra
+
+
+def _set_axes(full: Any, zoom: Any, drawn: _Drawn, ref_acc: Stat | None) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     for ax in (full, zoom):
         ax.set_xscale("function", functions=(_density_scale, _density_inverse))
-        if xs:
-            lo, hi = _density_scale(min(xs)), _density_scale(max(xs))
+        if drawn.xs:
+            lo, hi = _density_scale(min(drawn.xs)), _density_scale(max(drawn.xs))
             pad = max(0.08 * (hi - lo), 0.05)
             ax.set_xlim(*_density_inverse([lo - pad, hi + pad]))
         ax.xaxis.set_major_locator(FixedLocator(list(_SPARSITY_TICKS)))
@@ -150,13 +184,17 @@ def plot(board: Leaderboard) -> Figure:
     zoom.set_yscale("log")
     zoom.set_ylabel(f"accuracy drop from {REFERENCE_METHOD} (pp, log scale)")
     zoom.set_title("where the methods differ: drop from dense", fontsize="medium")
-    if drops:
-        low = min(drops + ([ref_acc.std] if ref_acc is not None and ref_acc.std else []))
-        zoom.set_ylim(max(DROP_FLOOR_PP / 2, 0.7 * low), max(drops) * 1.5)
+    if drawn.drops:
+        low = min(drawn.drops + ([ref_acc.std] if ref_acc is not None and ref_acc.std else []))
+        zoom.set_ylim(max(DROP_FLOOR_PP / 2, 0.7 * low), max(drawn.drops) * 1.5)
         zoom.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
         for axis_fmt in (zoom.yaxis.set_major_formatter, zoom.yaxis.set_minor_formatter):
             axis_fmt(FuncFormatter(lambda v, _: f"{v:g}"))
         zoom.grid(True, which="minor", alpha=0.15)
+
+
+def _notes(zoom: Any, ref_acc: Stat | None, left_out: list[str]) -> None:
+    """The zoom panel's notes: the drop floor, the grey band, the cells left out."""
     notes = [f"drops ≤ {DROP_FLOOR_PP:g} pp (at or above dense): drawn at {DROP_FLOOR_PP:g}"]
     if ref_acc is None:
         notes = [f"no {REFERENCE_METHOD} reference runs: no drop to show"]
@@ -166,15 +204,6 @@ def plot(board: Leaderboard) -> Figure:
         notes.append("left out (layer collapse): " + ", ".join(left_out))
     zoom.text(1.01, 0.0, "\n".join(textwrap.fill(n, 48) for n in notes),
               transform=zoom.transAxes, fontsize="x-small", va="bottom", ha="left", color="0.3")
-    fig.suptitle(f"{board.experiment}: test accuracy vs achieved sparsity")
-    handles, labels = full.get_legend_handles_labels()
-    handles += extra
-    labels += [h.get_label() for h in extra]
-    if handles:
-        zoom.legend(handles, labels, fontsize="small", loc="upper left",
-                    bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
-    return fig
 
 
 def study_plot(board: StudyBoard) -> Figure:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchsuite.grid import BadInput
 from benchsuite.board import UnfairComparison
+from benchsuite.grid import BadInput
 from benchsuite.plot import study_plot as plot
 from benchsuite.record import RunRecord
 from benchsuite.study import (
