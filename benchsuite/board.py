@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .marks import ALPHA, Comparison, Mark, Stat
+from .record import Metrics
 
 # chosen here: half a point of sparsity changes accuracy and speedup measurably at 90-98 %
 # (docs/leaderboards.md); a cell beyond it is a different comparison, not a better method
@@ -53,7 +54,7 @@ class Cell:
             out.append(f"layer collapse: {', '.join(names)} "
                        f"({len(self.collapsed)} of {self.n} seeds)")
         if self.overshoot:
-            mean = self.stats["sparsity"].mean
+            mean = self.stats[Metrics.SPARSITY].mean
             out.append(f"sparsity {mean * 100:.2f} % > target {self.target * 100:.4g} % + "
                        f"{OVERSHOOT_PP:g} pp: not the same comparison")
         return out

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
+from .record import Metrics
+
 if TYPE_CHECKING:
     from .board import Row
 
@@ -176,7 +178,7 @@ def rank_column(
     comps: list[Comparison] = []
     links: list[str] = []
     for (row_u, vals_u, _), (row_l, vals_l, _) in zip(ranked, ranked[1:], strict=False):
-        if metric == "img_per_s" and min(len(vals_u), len(vals_l)) < 2:  # no rounds: 5 % rule
+        if metric == Metrics.IMG_PER_S and min(len(vals_u), len(vals_l)) < 2:  # no rounds: 5 % rule
             hi, lo = mean((row_u, vals_u, Mark())), mean((row_l, vals_l, Mark()))
             rel = hi / lo - 1.0 if lo > 0 else math.inf
             status = "tie" if equal(hi, lo) else (

@@ -224,7 +224,7 @@ def study_plot(board: StudyBoard) -> Figure:
             pts = []
             for b in board.budgets:
                 cell = board.cell(s, t, b)
-                st = None if cell is None else cell.stats.get("test_accuracy")
+                st = None if cell is None else cell.stats.get(Metrics.TEST_ACCURACY)
                 if st is not None:
                     pts.append((b * 100, st.mean, st.std or 0.0))
             if pts:

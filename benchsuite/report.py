@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .board import FLOOR_METHOD, OVERSHOOT_PP, REFERENCE_METHOD, Cell, Leaderboard, Row
 from .marks import IMG_S_REL_THRESHOLD, Mark, Stat
+from .record import Metrics
 
 if TYPE_CHECKING:  # rich stays lazy: the CLI imports this module often
     import rich.table
@@ -44,31 +45,31 @@ def n_text(cell: Cell) -> str:
 
 
 def acc_value(cell: Cell) -> str:
-    st = cell.stats.get("test_accuracy")
+    st = cell.stats.get(Metrics.TEST_ACCURACY)
     if st is None:
         return "—"
     return f2(st.mean) if st.std is None else f"{f2(st.mean)} ± {f2(st.std)}"
 
 
 def _ci_text(cell: Cell | None) -> str:
-    st = None if cell is None else cell.stats.get("test_accuracy")
+    st = None if cell is None else cell.stats.get(Metrics.TEST_ACCURACY)
     if st is None or st.ci95 is None:
         return "—"
     return f"[{f2(st.ci95[0])}, {f2(st.ci95[1])}]"
 
 
 def _speedup_value(cell: Cell) -> str:
-    st = cell.stats.get("theoretical_speedup")
+    st = cell.stats.get(Metrics.THEORETICAL_SPEEDUP)
     return "—" if st is None else f"{f2(st.mean)}×"
 
 
 def _train_cost_text(cell: Cell | None) -> str:
-    st = None if cell is None else cell.stats.get("train_cost")
+    st = None if cell is None else cell.stats.get(Metrics.TRAIN_COST)
     return "—" if st is None else f"{st.mean:.3g}×"
 
 
 def _sparsity_text(cell: Cell | None) -> str:
-    st = None if cell is None else cell.stats.get("sparsity")
+    st = None if cell is None else cell.stats.get(Metrics.SPARSITY)
     return "—" if st is None else f"{f2(st.mean * 100)}%"
 
 
@@ -190,13 +191,13 @@ def _markdown_table(board: Leaderboard) -> list[str]:
             if cell is None:
                 cells += ["—", "—", "—", "—", "—"]
                 continue
-            acc = md_marked(acc_value(cell), cell.marks["test_accuracy"])
+            acc = md_marked(acc_value(cell), cell.marks[Metrics.TEST_ACCURACY])
             n = n_text(cell)
             acc += f" _({n})_" if cell.short or cell.failed or cell.running else f" ({n})"
             if (row.label, t) in notes and not row.reference:
                 acc += f" [{notes[(row.label, t)]}]"
             cells += [acc, _ci_text(cell),
-                      md_marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
+                      md_marked(_speedup_value(cell), cell.marks[Metrics.THEORETICAL_SPEEDUP]),
                       _train_cost_text(cell), _sparsity_text(cell)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -269,12 +270,12 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                 "run_ids": {str(s): rid for s, rid in sorted(cell.run_ids.items())},
                 "failed": cell.failed,
                 "running": cell.running,
-                "test_accuracy": stat_json(cell.stats.get("test_accuracy"),
-                                            cell.marks.get("test_accuracy")),
-                "theoretical_speedup": stat_json(cell.stats.get("theoretical_speedup"),
-                                                  cell.marks.get("theoretical_speedup")),
-                "train_cost": stat_json(cell.stats.get("train_cost")),
-                "sparsity": stat_json(cell.stats.get("sparsity")),
+                "test_accuracy": stat_json(cell.stats.get(Metrics.TEST_ACCURACY),
+                                            cell.marks.get(Metrics.TEST_ACCURACY)),
+                "theoretical_speedup": stat_json(cell.stats.get(Metrics.THEORETICAL_SPEEDUP),
+                                                  cell.marks.get(Metrics.THEORETICAL_SPEEDUP)),
+                "train_cost": stat_json(cell.stats.get(Metrics.TRAIN_COST)),
+                "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
                 "collapsed": {str(s): list(v) for s, v in sorted(cell.collapsed.items())},
                 "overshoot": cell.overshoot,
                 "left_out": not row.reference and not cell.ranked,  # of the marks: footnoted
@@ -375,7 +376,7 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
             if cell is None:
                 cells += [Text("—")] * 5
                 continue
-            acc = marked(acc_value(cell), cell.marks["test_accuracy"])
+            acc = marked(acc_value(cell), cell.marks[Metrics.TEST_ACCURACY])
             style = "bold red" if cell.failed else ("yellow" if cell.short or cell.running
                                                     else "dim")
             acc.append(f" ({n_text(cell)})", style=style)
@@ -383,7 +384,7 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
                 acc.append(f" [{notes[(row.label, t)]}]",
                            style="bold red" if cell.collapsed else "bold yellow")
             cells += [acc, Text(_ci_text(cell)),
-                      marked(_speedup_value(cell), cell.marks["theoretical_speedup"]),
+                      marked(_speedup_value(cell), cell.marks[Metrics.THEORETICAL_SPEEDUP]),
                       Text(_train_cost_text(cell)), Text(_sparsity_text(cell))]
         table.add_row(*cells, end_section=row.reference)
     return table

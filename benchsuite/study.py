@@ -139,7 +139,7 @@ class StudyBoard:
 def is_study(runs: Iterable[RunRecord]) -> bool:
     """A study experiment: all its trial runs are the Table 1 setting (mixed with budget-equal
     methods, the usual leaderboard flags the unequal budgets instead)."""
-    methods = {r.method for r in runs if r.kind == "run"}
+    methods = {r.method for r in runs if r.kind == Kinds.RUN}
     return methods == {STUDY_METHOD}
 
 
@@ -263,7 +263,7 @@ def _header(experiment: str, latest: list[RunRecord], budgets: list[float],
 def _cell_text(cell: Cell | None) -> str:
     if cell is None:
         return "—"
-    text = md_marked(acc_value(cell), cell.marks.get("test_accuracy", Mark()))
+    text = md_marked(acc_value(cell), cell.marks.get(Metrics.TEST_ACCURACY, Mark()))
     if cell.short or cell.failed or cell.running:
         text += f" _({n_text(cell)})_"
     return text
@@ -342,9 +342,9 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
                     "n": cell.n, "n_expected": cell.n_expected, "seeds": list(cell.seeds),
                     "run_ids": {str(k): v for k, v in sorted(cell.run_ids.items())},
                     "failed": cell.failed, "running": cell.running,
-                    "test_accuracy": stat_json(cell.stats.get("test_accuracy"),
-                                                cell.marks.get("test_accuracy")),
-                    "sparsity": stat_json(cell.stats.get("sparsity")),
+                    "test_accuracy": stat_json(cell.stats.get(Metrics.TEST_ACCURACY),
+                                                cell.marks.get(Metrics.TEST_ACCURACY)),
+                    "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
                 })
     return {
         "schema": SCHEMA,
@@ -396,7 +396,7 @@ def render_rich(board: StudyBoard) -> rich.table.Table:
         for t in board.targets:
             for b in board.budgets:
                 cell = board.cell(s, t, b)
-                mark = Mark() if cell is None else cell.marks.get("test_accuracy", Mark())
+                mark = Mark() if cell is None else cell.marks.get(Metrics.TEST_ACCURACY, Mark())
                 text = "—" if cell is None else acc_value(cell) + mark.symbol
                 row.append(Text(text, style="bold green" if mark.rank == 1 else ""))
         table.add_row(*row)

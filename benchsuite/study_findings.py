@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .marks import paired_test
+from .record import Metrics
 from .report import f2, pct
 from .schedules import RETRAIN_SCHEDULES
 
@@ -51,8 +52,8 @@ def by_mean(cells: dict[tuple[str, float, float], Cell], schedules: list[str], t
     entries = []
     for s in schedules:
         cell = cells.get((s, target, budget))
-        if cell is not None and cell.by_seed.get("test_accuracy"):
-            entries.append((s, cell.by_seed["test_accuracy"]))
+        if cell is not None and cell.by_seed.get(Metrics.TEST_ACCURACY):
+            entries.append((s, cell.by_seed[Metrics.TEST_ACCURACY]))
     return sorted(entries, key=lambda e: -float(f"{_mean(e[1]):.12g}"))
 
 
@@ -174,8 +175,8 @@ def _ft_lrw_findings(board: StudyBoard) -> list[str]:
     same = [
         column_title(t, b) for t in board.targets for b in board.budgets
         if (ft := board.cell("ft", t, b)) is not None and (lrw := board.cell("lrw", t, b))
-        is not None and ft.by_seed.get("test_accuracy")
-        and ft.by_seed.get("test_accuracy") == lrw.by_seed.get("test_accuracy")
+        is not None and ft.by_seed.get(Metrics.TEST_ACCURACY)
+        and ft.by_seed.get(Metrics.TEST_ACCURACY) == lrw.by_seed.get(Metrics.TEST_ACCURACY)
     ]
     if same:
         out.append(f"FT and LRW give identical accuracies seed by seed in {len(same)} of "
