@@ -5,7 +5,7 @@ step; per-epoch curves at each epoch's step), tags (provenance, prefixed ``bench
 artifacts. The writers (``runner``, ``train``, ``throughput``) and the readers (leaderboard,
 study, tuning, resume) use these constants, never the strings; the values are those of the
 stored runs, so changing one orphans every published board. To add a metric: add it to
-``Metrics`` here and describe it in docs/leaderboards.md (or docs/protocol.md).
+``Metrics`` here and to the table of docs/protocol.md (What is recorded).
 
 ``RunRecord`` is a stored run as plain data (``tracking.Reader`` builds it), so everything that
 aggregates runs is testable on hand-made records without MLflow.
