@@ -76,3 +76,30 @@ def test_sparse_inference_loads_an_experiments_models(tmp_path: Path) -> None:
     assert (label, shape, speedup) == ("gmp@0.9", (1, 28, 28), 4.0)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
+
+
+def names(namespace: type) -> set[str]:
+    return {v for k, v in vars(namespace).items() if k.isupper()}
+
+
+def test_a_recorded_run_uses_only_the_records_names(tmp_path: Path, tiny_preset, tiny_data
+                                                    ) -> None:
+    """Every param, metric, tag and artifact a run writes is named in record.py (a name
+    written elsewhere and nowhere here would be a metric the readers cannot know)."""
+    from benchsuite.runner import execute
+    from benchsuite.train import RunConfig
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = RunConfig(tiny_preset.replace(epochs=1), "dense", 0.0, 0)
+    assert execute(config, Tracker(uri, "exp"), dataset=tiny_data, command="test")[0] == "FINISHED"
+    reader = Reader(uri)
+    (run,) = reader.runs("exp")
+    assert {p for p in run.params if not p.startswith(Params.HP)} <= names(Params)
+    assert set(run.metrics) <= names(Metrics)
+    assert {Metrics.TEST_ACCURACY, Metrics.SPARSITY, Metrics.TRAIN_COST} <= set(run.metrics)
+    tags = {t.removeprefix(TAG) for t in run.tags}
+    assert all(t.startswith(TAG) for t in run.tags)
+    assert {t for t in tags if not t.startswith(Tags.NUMERICS)} <= names(Tags)
+    assert reader.read_json(run.run_id, Artifacts.LAYER_SPARSITY)
+    with_model = reader.download(run.run_id, Artifacts.MODEL, tmp_path)
+    assert with_model.name == Artifacts.MODEL and with_model.stat().st_size > 0
