@@ -1,4 +1,4 @@
-"""The retraining study of the paper's Table 1: its grid of runs, its board, notes and plot.
+"""The retraining study of the paper's Table 1: its grid of runs and its board.
 
 Zimmer et al. (2023), Table 1: one-shot IMP, the dense model trained for the full budget,
 pruned once to 70/80/90 % and retrained for 2.22/5.55/11.11 % of the dense budget with FT,
@@ -6,17 +6,14 @@ LRW, SLR, CLR, LLR or ALLR (method ``imp-retrain``). Retraining comes on top of 
 budget, so these runs are not budget-equal and get their own board: rows = schedules,
 columns = sparsity × retraining budget, each cell mean ± std over seeds.
 
-The statistics are the leaderboard's (``benchsuite.leaderboard``): each retraining budget is
+The statistics are the leaderboard's (``aggregation.aggregate``): each retraining budget is
 aggregated as one leaderboard whose rows are the schedules, so a column's marks come from the
 same paired t-test between neighbours and the same mark rules, and the leaderboard's fairness
 checks (same preset, data, version and ``train_steps``) hold within every budget. Across
 budgets only ``train_steps`` may differ (T·I + N).
 
-The notes compare the small-scale result with the paper's claims, computed from the
-numbers: for every column whether ALLR is first (highest mean), within noise of the first
-(the paired test against the first is not separated) or behind; whether FT and LRW fall
-behind at the highest sparsity and shortest budget; and a headline count, against the
-paper's 9 of 9.
+The board's findings compare the small-scale result with the paper's claims
+(``benchsuite.study_findings``); its figure is ``plot.study_plot``.
 """
 
 

@@ -200,6 +200,8 @@ class Tracker:
 
 
 class TrackedRun:
+    """One run being written (names from ``record``; tags get the ``benchsuite.`` prefix)."""
+
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
