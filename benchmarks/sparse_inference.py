@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -79,32 +80,37 @@ def img_per_s(model: nn.Module, shape: tuple[int, ...], batch: int, seconds: flo
 
 
 def models_from_experiment(uri: str, experiment: str, limit: int):
-    from mlflow.tracking import MlflowClient
     from safetensors.torch import load_file
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise SystemExit(f"error: no experiment {experiment!r} at {uri}")
+    from benchsuite.record import Artifacts, Kinds, Metrics, Params
+    from benchsuite.tracking import Reader
+
+    reader = Reader(uri)
+    try:
+        runs = reader.runs(experiment, "attributes.status = 'FINISHED'")
+    except KeyError:
+        raise SystemExit(f"error: no experiment {experiment!r} at {uri}") from None
     seen = set()
-    for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
-        p = run.data.params
-        if run.data.tags.get("benchsuite.kind", "run") != "run":
+    for run in runs:
+        p = run.params
+        if run.kind != Kinds.RUN:
             continue
-        key = (p["method"], p.get("variant", ""), p["target_sparsity"])
+        key = (p[Params.METHOD], p.get(Params.VARIANT, ""), p[Params.TARGET_SPARSITY])
         if key in seen or len(seen) >= limit:
             continue
         seen.add(key)
-        shape, classes = SHAPES[p["dataset"]]
-        model = build_model(p["model"], classes, shape)
-        path = Path(run.info.artifact_uri.removeprefix("file://")) / "model.safetensors"
-        model.load_state_dict(load_file(path))
-        label = p["method"] + ("" if p.get("variant") in ("", "default") else f"[{p['variant']}]")
+        shape, classes = SHAPES[p[Params.DATASET]]
+        model = build_model(p[Params.MODEL], classes, shape)
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = load_file(reader.download(run.run_id, Artifacts.MODEL, Path(tmp)))
+        model.load_state_dict(weights)
+        variant = p.get(Params.VARIANT)
+        label = p[Params.METHOD] + ("" if variant in ("", "default") else f"[{variant}]")
         yield (
-            f"{label}@{p['target_sparsity']}",
+            f"{label}@{p[Params.TARGET_SPARSITY]}",
             model,
             shape,
-            run.data.metrics.get("theoretical_speedup"),
+            run.metrics.get(Metrics.THEORETICAL_SPEEDUP),
         )
 
 

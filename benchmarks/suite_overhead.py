@@ -76,7 +76,7 @@ def default_methods() -> tuple[str, str]:
 
 def default_run(methods: str) -> tuple[float, float, int]:
     """(wall, start-up, finished runs) of the default command in a fresh directory."""
-    from mlflow.tracking import MlflowClient
+    from benchsuite.tracking import Reader
 
     work = Path(tempfile.mkdtemp(prefix="bs-overhead-"))
     try:
@@ -89,10 +89,8 @@ def default_run(methods: str) -> tuple[float, float, int]:
         if done.returncode != 0:
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"the default command failed (exit {done.returncode})")
-        client = MlflowClient(f"sqlite:///{work}/mlflow.db")
-        exp = client.get_experiment_by_name("digits-20ep")
-        runs = client.search_runs([exp.experiment_id])
-        first = min(r.info.start_time for r in runs)
+        runs = Reader(f"sqlite:///{work}/mlflow.db").runs("digits-20ep")
+        first = min(r.start_time for r in runs)
         return wall, (first - start_ms) / 1000, len(runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -175,61 +173,38 @@ def efficiency(work: Path, epochs: int) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=1, help="repeat; keep each figure's best")
-    parser.add_argument("--skip-default", action="store_true", help="skip the default command")
-    parser.add_argument(
-        "--efficiency-epochs", type=int, default=None,
-        help="epochs per run of the efficiency grid (default: the preset's, 10)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--preset-budget", action="store_true",
-        help="also measure the per-trial overhead at the preset's own 10-epoch budget (+~70 s)",
-    )  # fmt: skip
-    args = parser.parse_args()
+def ray_round(r: int, args: argparse.Namespace, eff_epochs: int, results: dict[str, list]
+              ) -> None:
+    """One round of the figures that need Ray: per-trial overhead and efficiency."""
+    import ray
 
-    from benchsuite.orchestrate import quiet_ray_environment
+    work = Path(tempfile.mkdtemp(prefix="bs-overhead-"))
+    try:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR,
+                 _temp_dir=os.path.join(tempfile.gettempdir(), "ray"))  # fmt: skip
+        results["trial"].append(trial_overhead(work))
+        t = results["trial"][-1]
+        print(f"[round {r + 1}] trial (mean of {t['trials']} in a warm worker): wall "
+              f"{t['wall']:.2f} s, steps {t['step']:.2f} s, loop {t['train']:.2f} s; first "
+              f"trial's overhead {t['first']:.1%}  (load {load()})")  # fmt: skip
+        if args.preset_budget:
+            results["preset"].append(trial_overhead(work, epochs=10, seeds=2))
+            t = results["preset"][-1]
+            print(f"[round {r + 1}] 10-epoch trial in a warm worker: wall {t['wall']:.1f} s, "
+                  f"steps {t['step']:.1f} s  (load {load()})")  # fmt: skip
+        results["eff"].append(efficiency(work, eff_epochs))
+        e = results["eff"][-1]
+        print(f"[round {r + 1}] 8 runs: 1 at a time {e['one']:.1f} s, 2 at a time "
+              f"{e['two']:.1f} s  (other processes kept {e['busy']:.1f} cores busy "
+              f"just before; load {load()})")  # fmt: skip
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
 
-    quiet_ray_environment()
-    methods, note = default_methods()
-    from benchsuite.presets import load_preset
 
-    eff_epochs = args.efficiency_epochs or load_preset("fashion-mnist").epochs
-    results: dict[str, list] = {"default": [], "trial": [], "eff": [], "preset": []}
-    print(f"load average before: {load()}  (2 cores shared with other work: figures are noisy)")
-    for r in range(args.rounds):
-        if not args.skip_default:
-            results["default"].append(default_run(methods))
-            wall, startup, n = results["default"][-1]
-            print(f"[round {r + 1}] default run: {wall:.1f} s, start-up {startup:.1f} s, {n} runs"
-                  f"  (load {load()})")  # fmt: skip
-        import ray
-
-        work = Path(tempfile.mkdtemp(prefix="bs-overhead-"))
-        try:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR,
-                     _temp_dir=os.path.join(tempfile.gettempdir(), "ray"))  # fmt: skip
-            results["trial"].append(trial_overhead(work))
-            t = results["trial"][-1]
-            print(f"[round {r + 1}] trial (mean of {t['trials']} in a warm worker): wall "
-                  f"{t['wall']:.2f} s, steps {t['step']:.2f} s, loop {t['train']:.2f} s; first "
-                  f"trial's overhead {t['first']:.1%}  (load {load()})")  # fmt: skip
-            if args.preset_budget:
-                results["preset"].append(trial_overhead(work, epochs=10, seeds=2))
-                t = results["preset"][-1]
-                print(f"[round {r + 1}] 10-epoch trial in a warm worker: wall {t['wall']:.1f} s, "
-                      f"steps {t['step']:.1f} s  (load {load()})")  # fmt: skip
-            results["eff"].append(efficiency(work, eff_epochs))
-            e = results["eff"][-1]
-            print(f"[round {r + 1}] 8 runs: 1 at a time {e['one']:.1f} s, 2 at a time "
-                  f"{e['two']:.1f} s  (other processes kept {e['busy']:.1f} cores busy "
-                  f"just before; load {load()})")  # fmt: skip
-        finally:
-            ray.shutdown()
-            shutil.rmtree(work, ignore_errors=True)
-
+def report(results: dict[str, list], methods: str, note: str, eff_epochs: int) -> list[str]:
+    """Print each figure (each round's best) against its target; the targets missed."""
     missed = []
     print()
     if results["default"]:
@@ -266,6 +241,41 @@ def main() -> int:
     )
     if e["efficiency"] < TARGETS["efficiency"]:
         missed.append("efficiency")
+    return missed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1, help="repeat; keep each figure's best")
+    parser.add_argument("--skip-default", action="store_true", help="skip the default command")
+    parser.add_argument(
+        "--efficiency-epochs", type=int, default=None,
+        help="epochs per run of the efficiency grid (default: the preset's, 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--preset-budget", action="store_true",
+        help="also measure the per-trial overhead at the preset's own 10-epoch budget (+~70 s)",
+    )  # fmt: skip
+    args = parser.parse_args()
+
+    from benchsuite.orchestrate import quiet_ray_environment
+
+    quiet_ray_environment()
+    methods, note = default_methods()
+    from benchsuite.presets import load_preset
+
+    eff_epochs = args.efficiency_epochs or load_preset("fashion-mnist").epochs
+    results: dict[str, list] = {"default": [], "trial": [], "eff": [], "preset": []}
+    print(f"load average before: {load()}  (2 cores shared with other work: figures are noisy)")
+    for r in range(args.rounds):
+        if not args.skip_default:
+            results["default"].append(default_run(methods))
+            wall, startup, n = results["default"][-1]
+            print(f"[round {r + 1}] default run: {wall:.1f} s, start-up {startup:.1f} s, {n} runs"
+                  f"  (load {load()})")  # fmt: skip
+        ray_round(r, args, eff_epochs, results)
+
+    missed = report(results, methods, note, eff_epochs)
     print(f"load average after: {load()}")
     if missed:
         print(f"MISSED: {', '.join(missed)}")

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .record import TAG, Tags
+
 if TYPE_CHECKING:
     from .tracking import TrackedRun, Tracker
 
@@ -106,18 +108,9 @@ def check_store(uri: str, *, write: bool = True) -> None:
 
 
 def _open(db: Path) -> None:
-    """The first open runs MLflow's schema migrations (quiet: they are not the user's news)."""
-    import logging
+    from .tracking import open_store
 
-    from mlflow.tracking import MlflowClient
-
-    log = logging.getLogger("mlflow.store.db.utils")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
-    finally:
-        log.setLevel(level)
+    open_store(f"sqlite:///{db}")
 
 
 def _create(db: Path) -> None:
@@ -166,14 +159,14 @@ def process_start(pid: int) -> str:
 def claimant(pid: int | None = None) -> dict[str, str]:
     """Who is running a run: this host, this (or the given) process and when it started."""
     pid = os.getpid() if pid is None else pid
-    return {"claim_host": socket.gethostname(), "claim_pid": str(pid),
-            "claim_start": process_start(pid)}  # fmt: skip
+    return {Tags.CLAIM_HOST: socket.gethostname(), Tags.CLAIM_PID: str(pid),
+            Tags.CLAIM_START: process_start(pid)}  # fmt: skip
 
 
 def alive(tags: dict[str, str], prefix: str = "") -> bool:
     """Whether the claimant named in a run's tags still runs (another host: assumed so)."""
-    host = tags.get(prefix + "claim_host")
-    pid = tags.get(prefix + "claim_pid", "")
+    host = tags.get(prefix + Tags.CLAIM_HOST)
+    pid = tags.get(prefix + Tags.CLAIM_PID, "")
     if host is None or not pid.isdigit():
         return False  # a run from before claims existed, left RUNNING: stale
     if host != socket.gethostname():
@@ -184,12 +177,12 @@ def alive(tags: dict[str, str], prefix: str = "") -> bool:
         return False
     except PermissionError:
         pass
-    start = tags.get(prefix + "claim_start", "")
+    start = tags.get(prefix + Tags.CLAIM_START, "")
     return not start or process_start(int(pid)) in ("", start)
 
 
 def owned_by(tags: dict[str, str], owner: dict[str, str], prefix: str = "") -> bool:
-    return all(tags.get(prefix + k) == v for k, v in owner.items() if k != "claim_start")
+    return all(tags.get(prefix + k) == v for k, v in owner.items() if k != Tags.CLAIM_START)
 
 
 def claim(
@@ -204,21 +197,20 @@ def claim(
 
     ``tags`` carry the claimant (``claimant()``); without them this process is the claimant.
     """
-    from .tracking import TAG, TrackedRun
+    from .tracking import TrackedRun
 
     tags = {**claimant(), **tags}
     with locked(tracker.uri):
         for r in tracker.runs_of(key, kind):
-            status, rtags = r.info.status, r.data.tags
-            if status == "FINISHED":
+            if r.finished:
                 return "already finished"
-            if status == "RUNNING" and alive(rtags, TAG):
+            if r.status == "RUNNING" and alive(r.tags, TAG):
                 return (
-                    f"being run by another command (host {rtags.get(TAG + 'claim_host')}, "
-                    f"pid {rtags.get(TAG + 'claim_pid')})"
+                    f"being run by another command (host {r.tag(Tags.CLAIM_HOST)}, "
+                    f"pid {r.tag(Tags.CLAIM_PID)})"
                 )
-            if status == "RUNNING":
-                TrackedRun(tracker.client, r.info.run_id).end(
+            if r.status == "RUNNING":
+                TrackedRun(tracker.client, r.run_id).end(
                     "KILLED", "left RUNNING by a command that is gone; taken over"
                 )
-        return tracker.start_run(name, params, {**tags, "claimed_at": str(int(time.time()))})
+        return tracker.start_run(name, params, {**tags, Tags.CLAIMED_AT: str(int(time.time()))})

@@ -17,13 +17,17 @@ import random
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .budget import Budget
 from .data import Dataset
+from .record import Kinds, Metrics, Params, Tags
 from .train import RunConfig, autocast_dtype, make_generator, setup, train_step
+
+if TYPE_CHECKING:
+    from .tracking import Tracker
 
 
 def plan_step_time(
@@ -124,10 +128,10 @@ def interleaved_img_per_s(
 
 
 def record_isolated(
-    configs: list[RunConfig], data: Dataset, tracker: Any, *, command: str = "",
+    configs: list[RunConfig], data: Dataset, tracker: Tracker, *, command: str = "",
     rounds: int = ROUNDS,
 ) -> int:
-    """Measure each (method, variant) of a grid, alone, and record it in MLflow.
+    """Measure each (method, variant) of a grid, alone, and record it in the tracking store.
 
     Called after the grid's trials are done, so the device is otherwise idle. A variant
     already measured on this device and thread count for this experiment is skipped.
@@ -139,15 +143,13 @@ def record_isolated(
 
     device = torch.device(configs[0].device) if configs else torch.device("cpu")
     label = device_label(device)
-    runs = tracker.runs()
     done = set()
     trained = set()
-    for r in runs:
-        kind, finished = r.data.tags.get("benchsuite.kind"), r.info.status == "FINISHED"
-        key = (r.data.params.get("method"), r.data.params.get("variant"))
-        if kind == "throughput" and finished:
-            done.add((*key, r.data.tags.get("benchsuite.device")))
-        elif kind == "run" and finished:
+    for r in tracker.runs():
+        key = (r.method, r.params.get(Params.VARIANT))
+        if r.kind == Kinds.THROUGHPUT and r.finished:
+            done.add((*key, r.tag(Tags.DEVICE)))
+        elif r.kind == Kinds.RUN and r.finished:
             trained.add(key)
     first: dict[tuple[str, str], RunConfig] = {}
     for config in configs:
@@ -164,12 +166,12 @@ def record_isolated(
     for ((method, variant), config), per_round in zip(todo.items(), figures):
         run = tracker.start_run(
             f"throughput {method}[{variant}]",
-            {"method": method, "variant": variant, "preset": config.preset.name,
-             "batch_size": config.preset.batch_size, "target_sparsity": config.target},
-            {"kind": "throughput", "device": label, "threads": torch.get_num_threads(),
-             "version": __version__, "command": command,
-             "img_per_s_rounds": json.dumps([round(v, 1) for v in per_round])},
+            {Params.METHOD: method, Params.VARIANT: variant, Params.PRESET: config.preset.name,
+             Params.BATCH_SIZE: config.preset.batch_size, Params.TARGET_SPARSITY: config.target},
+            {Tags.KIND: Kinds.THROUGHPUT, Tags.DEVICE: label, Tags.THREADS: torch.get_num_threads(),
+             Tags.VERSION: __version__, Tags.COMMAND: command,
+             Tags.IMG_PER_S_ROUNDS: json.dumps([round(v, 1) for v in per_round])},
         )  # fmt: skip
-        run.log_metrics({"img_per_s": sum(per_round) / len(per_round)})
+        run.log_metrics({Metrics.IMG_PER_S: sum(per_round) / len(per_round)})
         run.end("FINISHED")
     return len(todo)

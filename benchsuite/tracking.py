@@ -1,8 +1,10 @@
-"""The only module that knows MLflow's names: experiments, runs, params, metrics, tags.
+"""The only module that imports MLflow: a writer (``Tracker``, ``TrackedRun``) and a reader.
 
-It talks to MLflow through ``MlflowClient`` (no global active run), so several trials in one
-process or on several Ray nodes can write at once. SQLite stores can answer "database is
-locked" under concurrent writers; every call is retried with backoff.
+The names a run is written with are ``benchsuite.record``'s; here is how they are stored.
+Runs leave this module as ``record.RunRecord`` (plain data), never as MLflow objects. It talks
+to MLflow through ``MlflowClient`` (no global active run), so several trials in one process
+or on several Ray nodes can write at once. SQLite stores can answer "database is locked"
+under concurrent writers; every call is retried with backoff.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .record import TAG, Kinds, RunRecord, Tags
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -23,12 +27,8 @@ if TYPE_CHECKING:
 # overlaps with starting Ray instead of paying it when the command starts.
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-TAG = "benchsuite."
-FINAL_METRICS = (
-    "test_accuracy", "test_top5", "val_accuracy", "sparsity", "theoretical_speedup",
-    "flops_dense", "flops_sparse", "train_img_per_s", "train_steps", "train_images", "wall_time_s",
-    "train_flops", "train_cost",
-)  # fmt: skip
+__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Reader", "TrackedRun", "Tracker", "is_sqlite",
+           "open_store", "peek_finished_keys", "preload", "retry_locked"]  # fmt: skip
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ def preload() -> None:
     import mlflow.tracking  # noqa: F401
 
 
-def peek_finished_keys(uri: str, experiment: str, kind: str = "run") -> set[str]:
+def peek_finished_keys(uri: str, experiment: str, kind: str = Kinds.RUN) -> set[str]:
     """Finished run_keys without creating anything (no database file, no experiment)."""
     if is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
         return set()
@@ -127,33 +127,34 @@ class Tracker:
         return tracked
 
     @retry_locked
-    def runs(self) -> list[Any]:
+    def runs(self) -> list[RunRecord]:
         """All runs of the experiment (every status), newest first."""
-        return self.client.search_runs(
+        found = self.client.search_runs(
             [self.experiment_id], max_results=50_000, order_by=["attributes.start_time DESC"]
         )
+        return [_record(r, self.experiment) for r in found]
 
     @retry_locked
-    def runs_of(self, key: str, kind: str = "run") -> list[Any]:
+    def runs_of(self, key: str, kind: str = Kinds.RUN) -> list[RunRecord]:
         """The runs (every status) of one run_key and kind, newest first."""
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG}run_key` = '{key}'",
+            filter_string=f"tags.`{TAG}{Tags.RUN_KEY}` = '{key}'",
             max_results=1000,
             order_by=["attributes.start_time DESC"],
         )
-        return [r for r in found if r.data.tags.get(TAG + "kind", "run") == kind]
+        records = [_record(r, self.experiment) for r in found]
+        return [r for r in records if r.kind == kind]
 
-    def finished_keys(self, kind: str = "run") -> set[str]:
+    def finished_keys(self, kind: str = Kinds.RUN) -> set[str]:
         return set(self.finished(kind))
 
-    def finished(self, kind: str = "run") -> dict[str, dict[str, Any]]:
+    def finished(self, kind: str = Kinds.RUN) -> dict[str, dict[str, Any]]:
         """run_key → the newest FINISHED run of that kind: its ``run_id`` and final metrics."""
         found: dict[str, dict[str, Any]] = {}
         for r in self.runs():  # newest first
-            key = r.data.tags.get(TAG + "run_key", "")
-            if r.info.status == "FINISHED" and r.data.tags.get(TAG + "kind", "run") == kind:
-                found.setdefault(key, {"run_id": r.info.run_id, **r.data.metrics})
+            if r.finished and r.kind == kind:
+                found.setdefault(r.tag(Tags.RUN_KEY, ""), {"run_id": r.run_id, **r.metrics})
         return found
 
     def fail_running(
@@ -175,12 +176,11 @@ class Tracker:
 
         running = [
             r for r in self.runs()
-            if r.info.status == "RUNNING" and key in (None, r.data.tags.get(TAG + "run_key"))
-            and r.info.start_time >= since_ms
-            and (owner is None or owned_by(r.data.tags, owner, TAG))
+            if r.status == "RUNNING" and key in (None, r.tag(Tags.RUN_KEY))
+            and r.start_time >= since_ms and (owner is None or owned_by(r.tags, owner, TAG))
         ]  # fmt: skip
         for r in running:
-            TrackedRun(self.client, r.info.run_id).end(status, error)
+            TrackedRun(self.client, r.run_id).end(status, error)
         return bool(running)
 
     def mark_stale(self, keys: set[str]) -> int:
@@ -192,15 +192,16 @@ class Tracker:
 
         stale = [
             r for r in self.runs()
-            if r.info.status == "RUNNING" and r.data.tags.get(TAG + "run_key") in keys
-            and not alive(r.data.tags, TAG)
+            if r.status == "RUNNING" and r.tag(Tags.RUN_KEY) in keys and not alive(r.tags, TAG)
         ]  # fmt: skip
         for r in stale:
-            TrackedRun(self.client, r.info.run_id).end("KILLED", "left RUNNING by a killed command")
+            TrackedRun(self.client, r.run_id).end("KILLED", "left RUNNING by a killed command")
         return len(stale)
 
 
 class TrackedRun:
+    """One run being written (names from ``record``; tags get the ``benchsuite.`` prefix)."""
+
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
@@ -244,7 +245,106 @@ class TrackedRun:
         from mlflow.entities import RunStatus
 
         if error is not None:
-            self.client.set_tag(self.run_id, TAG + "error", error[:5000])
+            self.client.set_tag(self.run_id, TAG + Tags.ERROR, error[:5000])
         self.client.set_terminated(
             self.run_id, status=RunStatus.to_string(RunStatus.from_string(status))
         )
+
+
+def _record(run: Any, experiment: str = "") -> RunRecord:
+    """An MLflow run as plain data (MLflow's own ``mlflow.*`` tags left out)."""
+    info, data = run.info, run.data
+    return RunRecord(
+        run_id=info.run_id,
+        status=str(info.status),
+        start_time=int(info.start_time or 0),
+        end_time=None if info.end_time is None else int(info.end_time),
+        params=dict(data.params),
+        metrics={k: float(v) for k, v in data.metrics.items()},
+        tags={k: v for k, v in data.tags.items() if not k.startswith("mlflow.")},
+        experiment=experiment,
+    )
+
+
+def _paged(search: Callable[[str | None], Any]) -> list[Any]:
+    """Every item of a paged MLflow search (``search(page_token)`` returns one page)."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = search(token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def open_store(uri: str) -> None:
+    """Open the store once: a new SQLite store is created (its schema migrated) here, quietly
+    (the migrations' log lines are not the user's news)."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    log = logging.getLogger("mlflow.store.db.utils")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    finally:
+        log.setLevel(level)
+
+
+class Reader:
+    """A store read, never written: its experiments, their runs, a run's artifacts."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def _experiments(self) -> list[Any]:
+        return _paged(lambda t: self.client.search_experiments(max_results=1000, page_token=t))
+
+    def experiments(self) -> list[str]:
+        """Names of the active experiments that hold at least one run, sorted."""
+        return sorted(
+            e.name for e in self._experiments()
+            if self.client.search_runs([e.experiment_id], max_results=1)
+        )  # fmt: skip
+
+    def newest_experiment(self) -> str | None:
+        """The experiment whose newest run started last: what the user most likely just ran."""
+        ids = [e.experiment_id for e in self._experiments()]
+        if not ids:
+            return None
+        newest = self.client.search_runs(
+            ids, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        if not newest:
+            return None
+        return self.client.get_experiment(newest[0].info.experiment_id).name
+
+    def runs(self, experiment: str, filter_string: str = "") -> list[RunRecord]:
+        """Every run of ``experiment`` (every kind and status; MLflow's order, newest first).
+
+        Raises ``KeyError`` when the store has no such experiment.
+        """
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise KeyError(f"no MLflow experiment named {experiment!r} at {self.uri}")
+        found = _paged(lambda t: self.client.search_runs(
+            [exp.experiment_id], filter_string, max_results=1000, page_token=t))
+        return [_record(r, experiment) for r in found]
+
+    def download(self, run_id: str, name: str, dst: Path) -> Path:
+        """A run's artifact ``name`` (an ``record.Artifacts`` name), copied into ``dst``."""
+        return Path(self.client.download_artifacts(run_id, name, str(dst)))
+
+    def read_json(self, run_id: str, name: str) -> Any | None:
+        """A run's JSON artifact, or None when it has none (or it cannot be read)."""
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                return json.loads(self.download(run_id, name, Path(tmp)).read_text("utf-8"))
+        except Exception:  # noqa: BLE001 - no artifact (or unreadable): nothing to read
+            return None

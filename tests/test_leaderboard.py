@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from benchsuite.leaderboard import (
-    RunRecord,
     UnfairComparison,
     aggregate,
     default_experiment,
@@ -29,6 +28,7 @@ from benchsuite.leaderboard import (
     to_json,
     to_markdown,
 )
+from benchsuite.record import RunRecord
 
 T975_DF2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)  # 4.3027 (table value 4.303)
 
@@ -675,7 +675,7 @@ def test_a_collapse_counted_without_names_is_still_shown() -> None:
 def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cells() -> None:
     """Full panel: every cell (x crossed at chance, y ringed); zoom: the drop from dense on a
     log scale, x left out and said so, a method above dense drawn at the floor."""
-    from benchsuite.leaderboard import DROP_FLOOR_PP
+    from benchsuite.plot import DROP_FLOOR_PP
 
     runs = flagged_runs() + [rec("z", 0.9, s, 99.5 + s, collapsed="") for s in range(3)]
     fig = plot(aggregate(runs, "flags"))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from benchsuite import orchestrate
 from benchsuite.cli import app
-from benchsuite.leaderboard import Stat
+from benchsuite.marks import Stat
 from benchsuite.orchestrate import Board, Cluster, Resources, resolve_numerics, run_grid
 from benchsuite.runner import key_for, run_params
 from benchsuite.store import check_store, claim

@@ -6,14 +6,15 @@ import json
 
 import pytest
 
+from benchsuite.board import UnfairComparison
 from benchsuite.grid import BadInput
-from benchsuite.leaderboard import RunRecord, UnfairComparison
+from benchsuite.plot import study_plot as plot
+from benchsuite.record import RunRecord
 from benchsuite.study import (
     aggregate_study,
     is_study,
     parse_budgets,
     parse_schedules,
-    plot,
     publish,
     render_rich,
     table1_configs,
