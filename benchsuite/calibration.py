@@ -69,6 +69,7 @@ def _train(args: tuple[str, str, str, float, float, int, tuple[tuple[str, str], 
 
     from .identity import RunConfig, hparam_pairs
     from .presets import load_preset
+    from .record import Metrics
     from .train import train_run
 
     preset_name, method, knob, value, target, seed, fixed = args
@@ -80,7 +81,7 @@ def _train(args: tuple[str, str, str, float, float, int, tuple[tuple[str, str], 
         seed=seed,
         hparams=hparam_pairs({**dict(fixed), knob: value}),
     )
-    return train_run(config, evaluation=False).metrics["sparsity_before_projection"]
+    return train_run(config, evaluation=False).metrics[Metrics.SPARSITY_BEFORE_PROJECTION]
 
 
 def _logit(p: float) -> float:

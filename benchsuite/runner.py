@@ -17,6 +17,7 @@ from . import __version__
 from .budget import Budget
 from .data import Dataset, load_dataset
 from .identity import RunConfig, run_key
+from .record import Artifacts, Kinds, Metrics, Params, Tags
 from .store import claim, claimant
 from .tracking import TrackedRun, Tracker
 from .train import EpochCallback, Progress, RunResult, train_run
@@ -25,19 +26,19 @@ from .train import EpochCallback, Progress, RunResult, train_run
 def run_params(config: RunConfig) -> dict[str, Any]:
     preset = config.preset
     params: dict[str, Any] = {
-        "method": config.method,
-        "variant": config.variant(),
-        "target_sparsity": config.target,
-        "preset": preset.name,
-        "dataset": preset.dataset,
-        "model": preset.model,
-        "epochs": preset.epochs,
-        "batch_size": preset.batch_size,
-        "lr": preset.optimizer.lr,
-        "seed": config.seed,
+        Params.METHOD: config.method,
+        Params.VARIANT: config.variant(),
+        Params.TARGET_SPARSITY: config.target,
+        Params.PRESET: preset.name,
+        Params.DATASET: preset.dataset,
+        Params.MODEL: preset.model,
+        Params.EPOCHS: preset.epochs,
+        Params.BATCH_SIZE: preset.batch_size,
+        Params.LR: preset.optimizer.lr,
+        Params.SEED: config.seed,
     }
     for name, value in dataclasses.asdict(config.hp()).items():
-        params[f"hp.{name}"] = value
+        params[f"{Params.HP}{name}"] = value
     return params
 
 
@@ -55,7 +56,7 @@ def execute(
     command: str = "",
     node: str = "local",
     on_epoch: EpochCallback | None = None,
-    kind: str = "run",
+    kind: str = Kinds.RUN,
     owner: dict[str, str] | None = None,
 ) -> tuple[str, RunResult | None, str | None]:
     """Claim, train and record one run. Returns (status, result, error); never raises for a
@@ -70,7 +71,7 @@ def execute(
     )
     tags = {**(owner or claimant()), **run_tags(config, data, command=command, node=node,
                                                 kind=kind)}  # fmt: skip
-    run = claim(tracker, tags["run_key"], kind, config.label(), run_params(config), tags)
+    run = claim(tracker, tags[Tags.RUN_KEY], kind, config.label(), run_params(config), tags)
     if isinstance(run, str):
         return "SKIPPED", None, run
     try:
@@ -102,13 +103,13 @@ def run_tags(
     config: RunConfig, data: Dataset, *, command: str, node: str, kind: str
 ) -> dict[str, str]:
     return {
-        "version": __version__,
-        "run_key": key_for(config, data),
-        "node": node,
-        "tuned": str(config.tuned).lower(),
-        "data": data.fingerprint,
-        "command": command,
-        "kind": kind,
+        Tags.VERSION: __version__,
+        Tags.RUN_KEY: key_for(config, data),
+        Tags.NODE: node,
+        Tags.TUNED: str(config.tuned).lower(),
+        Tags.DATA: data.fingerprint,
+        Tags.COMMAND: command,
+        Tags.KIND: kind,
     }
 
 
@@ -120,7 +121,7 @@ def record_failure(
     *,
     command: str = "",
     node: str = "unknown",
-    kind: str = "run",
+    kind: str = Kinds.RUN,
 ) -> str:
     """A FAILED run for a trial that died before it could record itself (never dropped)."""
     tags = run_tags(config, data, command=command, node=node, kind=kind)
@@ -131,15 +132,15 @@ def record_failure(
 
 def record_result(run: TrackedRun, result: RunResult) -> None:
     # Final values are logged last, at the final step, so MLflow's latest value is the final one.
-    step = int(result.metrics["train_steps"])
+    step = int(result.metrics[Metrics.TRAIN_STEPS])
     run.log_metrics(result.metrics, step)
     run.set_tags(result.tags)
-    run.log_json("layer_sparsity.json", result.layer_sparsity)
+    run.log_json(Artifacts.LAYER_SPARSITY, result.layer_sparsity)
     if result.model is not None:
         from safetensors.torch import save_file
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.safetensors"
+            path = Path(tmp) / Artifacts.MODEL
             state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
             save_file(state, str(path), metadata={"format": "pt", "params": json.dumps({})})
             run.log_file(path)

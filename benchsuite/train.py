@@ -48,6 +48,7 @@ from .identity import hparam_pairs as hparam_pairs  # re-exported: a run's inter
 from .identity import run_key as run_key  # re-exported
 from .method import PruningMethod, TrainState
 from .models import build_model
+from .record import Metrics, Tags
 from .sparsity import (
     achieved_sparsity,
     collapsed_layers,
@@ -96,15 +97,15 @@ class Progress:
 
     @property
     def val_accuracy(self) -> float:
-        return self.metrics["val_accuracy"]
+        return self.metrics[Metrics.VAL_ACCURACY]
 
     @property
     def train_loss(self) -> float:
-        return self.metrics["train_loss"]
+        return self.metrics[Metrics.TRAIN_LOSS]
 
     @property
     def sparsity(self) -> float:
-        return self.metrics["sparsity"]
+        return self.metrics[Metrics.SPARSITY]
 
 
 EpochCallback = Callable[[Progress], None]
@@ -299,9 +300,9 @@ def train_run(
             ckpt.save(key, snapshot(loop, train_loss))
         end_epoch(loop, train_loss)
     result = finish(loop, wall_start)
-    result.tags["cached_dense"] = str(restored is not None).lower()
+    result.tags[Tags.CACHED_DENSE] = str(restored is not None).lower()
     if ckpt.warning:
-        result.tags["cache_warning"] = ckpt.warning
+        result.tags[Tags.CACHE_WARNING] = ckpt.warning
     if state.step != plan.total_steps:  # the protocol's invariant; never silently violated
         raise RuntimeError(f"ran {state.step} steps, the plan is {plan.total_steps}")
     return result
@@ -393,10 +394,10 @@ def end_epoch(loop: Loop, train_loss: float) -> None:
     loop.method.on_epoch_end(state)
     val_acc = state.evaluate_val() if state.evaluate_val else float("nan")
     metrics = {
-        "train_loss": train_loss,
-        "lr": float(state.lr[state.step - 1]),
-        "sparsity": achieved_sparsity(loop.model),
-        "val_accuracy": val_acc,
+        Metrics.TRAIN_LOSS: train_loss,
+        Metrics.LR: float(state.lr[state.step - 1]),
+        Metrics.SPARSITY: achieved_sparsity(loop.model),
+        Metrics.VAL_ACCURACY: val_acc,
         **state.logged,
     }
     loop.report(state.step, metrics)
@@ -414,11 +415,11 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
     loop.method.finalize(loop.state)
     zeros_finalized, total = count_zeros(effective_weights(model))
     # what the method reached on its own
-    measured = {"sparsity_before_projection": zeros_finalized / total}
+    measured = {Metrics.SPARSITY_BEFORE_PROJECTION: zeros_finalized / total}
     val_finalized = None
     if validated is not None:
         if loop.curves and unchanged(validated, model.state_dict()):
-            val_finalized = loop.curves[-1][1]["val_accuracy"]
+            val_finalized = loop.curves[-1][1][Metrics.VAL_ACCURACY]
         else:
             val_finalized = loop.validate()
         del validated
@@ -428,8 +429,8 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
         # second validation pass (for projection_drop) only then.
         projected = count_zeros(effective_weights(model))[0] != zeros_finalized
         val_projected = loop.validate() if projected else val_finalized
-        measured["val_accuracy"] = val_projected
-        measured["projection_drop"] = val_finalized - val_projected  # in percentage points
+        measured[Metrics.VAL_ACCURACY] = val_projected
+        measured[Metrics.PROJECTION_DROP] = val_finalized - val_projected  # in percentage points
     if config.bn_recalibration_batches:
         order, augment = (
             torch.Generator().manual_seed(seed_for(config.seed, stream) ^ 0x5EED)
@@ -444,9 +445,9 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
             loop.device,
         )
         if bn_images:
-            measured["bn_recal_images"] = float(bn_images)
+            measured[Metrics.BN_RECAL_IMAGES] = float(bn_images)
             if "val_accuracy" in measured:
-                measured["val_accuracy"] = loop.validate()
+                measured[Metrics.VAL_ACCURACY] = loop.validate()
     return measured
 
 
@@ -468,29 +469,29 @@ def finish(loop: Loop, wall_start: float) -> RunResult:
         {la.name: la.dense_macs for la in layers}
     )
     metrics = {
-        **({} if test_acc is None else {"test_accuracy": test_acc}),
+        **({} if test_acc is None else {Metrics.TEST_ACCURACY: test_acc}),
         **measured,
-        "sparsity": achieved_sparsity(model),
-        "flops_dense": float(flops_dense(layers)),
-        "flops_sparse": float(flops_sparse(layers)),
+        Metrics.SPARSITY: achieved_sparsity(model),
+        Metrics.FLOPS_DENSE: float(flops_dense(layers)),
+        Metrics.FLOPS_SPARSE: float(flops_sparse(layers)),
         # in-trial throughput of the steps this process ran (a cached prefix is excluded)
-        "train_img_per_s": loop.images / loop.step_time if loop.step_time > 0 else 0.0,
-        "train_steps": float(state.step),
-        "train_images": float(loop.images + loop.cached_images),
-        "wall_time_s": time.perf_counter() - wall_start,
-        "collapsed_layers": float(len(collapsed)),
-        "train_flops": flops_train,
-        "train_cost": flops_train / flops_dense_train if flops_dense_train else 1.0,
+        Metrics.TRAIN_IMG_PER_S: loop.images / loop.step_time if loop.step_time > 0 else 0.0,
+        Metrics.TRAIN_STEPS: float(state.step),
+        Metrics.TRAIN_IMAGES: float(loop.images + loop.cached_images),
+        Metrics.WALL_TIME_S: time.perf_counter() - wall_start,
+        Metrics.COLLAPSED_LAYERS: float(len(collapsed)),
+        Metrics.TRAIN_FLOPS: flops_train,
+        Metrics.TRAIN_COST: flops_train / flops_dense_train if flops_dense_train else 1.0,
         **state.recorded,
     }
     if data.num_classes >= 5 and test_top5 is not None:
-        metrics["test_top5"] = test_top5
+        metrics[Metrics.TEST_TOP5] = test_top5
     speedup = theoretical_speedup(layers)
     if speedup is not None:
-        metrics["theoretical_speedup"] = speedup
+        metrics[Metrics.THEORETICAL_SPEEDUP] = speedup
     tags = {
-        "device": device_label(loop.device),
-        "collapsed": ",".join(collapsed),  # empty when no layer collapsed
-        **{f"numerics.{k}": str(v) for k, v in numerics(config).items()},
+        Tags.DEVICE: device_label(loop.device),
+        Tags.COLLAPSED: ",".join(collapsed),  # empty when no layer collapsed
+        **{f"{Tags.NUMERICS}{k}": str(v) for k, v in numerics(config).items()},
     }
     return RunResult(metrics, tags, layer_sparsity(model), model)
