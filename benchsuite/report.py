@@ -120,7 +120,7 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "those of the finalized sparse model (mean over seeds). It is not a measured inference "
         "speed: the models are only masked, so dense kernels still run on zeros. What a real "
         "sparse kernel gains is measured by `python benchmarks/sparse_inference.py "
-        f"--experiment {board.experiment}` (see the README's Performance section).",
+        f"--experiment {board.experiment}` (docs/performance.md).",
         "**Train cost**: multiply-adds of the training steps at the density each step ran "
         "with (forward + backward = 3× the forward; RigL's dense-gradient steps added) ÷ "
         "those of the dense model for the same steps (mean over seeds; dense = 1×). Also "

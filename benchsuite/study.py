@@ -315,7 +315,7 @@ def to_markdown(board: StudyBoard) -> str:
         "by a two-sided paired t-test over shared seeds (same seed: same dense model, same "
         f"batches), α = {board.alpha}. **Bold** with ¹ ² ³: that place, separated from both "
         "neighbours; ≈: within noise of a neighbour (the leaderboard's rules, "
-        "`benchsuite/leaderboard.py`).",
+        "docs/leaderboards.md).",
         "- ALLR is *first* when it has the highest mean, *within noise of the first* when the "
         "paired test against the first is not separated, *behind* otherwise.",
     ]
