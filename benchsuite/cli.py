@@ -8,7 +8,6 @@ budgets, data) before the tracking store is touched.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shlex
 import sys
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .cluster import absolute_uri, check_writable, parse_resources
 from .errors import BadInput
 from .tracking import DEFAULT_TRACKING_URI
 
@@ -78,6 +78,13 @@ MaxConcurrentOption = Annotated[
     int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
 ]
 RetriesOption = Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")]
+InProcessOption = Annotated[
+    bool,
+    typer.Option(
+        "--in-process",
+        help="No Ray: run one run after another in this process (debugging, notebooks).",
+    ),
+]
 
 
 @app.command()
@@ -106,6 +113,7 @@ def run(
     gpus_per_trial: GpusOption = None,
     max_concurrent: MaxConcurrentOption = None,
     retries: RetriesOption = 0,
+    in_process: InProcessOption = False,
     tuned: Annotated[
         bool,
         typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
@@ -160,9 +168,9 @@ def run(
         fail(str(exc))
         return
     name = experiment or default_experiment(resolved.name, resolved.epochs)
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
+                          in_process=in_process)  # fmt: skip
     from .leaderboard import aggregate, load_runs, render_rich
-    from .orchestrate import absolute_uri
 
     if throughput and address is None and not outcome.interrupted:
         from .throughput import record_isolated
@@ -175,120 +183,20 @@ def run(
     summarize(outcome, tracking_uri, name)
 
 
-def parse_resources(
-    address: str | None,
-    cpus_per_trial: float,
-    gpus_per_trial: float | None,
-    max_concurrent: int | None,
-    retries: int,
-    device: str | None,
-    tracking_uri: str,
-):
-    """Everything about resources that can be checked without starting Ray."""
-    from .orchestrate import ResourceError, Resources, probe_address
-    from .store import StoreError, check_uri
-    from .tracking import is_sqlite
-
-    try:
-        check_uri(tracking_uri)
-    except StoreError as exc:
-        raise BadInput(str(exc)) from None
-
-    if not 0 < cpus_per_trial < math.inf:
-        raise BadInput(f"--cpus-per-trial {cpus_per_trial:g} must be > 0 (fractions allowed)")
-    if gpus_per_trial is not None and not 0 <= gpus_per_trial < math.inf:
-        raise BadInput(f"--gpus-per-trial {gpus_per_trial:g} must be >= 0 (fractions allowed)")
-    if max_concurrent is not None and max_concurrent < 1:
-        raise BadInput(f"--max-concurrent {max_concurrent} must be >= 1")
-    if retries < 0:
-        raise BadInput(f"--retries {retries} must be >= 0")
-    if address is not None:
-        if not address.strip():
-            raise BadInput("--address is empty; give auto, HOST:PORT or ray://HOST:10001")
-        if is_sqlite(tracking_uri):
-            raise BadInput(
-                f"--tracking-uri {tracking_uri}: a local sqlite store cannot be shared by the "
-                "nodes of a Ray cluster; start an MLflow server and pass --tracking-uri http://HOST:PORT"
-            )
-        try:
-            probe_address(address.strip())
-        except ResourceError as exc:
-            raise BadInput(str(exc)) from None
-    check_tracking_server(tracking_uri)
-    if device is not None:
-        if address is None:
-            check_device(device)
-        elif not (device == "cpu" or device.startswith("cuda")):
-            raise BadInput(f"--device {device!r}; choose from cpu, cuda, cuda:N")
-    if address is None and gpus_per_trial and not local_gpus():
-        raise BadInput(
-            f"--gpus-per-trial {gpus_per_trial:g}: this machine has no GPU; "
-            "use --gpus-per-trial 0, or --address to join a cluster with GPUs"
-        )
-    return Resources(
-        address=address,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        max_concurrent=max_concurrent,
-        retries=retries,
-        device=device,
-    )
-
-
-def check_tracking_server(tracking_uri: str) -> None:
-    """An unreachable server would otherwise cost MLflow's minutes of retries, then a traceback."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
-    except urllib.error.HTTPError:
-        return  # it answers (a proxy or auth in front of it): good enough
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BadInput(
-            f"--tracking-uri {tracking_uri}: no MLflow server answers there ({reason}); "
-            "start one with `mlflow server --host HOST --port PORT --backend-store-uri ...`"
-        ) from None
-
-
-def check_writable(tracking_uri: str, cache_dir: Path) -> None:
-    """The store opens (created under its lock if new) and the cache folder can be written:
-    checked last, once the request is valid, so bad input writes nothing."""
-    from .orchestrate import absolute_uri
-    from .store import StoreError, check_store
-
-    try:
-        check_store(absolute_uri(tracking_uri))
-    except StoreError as exc:
-        raise BadInput(str(exc)) from None
-    try:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        if not os.access(cache_dir, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as exc:
-        raise BadInput(
-            f"--cache-dir {cache_dir}: cannot write there ({exc.strerror}); give a writable folder"
-        ) from None
-
-
-def local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 def absolute_dir(data_dir: str | None) -> str | None:
     """Trials run in other processes (or nodes): a relative path means this directory."""
     return None if data_dir is None else os.path.abspath(os.path.expanduser(data_dir))
 
 
 def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Path, resources, *,
-                kind: str = "run"):  # fmt: skip
-    from .orchestrate import ResourceError, run_grid
+                kind: str = "run", in_process: bool = False):  # fmt: skip
+    """Run the grid (Ray Tune, or this process with ``--in-process``); Ctrl-C exits 130."""
+    from .cluster import ResourceError
 
+    if in_process:
+        from .executor import run_local as run_grid
+    else:
+        from .orchestrate import run_grid
     command = "benchsuite " + shlex.join(sys.argv[1:])
     try:
         return run_grid(
@@ -396,7 +304,6 @@ def tune(
         f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
     )
     outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources, kind="tune")
-    from .orchestrate import absolute_uri
     from .tracking import Tracker
 
     best = select_best(Tracker(absolute_uri(tracking_uri), name), outcome.configs, data)
@@ -420,18 +327,6 @@ def tune(
     console.print(table)
     console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
     summarize(outcome, tracking_uri, name)
-
-
-def check_device(device: str) -> None:
-    import torch
-
-    if device == "cpu":
-        return
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BadInput(f"--device {device}: no CUDA device is available here; use cpu")
-        return
-    raise BadInput(f"--device {device!r}; choose from cpu, cuda, cuda:N")
 
 
 @app.command("methods")
@@ -586,6 +481,7 @@ def study_table1(
     gpus_per_trial: GpusOption = None,
     max_concurrent: MaxConcurrentOption = None,
     retries: RetriesOption = 0,
+    in_process: InProcessOption = False,
 ) -> None:
     """The paper's Table 1 on any preset: retraining schedules × sparsities × budgets.
 
@@ -617,9 +513,9 @@ def study_table1(
         fail(str(exc))
         return
     name = experiment or study.experiment_name(resolved)
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
+                          in_process=in_process)  # fmt: skip
     from .leaderboard import load_runs
-    from .orchestrate import absolute_uri
 
     board = study.aggregate_study(load_runs(absolute_uri(tracking_uri), name), name)
     console.print(study.render_rich(board))

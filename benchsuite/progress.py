@@ -1,0 +1,155 @@
+"""The live view of a grid: one overall bar with its ETA, one bar per running trial, and one
+line per ended trial. Both executors (``orchestrate``, ``executor``) feed it the same events.
+
+Built on rich's ``Progress``: the overall bar counts epochs of every trial still to run, so its
+ETA (rich's ``TimeRemainingColumn``) accounts for concurrency. Names are printed as text,
+never as markup (``imp[schedule=ft]`` stays as written).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+MAX_ROWS = 16  # running trials shown; the overall bar counts every one
+
+
+class _Name(ProgressColumn):
+    """A task's description as plain text, and its latest validation accuracy."""
+
+    def render(self, task: Task) -> Text:
+        val = task.fields.get("val")
+        return Text(task.description + ("" if val is None else f"  val {val:.2f}%"))
+
+
+@dataclass
+class _Trial:
+    label: str
+    epochs: int
+    task: TaskID | None = None
+    epoch: int = 0
+    attempt: int = 0
+    status: str = "PENDING"
+
+
+class GridProgress:
+    """Fed by trial events: ``start``, ``epoch``, ``end``, ``retry``; thread-safe."""
+
+    def __init__(self, trials: Iterable[tuple[str, str, int]], skipped: int, console: Console):
+        """``trials``: (key, label, epochs) of every trial to run."""
+        self.console = console
+        self.trials = {key: _Trial(label, epochs) for key, label, epochs in trials}
+        self.counts = {"finished": 0, "failed": 0, "skipped": skipped}
+        self.lock = threading.Lock()
+        self.progress = Progress(
+            _Name(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=console, refresh_per_second=2,
+        )  # fmt: skip
+        total = sum(t.epochs for t in self.trials.values())
+        self.overall = self.progress.add_task("", total=total or None)
+        self._describe()
+
+    def __enter__(self) -> GridProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+        if not self.console.is_terminal:
+            self.console.line()  # Live's last frame ends without a newline on a plain stream
+
+    def _describe(self) -> None:
+        running = sum(t.task is not None for t in self.trials.values())
+        c = self.counts
+        pending = len(self.trials) - running - c["finished"] - c["failed"]
+        self.progress.update(
+            self.overall,
+            description=f"finished {c['finished']}  running {running}  pending "
+            f"{max(pending, 0)}  failed {c['failed']}  skipped {c['skipped']}",
+        )
+
+    def start(self, key: str) -> None:
+        with self.lock:
+            trial = self.trials[key]
+            trial.attempt += 1
+            self._drop(trial)
+            shown = sum(t.task is not None for t in self.trials.values())
+            if shown < MAX_ROWS:
+                label = trial.label + (f" (attempt {trial.attempt})" if trial.attempt > 1 else "")
+                trial.task = self.progress.add_task(label, total=trial.epochs, val=None)
+            self._describe()
+
+    def epoch(self, key: str, epoch: int, epochs: int, val_accuracy: float) -> None:
+        with self.lock:
+            trial = self.trials[key]
+            self.progress.advance(self.overall, max(0, epoch - trial.epoch))
+            trial.epoch = epoch
+            if trial.task is not None:
+                self.progress.update(trial.task, completed=epoch, total=epochs, val=val_accuracy)
+
+    def retry(self, key: str) -> None:
+        """A failed attempt will run again: its epochs are to do again."""
+        with self.lock:
+            trial = self.trials[key]
+            if trial.status == "FAILED":  # counted as failed when it ended
+                self.counts["failed"] -= 1
+            trial.status = "PENDING"
+            self._drop(trial)
+            self._describe()
+
+    def end(self, key: str, status: str, *, error: str | None = None,
+            val_accuracy: float | None = None, took: float | None = None,
+            warning: str = "") -> None:  # fmt: skip
+        """One line per ended trial (its last attempt)."""
+        with self.lock:
+            trial = self.trials[key]
+            self.progress.advance(self.overall, max(0, trial.epochs - trial.epoch))
+            trial.epoch = trial.epochs
+            self._drop(trial, keep_epochs=True)
+            trial.status = status
+            if status in ("FINISHED", "FAILED", "SKIPPED"):
+                self.counts[status.lower()] += 1
+            self._describe()
+        if warning:
+            self.console.print(Text.assemble(("warning ", "yellow"), warning))
+        self.console.print(_line(trial.label, status, error, val_accuracy, took), highlight=False)
+
+    def _drop(self, trial: _Trial, *, keep_epochs: bool = False) -> None:
+        if trial.task is not None:
+            self.progress.remove_task(trial.task)
+            trial.task = None
+        if not keep_epochs and trial.epoch:
+            self.progress.advance(self.overall, -trial.epoch)
+            trial.epoch = 0
+
+    def __rich__(self) -> Any:
+        return self.progress.get_renderable()
+
+
+def _line(label: str, status: str, error: str | None, val: float | None,
+          took: float | None) -> Text:  # fmt: skip
+    seconds = f" {took:.1f} s" if took is not None else ""
+    if status == "FINISHED":
+        acc = f" val {val:.2f}%" if val is not None else ""
+        return Text.assemble(("finished", "green"), f" {label}{acc}{seconds}")
+    if status == "SKIPPED":
+        return Text.assemble(("skipped", "yellow"), f" {label}: {error or ''}")
+    if status == "INTERRUPTED":
+        return Text.assemble(("interrupted", "yellow"), f" {label}")
+    first = (error or "?").splitlines()[0] if error else "?"
+    return Text.assemble(("FAILED", "red"), f" {label}: {first}{seconds}")
