@@ -7,7 +7,6 @@ budgets, data) before the tracking store is touched.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import sys
@@ -16,10 +15,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import __version__
-from .cluster import absolute_uri, check_writable, parse_resources
+from .cluster import absolute_dir, absolute_uri, check_writable, parse_resources
 from .errors import BadInput
 from .tracking import DEFAULT_TRACKING_URI
 
@@ -78,13 +76,8 @@ MaxConcurrentOption = Annotated[
     int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
 ]
 RetriesOption = Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")]
-InProcessOption = Annotated[
-    bool,
-    typer.Option(
-        "--in-process",
-        help="No Ray: run one run after another in this process (debugging, notebooks).",
-    ),
-]
+IN_PROCESS_HELP = "No Ray: one run after another in this process (debugging, notebooks)."
+InProcessOption = Annotated[bool, typer.Option("--in-process", help=IN_PROCESS_HELP)]
 
 
 @app.command()
@@ -183,13 +176,8 @@ def run(
     summarize(outcome, tracking_uri, name)
 
 
-def absolute_dir(data_dir: str | None) -> str | None:
-    """Trials run in other processes (or nodes): a relative path means this directory."""
-    return None if data_dir is None else os.path.abspath(os.path.expanduser(data_dir))
-
-
 def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Path, resources, *,
-                kind: str = "run", in_process: bool = False):  # fmt: skip
+                kind: str = "run", in_process: bool = False, search=None):  # fmt: skip
     """Run the grid (Ray Tune, or this process with ``--in-process``); Ctrl-C exits 130."""
     from .cluster import ResourceError
 
@@ -199,17 +187,9 @@ def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Pa
         from .orchestrate import run_grid
     command = "benchsuite " + shlex.join(sys.argv[1:])
     try:
-        return run_grid(
-            configs,
-            data,
-            tracking_uri,
-            experiment,
-            cache_dir=cache_dir,
-            command=command,
-            console=console,
-            resources=resources,
-            kind=kind,
-        )
+        return run_grid(configs, data, tracking_uri, experiment, cache_dir=cache_dir,
+                        command=command, console=console, resources=resources, kind=kind,
+                        **({"search": search} if search else {}))  # fmt: skip
     except ResourceError as exc:
         fail(str(exc))
         raise AssertionError("unreachable") from None
@@ -219,19 +199,9 @@ def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Pa
 
 
 def summarize(outcome, tracking_uri: str, experiment: str) -> None:
-    retried = f", {outcome.retried} retried" if outcome.retried else ""
-    stopped = f", {outcome.interrupted} interrupted" if outcome.interrupted else ""
-    claimed = (
-        f", {outcome.claimed} skipped (another command finished or is running them)"
-        if outcome.claimed
-        else ""
-    )
-    console.print(
-        f"{outcome.finished} finished, {outcome.failed} failed, {outcome.skipped} skipped "
-        f"(already finished){claimed}{retried}{stopped} → {tracking_uri}, "
-        f"experiment {experiment!r}",
-        markup=False,
-    )
+    """The outcome in one line (and one per run another command holds); exit 130 when
+    interrupted, 1 when a run failed."""
+    console.print(f"{outcome.summary()} → {tracking_uri}, experiment {experiment!r}", markup=False)
     for line in outcome.claims:
         console.print(f"  skipped {line}", markup=False, highlight=False)
     if outcome.interrupted:
@@ -270,7 +240,16 @@ def tune(
 ) -> None:
     """Equal tuning budget: N full-budget random-search trials per method, scored on validation."""
     from .grid import Request, load_data, parse_methods, parse_sparsities, resolve_preset
-    from .tuning import TUNING_SEED, draw_trials, save_tuned, select_best, tuned_path
+    from .tables import best_table
+    from .tuning import (
+        TUNING_SEED,
+        draw_trials,
+        save_tuned,
+        searcher,
+        select_best,
+        tuned_path,
+        tuning_bases,
+    )
 
     report_broken_plugins()
     try:
@@ -303,28 +282,17 @@ def tune(
         f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
         f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
     )
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources, kind="tune")
+    search = searcher(trials_per_method, resolved, data, seed=seed)
+    bases = tuning_bases(request)[0]
+    outcome = orchestrate(bases, data, tracking_uri, name, cache_dir, resources, kind="tune",
+                          search=search)  # fmt: skip
     from .tracking import Tracker
 
-    best = select_best(Tracker(absolute_uri(tracking_uri), name), outcome.configs, data)
+    finished = Tracker(absolute_uri(tracking_uri), name).finished(kind="tune")
+    best = select_best(outcome.results, outcome.configs, trials_per_method, finished)
     path = tuned_path(resolved)
     save_tuned(path, resolved, data, best, trials=trials_per_method, experiment=name)
-    table = Table(title=f"Best of {trials_per_method} trials per method (validation accuracy)")
-    for col in ("method", "sparsity", "trials", "finished", "val acc", "hyperparameters"):
-        table.add_column(col, overflow="fold")
-    for method, per_target in best.items():
-        for target, entry in per_target.items():
-            score = entry.get("val_accuracy")
-            table.add_row(
-                method,
-                target,
-                str(entry["trials"]),
-                str(entry["finished"]),
-                "—" if score is None else f"{score:.2f}%",
-                ", ".join(f"{k}={v}" for k, v in sorted((entry.get("hparams") or {}).items()))
-                or "—",
-            )
-    console.print(table)
+    console.print(best_table(best, trials_per_method))
     console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
     summarize(outcome, tracking_uri, name)
 
@@ -332,29 +300,11 @@ def tune(
 @app.command("methods")
 def methods_cmd() -> None:
     """Registered methods, where each comes from, hyperparameters, defaults and their sources."""
-    from .method import hparam_fields
     from .registry import registry
+    from .tables import methods_table
 
     reg = registry()
-    table = Table(title="Registered pruning methods", show_lines=True)
-    for col in ("method", "package", "paper", "hyperparameters (default — source)"):
-        table.add_column(col, overflow="fold")
-    for name, cls in sorted(reg.methods.items()):
-        lines = []
-        for f in hparam_fields(cls.Hparams):
-            space = ""
-            if f.metadata.get("choices"):
-                space = f" ∈ {{{', '.join(map(str, f.metadata['choices']))}}}"
-            elif f.metadata.get("low") is not None:
-                space = f" ∈ [{f.metadata['low']}, {f.metadata['high']}]" + (
-                    " log" if f.metadata.get("log") else ""
-                )
-            lines.append(f"{f.name} = {f.default!r}{space} — {f.metadata.get('source', '?')}")
-        paper = cls.source + (
-            "" if cls.targets_sparsity else "\n(sparsity emerges from hyperparameters)"
-        )
-        table.add_row(name, reg.sources[name], paper, "\n".join(lines) or "—")
-    console.print(table)
+    console.print(methods_table(reg))
     for broken in reg.broken:
         console.print(
             f"[red]skipped[/red] {broken.name} ({broken.target}): {broken.error}", markup=True
@@ -364,25 +314,9 @@ def methods_cmd() -> None:
 @app.command()
 def presets() -> None:
     """Shipped benchmark presets: dataset, model, budget, optimizer, LR schedule."""
-    from .presets import list_presets, load_preset
+    from .tables import presets_table
 
-    table = Table(title="Benchmark presets", show_lines=True)
-    for col in ("preset", "dataset / model", "budget", "optimizer", "schedule", "description"):
-        table.add_column(col, overflow="fold")
-    for name in list_presets():
-        p = load_preset(name)
-        opt = p.optimizer
-        sched = dataclasses.asdict(p.schedule)
-        table.add_row(
-            name,
-            f"{p.dataset}\n{p.model}",
-            f"{p.epochs} epochs\nbatch {p.batch_size}",
-            f"SGD lr {opt.lr:g}, momentum {opt.momentum:g}, wd {opt.weight_decay:g}"
-            + (", nesterov" if opt.use_nesterov else ""),
-            ", ".join(f"{k}={v}" for k, v in sched.items() if v not in ((), 0, 0.0) or k == "kind"),
-            p.description,
-        )
-    console.print(table)
+    console.print(presets_table())
 
 
 def load_board(tracking_uri: str, experiment: str | None):

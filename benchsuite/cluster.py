@@ -366,6 +366,11 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+def absolute_dir(data_dir: str | None) -> str | None:
+    """Trials run in other processes (or nodes): a relative path means this directory."""
+    return None if data_dir is None else os.path.abspath(os.path.expanduser(data_dir))
+
+
 def check_writable(tracking_uri: str, cache_dir: Path) -> None:
     """The store opens (created under its lock if new) and the cache folder can be written:
     checked last, once the request is valid, so bad input writes nothing."""

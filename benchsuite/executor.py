@@ -25,6 +25,8 @@ from .store import claimant
 from .tracking import Tracker, is_sqlite, peek_finished_keys
 from .train import Progress, RunConfig
 
+ALREADY_FINISHED = "already finished"  # store.claim's reason for a key FINISHED in the store
+
 
 @dataclass
 class TrialRecord:
@@ -72,6 +74,16 @@ class Outcome:
     claimed: int = 0  # skipped in a trial: finished or being run by another command meanwhile
     claims: list[str] = field(default_factory=list)  # label: why, for each of those
     configs: list[RunConfig] = field(default_factory=list)  # as run (threads, device resolved)
+    results: Any = None  # Ray Tune's ResultGrid (``orchestrate.run_grid``)
+
+    def summary(self) -> str:
+        """One line: how many runs finished, failed, were skipped, retried, interrupted."""
+        claimed = (f", {self.claimed} skipped (another command finished or is running them)"
+                   if self.claimed else "")  # fmt: skip
+        retried = f", {self.retried} retried" if self.retried else ""
+        stopped = f", {self.interrupted} interrupted" if self.interrupted else ""
+        return (f"{self.finished} finished, {self.failed} failed, {self.skipped} skipped "
+                f"(already finished){claimed}{retried}{stopped}")  # fmt: skip
 
     def tally(self, records: list[TrialRecord], started: float) -> Outcome:
         for rec in records:
@@ -80,6 +92,8 @@ class Outcome:
                 self.finished += 1
             elif rec.status == "FAILED":
                 self.failed += 1
+            elif rec.status == "SKIPPED" and rec.error == ALREADY_FINISHED:
+                self.skipped += 1  # finished by another command meanwhile, or earlier (search)
             elif rec.status == "SKIPPED":
                 self.claimed += 1
                 self.claims.append(f"{rec.label}: {rec.error}")

@@ -46,6 +46,7 @@ from .cluster import (
 )
 from .data import Dataset
 from .executor import (
+    ALREADY_FINISHED,
     Outcome,
     TrialRecord,
     end_leftovers,
@@ -54,12 +55,15 @@ from .executor import (
     pending_runs,
 )
 from .progress import GridProgress
-from .runner import execute, record_failure
+from .runner import execute, key_for, record_failure
 from .store import claimant
 from .tracking import Tracker, is_sqlite, preload
 from .train import Progress, RunConfig
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (event, run key, payload)
+# A search (``tuning``): from the bases (resolved) and the run-key function, a Tune searcher
+# that draws the trials, with ``total``: how many it draws.
+Search = Callable[[list[RunConfig], Callable[[RunConfig], str]], Any]
 
 
 class RunFailed(RuntimeError):
@@ -100,8 +104,10 @@ _TRACKERS: dict[tuple[str, str], Tracker] = {}
 def trial(config: dict[str, Any], job: Job) -> None:
     """One run inside a Ray worker: report every epoch, then a final report.
 
-    ``config["run"]`` is the run's configuration and key. A failed run is recorded FAILED by
-    ``execute``, reported, then raised (``RunFailed``) so that Tune retries it.
+    ``config["run"]`` is the run's configuration and key, and ``score``: the name under which
+    the final report carries the finalized model's validation accuracy (a search's metric),
+    also where the run was FINISHED before. A failed run is recorded FAILED by ``execute``,
+    reported, then raised (``RunFailed``) so that Tune retries it.
     """
     import ray
     import torch
@@ -133,10 +139,17 @@ def trial(config: dict[str, Any], job: Job) -> None:
         kind=job.kind,
         owner=job.owner,
     )
-    tune.report(final_report(status, result, error, node=node,
-                             resources=context.get_assigned_resources(),
-                             test_reads=data.test_reads - reads,
-                             trial_s=time.perf_counter() - started))  # fmt: skip
+    report = final_report(status, result, error, node=node,
+                          resources=context.get_assigned_resources(),
+                          test_reads=data.test_reads - reads,
+                          trial_s=time.perf_counter() - started)  # fmt: skip
+    score = config["run"].get("score")
+    if score and status == "SKIPPED" and error == ALREADY_FINISHED:
+        stored = _TRACKERS[tracker_key].finished(job.kind).get(config["run"]["key"], {})
+        report["final_val_accuracy"] = stored.get("val_accuracy")
+    if score and report.get("final_val_accuracy") is not None:
+        report[score] = report["final_val_accuracy"]
+    tune.report(report)
     if status == "FAILED":
         raise RunFailed(error)
 
@@ -168,7 +181,9 @@ def _make_watcher(emit: Event, uri: str, experiment: str, owner: dict[str, str],
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.finals.discard(trial.trial_id)
-            emit("start", trial.config["run"]["key"], {})
+            config = trial.config["run"]["config"]
+            emit("start", trial.config["run"]["key"],
+                 {"label": config.label(), "epochs": config.preset.epochs, "config": config})
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("final"):
@@ -236,15 +251,19 @@ class GridState:
         self.records = records
         self.view = view
         self.retried = 0
+        self.configs: dict[str, RunConfig] = {}  # of every trial started, by run key
 
     def apply(self, event: str, key: str, payload: dict[str, Any]) -> None:
+        if event == "start" and key not in self.records:  # a search's trial, drawn just now
+            self.records[key] = TrialRecord(payload["label"], key)
         rec = self.records.get(key)
         if rec is None:
             return
         now = time.time()
         if event == "start":
+            self.configs[key] = payload["config"]
             rec.status, rec.started, rec.attempts = "RUNNING", now, rec.attempts + 1
-            self.view.start(key)
+            self.view.start(key, payload.get("label", ""), payload.get("epochs", 0))
         elif event == "epoch":
             self.view.epoch(key, int(payload["epoch"]), int(payload["epochs"]),
                             float(payload["val_accuracy"]))  # fmt: skip
@@ -276,9 +295,12 @@ def run_grid(
     console: Console | None = None,
     resources: Resources | None = None,
     kind: str = "run",
+    search: Search | None = None,
 ) -> Outcome:
     """Run every configuration whose run_key has not FINISHED yet, as Ray Tune trials.
 
+    With ``search``, ``configs`` are its bases (numerics and device resolved here) and the
+    search draws the trials; those FINISHED before run again only to report their score.
     Raises ``ResourceError`` (before anything is recorded) for requests no node can satisfy.
     A Ctrl-C at any moment ends the grid: its runs end KILLED, ``interrupted`` counts them.
     """
@@ -297,18 +319,18 @@ def run_grid(
     known = current_cluster(local=local) if ray.is_initialized() else None
     known = predicted_local_cluster(resources) if known is None and local else known
     configs = resolve_numerics(configs, resources, known)
-    keys, todo = pending_runs(configs, data, uri, experiment, kind)
+    keys, todo = pending_runs(configs, data, uri, experiment, kind) if search is None else ([], [])
     outcome = Outcome(skipped=len(configs) - len(todo), configs=configs)
-    if not todo:
+    if search is None and not todo:
         return outcome
     if known is not None:  # check before anything starts or is written
         check_resources(resources, resolve_gpus(resources, known), known)
     redo = {keys[i] for i in todo}
     prepare = _overlap_startup(uri, experiment, redo if known is not None else None)
     records = {keys[i]: TrialRecord(configs[i].label(), keys[i]) for i in todo}
-    view = GridProgress(((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
-                        outcome.skipped, console or Console())  # fmt: skip
-    state = GridState(records, view)
+    state = GridState(records, GridProgress(
+        ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
+        0 if search else outcome.skipped, console or Console()))  # fmt: skip
     owner, since_ms = claimant(), int(time.time() * 1000) - 1000
     job = Job(data, uri, experiment, str(Path(cache_dir).resolve()) if cache_dir else None,
               command, kind, owner)  # fmt: skip
@@ -319,10 +341,14 @@ def run_grid(
             gpus = _checked_gpus(resources, cluster, configs)
             configs = outcome.configs = _on_device(configs, resources, gpus)
             tracker = prepare.result() if prepare else open_tracker(uri, experiment, redo)
-            runs = [{"key": keys[i], "config": configs[i]} for i in todo]
-            with view:
-                _fit(job, runs, resources, gpus, cluster, state, scratch)
-            _record_deaths(job, tracker, records, {r["key"]: r["config"] for r in runs}, since_ms)
+            if search is None:
+                space: Any = [{"key": keys[i], "config": configs[i]} for i in todo]
+            else:
+                space = search(configs, lambda c: key_for(c, data))
+                state.view.expect(space.total, max(c.preset.epochs for c in configs))
+            with state.view:
+                outcome.results = _fit(job, space, resources, gpus, cluster, state, scratch)
+            _record_deaths(job, tracker, records, state.configs, since_ms)
     except KeyboardInterrupt:  # before, between or after Tune's own handling of Ctrl-C
         for rec in records.values():
             if rec.status in ("PENDING", "RUNNING"):
@@ -331,7 +357,9 @@ def run_grid(
         shutil.rmtree(scratch, ignore_errors=True)
         end_leftovers(tracker or _tracker_if_ready(prepare), owner, since_ms)
     outcome.retried = state.retried
-    return outcome.tally([records[keys[i]] for i in todo], started)
+    if search is not None:  # drawn trials Tune never started (Ctrl-C)
+        outcome.interrupted = max(0, state.view.expected - len(records))
+    return outcome.tally(list(records.values()), started)
 
 
 def _overlap_startup(uri: str, experiment: str, redo: set[str] | None) -> Future | None:
@@ -382,9 +410,11 @@ def _record_deaths(job: Job, tracker: Tracker, records: dict[str, TrialRecord],
                            node=rec.node or "unknown", kind=job.kind)  # fmt: skip
 
 
-def _fit(job: Job, runs: list[dict[str, Any]], resources: Resources, gpus: float,
-         cluster: Cluster, state: GridState, scratch: str) -> None:  # fmt: skip
-    """One ``Tuner.fit`` over the runs; the records then hold each run's last attempt."""
+def _fit(job: Job, space: list[dict[str, Any]] | Any, resources: Resources, gpus: float,
+         cluster: Cluster, state: GridState, scratch: str) -> Any:  # fmt: skip
+    """One ``Tuner.fit``: a grid over the runs (a list of run key and config), or a search
+    (a Tune searcher); the records then hold each run's last attempt. Returns the
+    ``ResultGrid``."""
     from ray import tune
 
     emit: Event = _Emitter(state.apply)
@@ -395,11 +425,14 @@ def _fit(job: Job, runs: list[dict[str, Any]], resources: Resources, gpus: float
         queue = Queue()
         emit = _QueueEmitter(queue)
     since_ms = int(time.time() * 1000) - 1000
+    grid = isinstance(space, list)
     watcher = _make_watcher(emit, job.tracking_uri, job.experiment, job.owner, since_ms)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, job=job), resources.bundle(gpus)),
-        param_space={"run": tune.grid_search(runs)},
+        param_space={"run": tune.grid_search(space)} if grid else {},
         tune_config=tune.TuneConfig(
+            search_alg=None if grid else space,
+            num_samples=1 if grid else space.total,
             max_concurrent_trials=resources.max_concurrent,
             reuse_actors=True,
             trial_dirname_creator=lambda t: t.trial_id,  # not the configs' long reprs
@@ -412,8 +445,8 @@ def _fit(job: Job, runs: list[dict[str, Any]], resources: Resources, gpus: float
             failure_config=tune.FailureConfig(max_failures=resources.retries),
         ),
     )
-    grid = _fit_quietly(tuner, queue, state)
-    for result in grid:
+    results = _fit_quietly(tuner, queue, state)
+    for result in results:
         run = (result.config or {}).get("run")
         if run is None:
             continue  # a trial Tune never started (Ctrl-C before it): INTERRUPTED below
@@ -426,6 +459,7 @@ def _fit(job: Job, runs: list[dict[str, Any]], resources: Resources, gpus: float
     for rec in state.records.values():
         if rec.status in ("PENDING", "RUNNING"):  # stopped before it ended (Ctrl-C)
             rec.status = "INTERRUPTED"
+    return results
 
 
 def _fit_quietly(tuner: Any, queue: Any, state: GridState) -> Any:

@@ -50,19 +50,30 @@ class _Trial:
 class GridProgress:
     """Fed by trial events: ``start``, ``epoch``, ``end``, ``retry``; thread-safe."""
 
-    def __init__(self, trials: Iterable[tuple[str, str, int]], skipped: int, console: Console):
-        """``trials``: (key, label, epochs) of every trial to run."""
+    def __init__(self, trials: Iterable[tuple[str, str, int]], skipped: int, console: Console,
+                 *, expected: int | None = None, epochs: int = 0) -> None:  # fmt: skip
+        """``trials``: (key, label, epochs) of every trial to run; or, where a search draws
+        them as it goes, ``expected`` trials of ``epochs`` each, added as they start."""
         self.console = console
         self.trials = {key: _Trial(label, epochs) for key, label, epochs in trials}
+        self.expected = expected if expected is not None else len(self.trials)
         self.counts = {"finished": 0, "failed": 0, "skipped": skipped}
+        self.skipped_before = skipped  # already finished: not among the trials
         self.lock = threading.Lock()
         self.progress = Progress(
             _Name(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), console=console, refresh_per_second=2,
         )  # fmt: skip
-        total = sum(t.epochs for t in self.trials.values())
+        total = sum(t.epochs for t in self.trials.values()) or self.expected * epochs
         self.overall = self.progress.add_task("", total=total or None)
         self._describe()
+
+    def expect(self, trials: int, epochs: int) -> None:
+        """A search will draw ``trials`` trials of ``epochs`` each."""
+        with self.lock:
+            self.expected = trials
+            self.progress.update(self.overall, total=trials * epochs or None)
+            self._describe()
 
     def __enter__(self) -> GridProgress:
         self.progress.start()
@@ -76,16 +87,18 @@ class GridProgress:
     def _describe(self) -> None:
         running = sum(t.task is not None for t in self.trials.values())
         c = self.counts
-        pending = len(self.trials) - running - c["finished"] - c["failed"]
+        ended = c["finished"] + c["failed"] + c["skipped"] - self.skipped_before
+        pending = self.expected - running - ended
         self.progress.update(
             self.overall,
             description=f"finished {c['finished']}  running {running}  pending "
             f"{max(pending, 0)}  failed {c['failed']}  skipped {c['skipped']}",
         )
 
-    def start(self, key: str) -> None:
+    def start(self, key: str, label: str = "", epochs: int = 0) -> None:
+        """A trial (or another attempt of it) starts; a trial unknown so far is added."""
         with self.lock:
-            trial = self.trials[key]
+            trial = self.trials.setdefault(key, _Trial(label, epochs))
             trial.attempt += 1
             self._drop(trial)
             shown = sum(t.task is not None for t in self.trials.values())
