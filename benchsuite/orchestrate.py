@@ -343,6 +343,7 @@ def run_grid(
             tracker = prepare.result() if prepare else open_tracker(uri, experiment, redo)
             if search is None:
                 space: Any = [{"key": keys[i], "config": configs[i]} for i in todo]
+                state.configs.update((run["key"], run["config"]) for run in space)
             else:
                 space = search(configs, lambda c: key_for(c, data))
                 state.view.expect(space.total, max(c.preset.epochs for c in configs))
