@@ -66,6 +66,26 @@ Event = Callable[[str, str, dict[str, Any]], None]  # (event, run key, payload)
 Search = Callable[[list[RunConfig], Callable[[RunConfig], str]], Any]
 
 
+@dataclass(frozen=True)
+class RunKeys:
+    """``runner.key_for`` without the dataset, for a search (Tune pickles it with its state):
+    the data's fingerprint and steps per epoch are all a run key needs of it."""
+
+    fingerprint: str
+    steps: tuple[tuple[int, int], ...]  # (batch size, steps per epoch)
+
+    @classmethod
+    def of(cls, data: Dataset, configs: list[RunConfig]) -> RunKeys:
+        sizes = sorted({c.preset.batch_size for c in configs})
+        return cls(data.fingerprint, tuple((b, data.steps_per_epoch(b)) for b in sizes))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return dict(self.steps)[batch_size]
+
+    def __call__(self, config: RunConfig) -> str:
+        return key_for(config, self)  # type: ignore[arg-type] - the two fields it reads
+
+
 class RunFailed(RuntimeError):
     """Raised by a trial whose run failed (and is recorded FAILED), so Tune retries it."""
 
@@ -320,7 +340,7 @@ def run_grid(
     known = predicted_local_cluster(resources) if known is None and local else known
     configs = resolve_numerics(configs, resources, known)
     keys, todo = pending_runs(configs, data, uri, experiment, kind) if search is None else ([], [])
-    outcome = Outcome(skipped=len(configs) - len(todo), configs=configs)
+    outcome = Outcome(skipped=0 if search else len(configs) - len(todo), configs=configs)
     if search is None and not todo:
         return outcome
     if known is not None:  # check before anything starts or is written
@@ -330,7 +350,7 @@ def run_grid(
     records = {keys[i]: TrialRecord(configs[i].label(), keys[i]) for i in todo}
     state = GridState(records, GridProgress(
         ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
-        0 if search else outcome.skipped, console or Console()))  # fmt: skip
+        outcome.skipped, console or Console()))  # fmt: skip
     owner, since_ms = claimant(), int(time.time() * 1000) - 1000
     job = Job(data, uri, experiment, str(Path(cache_dir).resolve()) if cache_dir else None,
               command, kind, owner)  # fmt: skip
@@ -345,7 +365,7 @@ def run_grid(
                 space: Any = [{"key": keys[i], "config": configs[i]} for i in todo]
                 state.configs.update((run["key"], run["config"]) for run in space)
             else:
-                space = search(configs, lambda c: key_for(c, data))
+                space = search(configs, RunKeys.of(data, configs))
                 state.view.expect(space.total, max(c.preset.epochs for c in configs))
             with state.view:
                 outcome.results = _fit(job, space, resources, gpus, cluster, state, scratch)

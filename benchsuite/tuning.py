@@ -22,7 +22,7 @@ import json
 import math
 import typing
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,36 +95,34 @@ class MethodSearch(Searcher):
                  key: Callable[[RunConfig], str] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.bases, self.trials, self.budget, self.key = bases, trials, budget, key
-        self.draws = [self._draws(base, seed) for base in bases]
+        self.rngs = [np.random.RandomState(zlib.crc32(f"{b.method}@{b.target:g}#{seed}".encode()))
+                     for b in bases]  # fmt: skip
         self.total = trials * len(bases)
         self.suggested = 0
 
-    def _draws(self, base: RunConfig, seed: int) -> Iterator[RunConfig]:
+    def _draw(self, base: RunConfig, rng: np.random.RandomState, i: int) -> RunConfig:
+        """Trial ``i`` of ``base``: the first draw whose plan fits the budget."""
         cls, space = get_method(base.method), search_space(base.method)
-        rng = np.random.RandomState(zlib.crc32(f"{base.method}@{base.target:g}#{seed}".encode()))
-        for i in range(self.trials):
-            for _ in range(MAX_DRAWS):
-                hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
-                config = dataclasses.replace(base, seed=TUNING_SEED + i, hparams=hparam_pairs(hps))
-                try:
-                    cls.plan(self.budget, config.hp(), base.target, base.preset.schedule)
-                except (BudgetError, ValueError):
-                    continue
-                yield config
-                break
-            else:
-                raise BadInput(
-                    f"tune: no configuration of {base.method} drawn in {MAX_DRAWS} tries fits a "
-                    f"budget of {base.preset.epochs} epochs; raise --epochs"
-                )
+        for _ in range(MAX_DRAWS):
+            hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
+            config = dataclasses.replace(base, seed=TUNING_SEED + i, hparams=hparam_pairs(hps))
+            try:
+                cls.plan(self.budget, config.hp(), base.target, base.preset.schedule)
+            except (BudgetError, ValueError):
+                continue
+            return config
+        raise BadInput(
+            f"tune: no configuration of {base.method} drawn in {MAX_DRAWS} tries fits a "
+            f"budget of {base.preset.epochs} epochs; raise --epochs"
+        )
 
     def next_config(self) -> RunConfig | None:
         """The next trial's configuration (None when all are drawn)."""
         if self.suggested >= self.total:
             return None
-        base = self.suggested % len(self.bases)
+        i, b = divmod(self.suggested, len(self.bases))
         self.suggested += 1
-        return next(self.draws[base])
+        return self._draw(self.bases[b], self.rngs[b], i)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:  # fmt: skip
