@@ -103,6 +103,44 @@ class Outcome:
         return self
 
 
+class GridState:
+    """The trials' records and the progress view, kept from the trials' events: Ray Tune's
+    (``orchestrate``'s watcher) or the in-process executor's, the same events either way."""
+
+    def __init__(self, records: dict[str, TrialRecord], view: GridProgress) -> None:
+        self.records = records
+        self.view = view
+        self.retried = 0
+        self.configs: dict[str, RunConfig] = {}  # of every trial started, by run key
+
+    def apply(self, event: str, key: str, payload: dict[str, Any]) -> None:
+        if event == "start" and key not in self.records:  # a search's trial, drawn just now
+            self.records[key] = TrialRecord(payload["label"], key)
+        rec = self.records.get(key)
+        if rec is None:
+            return
+        now = time.time()
+        if event == "start":
+            self.configs[key] = payload["config"]
+            rec.status, rec.started, rec.attempts = "RUNNING", now, rec.attempts + 1
+            self.view.start(key, payload.get("label", ""), payload.get("epochs", 0))
+        elif event == "epoch":
+            self.view.epoch(key, int(payload["epoch"]), int(payload["epochs"]),
+                            float(payload["val_accuracy"]))  # fmt: skip
+        elif event == "final":
+            rec.final(payload)
+            rec.wall_s = now - rec.started if rec.started else None
+            self.view.end(key, rec.status, error=rec.error, val_accuracy=rec.val_accuracy,
+                          took=rec.wall_s, warning=payload.get("warning", ""))  # fmt: skip
+        elif payload.get("hard"):  # "retry" or "error" of a trial whose process died
+            rec.status, rec.hard, rec.error = "FAILED", True, payload["error"]
+            rec.wall_s = now - rec.started if rec.started else None
+            self.view.end(key, "FAILED", error=rec.error, took=rec.wall_s)
+        if event == "retry":
+            self.retried += 1
+            self.view.retry(key)
+
+
 def pending_runs(
     configs: list[RunConfig], data: Dataset, uri: str, experiment: str, kind: str
 ) -> tuple[list[str], list[int]]:
@@ -208,18 +246,18 @@ def run_local(
         return outcome
     owner, since_ms = claimant(), int(time.time() * 1000) - 1000
     records = {keys[i]: TrialRecord(configs[i].label(), keys[i]) for i in todo}
+    state = GridState(records, GridProgress(
+        ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
+        outcome.skipped, console or Console()))  # fmt: skip
     tracker = None
-    view = GridProgress(((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
-                        outcome.skipped, console or Console())  # fmt: skip
     threads = torch.get_num_threads()
     try:
         tracker = open_tracker(uri, experiment, set(records))
-        with view:
+        with state.view:
             for i in todo:
                 torch.set_num_threads(configs[i].threads)
-                outcome.retried += _attempts(configs[i], records[keys[i]], tracker, data, view,
-                                             resources.retries, cache_dir=cache_dir,
-                                             command=command, kind=kind, owner=owner)  # fmt: skip
+                _attempts(state, keys[i], configs[i], tracker, data, resources.retries,
+                          cache_dir=cache_dir, command=command, kind=kind, owner=owner)  # fmt: skip
     except KeyboardInterrupt:
         for rec in records.values():
             if rec.status in ("PENDING", "RUNNING"):
@@ -227,32 +265,28 @@ def run_local(
     finally:
         torch.set_num_threads(threads)
         end_leftovers(tracker, owner, since_ms)
+    outcome.retried = state.retried
     return outcome.tally([records[keys[i]] for i in todo], started)
 
 
-def _attempts(config: RunConfig, rec: TrialRecord, tracker: Tracker, data: Dataset,
-              view: GridProgress, retries: int, **run: Any) -> int:  # fmt: skip
-    """Run one configuration, again while it fails, up to ``retries`` more times; how many
-    retries it took."""
+def _attempts(state: GridState, key: str, config: RunConfig, tracker: Tracker, data: Dataset,
+              retries: int, **run: Any) -> None:  # fmt: skip
+    """Run one configuration, again while it fails, up to ``retries`` more times, feeding
+    ``state`` the same events as the Ray Tune watcher does."""
     for attempt in range(retries + 1):
         if attempt:
-            view.retry(rec.key)
-        view.start(rec.key)
-        rec.status, rec.attempts, rec.started = "RUNNING", attempt + 1, time.time()
+            state.apply("retry", key, {"hard": False})
+        state.apply("start", key, {"label": config.label(), "epochs": config.preset.epochs,
+                                   "config": config})  # fmt: skip
         reads, t0 = data.test_reads, time.perf_counter()
 
         def on_epoch(p: Progress) -> None:
-            view.epoch(rec.key, p.epoch, p.epochs, p.val_accuracy)
+            state.apply("epoch", key, {"epoch": p.epoch, "epochs": p.epochs,
+                                       "val_accuracy": p.val_accuracy})  # fmt: skip
 
-        status, result, error = execute(config, tracker, dataset=data, on_epoch=on_epoch,
-                                        cache_dir=run["cache_dir"], command=run["command"],
-                                        kind=run["kind"], owner=run["owner"])  # fmt: skip
-        report = final_report(status, result, error, node="local", trial_s=time.perf_counter()
-                              - t0, test_reads=data.test_reads - reads)  # fmt: skip
-        rec.final(report)
-        rec.wall_s = time.time() - rec.started
-        view.end(rec.key, rec.status, error=rec.error, val_accuracy=rec.val_accuracy,
-                 took=rec.wall_s, warning=report.get("warning", ""))  # fmt: skip
+        status, result, error = execute(config, tracker, dataset=data, on_epoch=on_epoch, **run)
+        state.apply("final", key, final_report(
+            status, result, error, node="local", test_reads=data.test_reads - reads,
+            trial_s=time.perf_counter() - t0))  # fmt: skip
         if status != "FAILED":
             break
-    return rec.attempts - 1

@@ -47,6 +47,7 @@ from .cluster import (
 from .data import Dataset
 from .executor import (
     ALREADY_FINISHED,
+    GridState,
     Outcome,
     TrialRecord,
     end_leftovers,
@@ -262,43 +263,6 @@ class _QueueEmitter:
 
     def __call__(self, event: str, key: str, payload: dict[str, Any]) -> None:
         self.queue.put_nowait((event, key, payload))
-
-
-class GridState:
-    """The trials' records and the progress view, kept from the watcher's events."""
-
-    def __init__(self, records: dict[str, TrialRecord], view: GridProgress) -> None:
-        self.records = records
-        self.view = view
-        self.retried = 0
-        self.configs: dict[str, RunConfig] = {}  # of every trial started, by run key
-
-    def apply(self, event: str, key: str, payload: dict[str, Any]) -> None:
-        if event == "start" and key not in self.records:  # a search's trial, drawn just now
-            self.records[key] = TrialRecord(payload["label"], key)
-        rec = self.records.get(key)
-        if rec is None:
-            return
-        now = time.time()
-        if event == "start":
-            self.configs[key] = payload["config"]
-            rec.status, rec.started, rec.attempts = "RUNNING", now, rec.attempts + 1
-            self.view.start(key, payload.get("label", ""), payload.get("epochs", 0))
-        elif event == "epoch":
-            self.view.epoch(key, int(payload["epoch"]), int(payload["epochs"]),
-                            float(payload["val_accuracy"]))  # fmt: skip
-        elif event == "final":
-            rec.final(payload)
-            rec.wall_s = now - rec.started if rec.started else None
-            self.view.end(key, rec.status, error=rec.error, val_accuracy=rec.val_accuracy,
-                          took=rec.wall_s, warning=payload.get("warning", ""))  # fmt: skip
-        elif payload.get("hard"):  # "retry" or "error" of a trial whose process died
-            rec.status, rec.hard, rec.error = "FAILED", True, payload["error"]
-            rec.wall_s = now - rec.started if rec.started else None
-            self.view.end(key, "FAILED", error=rec.error, took=rec.wall_s)
-        if event == "retry":
-            self.retried += 1
-            self.view.retry(key)
 
 
 # --------------------------------------------------------------------------- the grid
