@@ -162,7 +162,5 @@ def _line(label: str, status: str, error: str | None, val: float | None,
         return Text.assemble(("finished", "green"), f" {label}{acc}{seconds}")
     if status == "SKIPPED":
         return Text.assemble(("skipped", "yellow"), f" {label}: {error or ''}")
-    if status == "INTERRUPTED":
-        return Text.assemble(("interrupted", "yellow"), f" {label}")
     first = (error or "?").splitlines()[0] if error else "?"
     return Text.assemble(("FAILED", "red"), f" {label}: {first}{seconds}")
