@@ -29,6 +29,18 @@ from rich.text import Text
 MAX_ROWS = 16  # running trials shown; the overall bar counts every one
 
 
+class _Progress(Progress):
+    """rich's Progress with a line of counts above its bars."""
+
+    def __init__(self, head: Any, *columns: ProgressColumn, **options: Any) -> None:
+        self.head = head  # before Progress renders a first frame
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterable[Any]:
+        yield self.head()
+        yield self.make_tasks_table(self.tasks)
+
+
 class _Name(ProgressColumn):
     """A task's description as plain text, and its latest validation accuracy."""
 
@@ -60,20 +72,18 @@ class GridProgress:
         self.counts = {"finished": 0, "failed": 0, "skipped": skipped}
         self.skipped_before = skipped  # already finished: not among the trials
         self.lock = threading.Lock()
-        self.progress = Progress(
-            _Name(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        self.progress = _Progress(
+            self._head, _Name(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), console=console, refresh_per_second=2,
         )  # fmt: skip
         total = sum(t.epochs for t in self.trials.values()) or self.expected * epochs
-        self.overall = self.progress.add_task("", total=total or None)
-        self._describe()
+        self.overall = self.progress.add_task("epochs, all trials", total=total or None)
 
     def expect(self, trials: int, epochs: int) -> None:
         """A search will draw ``trials`` trials of ``epochs`` each."""
         with self.lock:
             self.expected = trials
             self.progress.update(self.overall, total=trials * epochs or None)
-            self._describe()
 
     def __enter__(self) -> GridProgress:
         self.progress.start()
@@ -84,28 +94,34 @@ class GridProgress:
         if not self.console.is_terminal:
             self.console.line()  # Live's last frame ends without a newline on a plain stream
 
-    def _describe(self) -> None:
-        running = sum(t.task is not None for t in self.trials.values())
-        c = self.counts
+    def _head(self) -> Text:
+        """finished / running / pending / failed / skipped (the ETA is the overall bar's).
+
+        Called while rich renders, also from inside ``add_task``: it takes no lock (a count
+        read mid-update shows for half a second at most)."""
+        c = dict(self.counts)
+        running = sum(t.status == "RUNNING" for t in list(self.trials.values()))
         ended = c["finished"] + c["failed"] + c["skipped"] - self.skipped_before
-        pending = self.expected - running - ended
-        self.progress.update(
-            self.overall,
-            description=f"finished {c['finished']}  running {running}  pending "
-            f"{max(pending, 0)}  failed {c['failed']}  skipped {c['skipped']}",
-        )
+        pending = max(self.expected - running - ended, 0)
+        return Text.assemble(
+            ("finished ", "bold"), (str(c["finished"]), "green"),
+            ("  running ", "bold"), (str(running), "cyan"),
+            ("  pending ", "bold"), str(pending),
+            ("  failed ", "bold"), (str(c["failed"]), "red" if c["failed"] else ""),
+            ("  skipped ", "bold"), str(c["skipped"]),
+        )  # fmt: skip
 
     def start(self, key: str, label: str = "", epochs: int = 0) -> None:
         """A trial (or another attempt of it) starts; a trial unknown so far is added."""
         with self.lock:
             trial = self.trials.setdefault(key, _Trial(label, epochs))
             trial.attempt += 1
+            trial.status = "RUNNING"
             self._drop(trial)
             shown = sum(t.task is not None for t in self.trials.values())
             if shown < MAX_ROWS:
                 label = trial.label + (f" (attempt {trial.attempt})" if trial.attempt > 1 else "")
                 trial.task = self.progress.add_task(label, total=trial.epochs, val=None)
-            self._describe()
 
     def epoch(self, key: str, epoch: int, epochs: int, val_accuracy: float) -> None:
         with self.lock:
@@ -123,7 +139,6 @@ class GridProgress:
                 self.counts["failed"] -= 1
             trial.status = "PENDING"
             self._drop(trial)
-            self._describe()
 
     def end(self, key: str, status: str, *, error: str | None = None,
             val_accuracy: float | None = None, took: float | None = None,
@@ -137,7 +152,6 @@ class GridProgress:
             trial.status = status
             if status in ("FINISHED", "FAILED", "SKIPPED"):
                 self.counts[status.lower()] += 1
-            self._describe()
         if warning:
             self.console.print(Text.assemble(("warning ", "yellow"), warning))
         self.console.print(_line(trial.label, status, error, val_accuracy, took), highlight=False)
