@@ -9,12 +9,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from .budget import Budget, BudgetError
 from .data import DataError, Dataset, load_dataset
 from .errors import BadInput
 from .method import hparam_fields, parse_hparams
-from .models import MODELS
+from .models import ModelError, get_model
 from .presets import Preset, PresetError, load_preset
 from .registry import get_method, list_methods
 from .train import RunConfig, hparam_pairs
@@ -44,19 +45,36 @@ def parse_sparsities(text: str) -> list[float]:
 
 
 def parse_methods(text: str) -> list[str]:
+    """A comma list of method names and shell-style patterns (``imp*``, ``*``).
+
+    ``all`` and every pattern select among the budget-equal methods only; a study setting
+    that is not budget-equal (imp-retrain) is run by naming it exactly (docs/extending.md).
+    """
     known = list_methods()
-    if text.strip() == "all":  # the budget-equal ones: a study setting is named explicitly
-        names = [m for m in known if get_method(m).budget_equal]
-    else:
-        names = [m.strip() for m in text.split(",") if m.strip()]
+    equal = [m for m in known if get_method(m).budget_equal]
+    choices = f"choose from all, {', '.join(known)}"
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "all":
+            names += equal
+        elif part in known:
+            names.append(part)
+        elif any(c in part for c in "*?["):
+            names += _matching(part, equal, known, choices)
+        elif part:
+            raise BadInput(f"--methods: unknown method {part!r}; {choices}")
     if not names:
-        raise BadInput(f"--methods is empty; choose from all, {', '.join(known)}")
-    for name in names:
-        if name not in known:
-            raise BadInput(
-                f"--methods: unknown method {name!r}; choose from all, {', '.join(known)}"
-            )
+        raise BadInput(f"--methods is empty; {choices}")
     return list(dict.fromkeys(names))
+
+
+def _matching(pattern: str, equal: list[str], known: list[str], choices: str) -> list[str]:
+    matched = [m for m in equal if fnmatchcase(m, pattern)]
+    if not matched:
+        others = [m for m in known if fnmatchcase(m, pattern)]
+        hint = f" (name {', '.join(others)} exactly: not budget-equal)" if others else ""
+        raise BadInput(f"--methods: {pattern!r} matches no budget-equal method{hint}; {choices}")
+    return matched
 
 
 def parse_hp_options(options: list[str], methods: list[str]) -> dict[str, list[dict[str, str]]]:
@@ -95,21 +113,17 @@ def parse_hp_options(options: list[str], methods: list[str]) -> dict[str, list[d
 def resolve_preset(
     name: str, *, dataset: str | None, model: str | None, epochs: int | None
 ) -> Preset:
+    """A registered preset or a PATH.toml, with the command line's overrides applied."""
     try:
         preset = load_preset(name)
     except PresetError as exc:
         raise BadInput(f"--preset: {exc}") from None
     if epochs is not None and epochs < 1:
         raise BadInput(f"--epochs {epochs} is not a budget; give an integer >= 1")
-    if (
-        model is not None
-        and model not in MODELS
-        and not model.startswith(("timm:", "torchvision:"))
-    ):
-        raise BadInput(
-            f"--model: unknown model {model!r}; "
-            f"choose from {', '.join(MODELS)}, timm:NAME, torchvision:NAME"
-        )
+    try:
+        get_model(model or preset.model)
+    except ModelError as exc:
+        raise BadInput(f"{'--model' if model else '--preset'}: {exc}") from None
     changes = {
         k: v
         for k, v in {"dataset": dataset, "model": model, "epochs": epochs}.items()

@@ -1,6 +1,10 @@
 """Models by name: the reference setups' architectures (docs/protocol.md), plus any timm or
 torchvision model, all randomly initialised.
 
+A model is a builder ``(num_classes, input_shape) -> nn.Module`` registered in the
+``benchsuite.models`` entry-point group (the built-ins too; docs/extending.md). Templates such
+as ``wrn-<depth>-<width>`` and ``timm:<name>`` receive their fields as keyword arguments.
+
 Construction draws all its randomness from torch's global RNG; the harness seeds it (inside
 ``torch.random.fork_rng()``) so that every method under one seed starts from the same
 weights.
@@ -9,27 +13,43 @@ weights.
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-MODELS: tuple[str, ...] = ("small-cnn", "mlp", "lenet5", "resnet20", "resnet56", "wrn-28-10")
+from .registry import Registry, UnknownName, discover
 
-_WRN = re.compile(r"wrn-(\d+)-(\d+)")
+ModelBuilder = Callable[..., nn.Module]  # (num_classes, input_shape, **template fields)
+GROUP = "benchsuite.models"
 
 
 class ModelError(ValueError):
     """Unknown or unbuildable model name (reported as bad input, exit code 2)."""
 
 
+def _check_builder(name: str, builder: Any) -> ModelBuilder:
+    if not callable(builder):
+        raise TypeError(f"model {name!r}: {builder!r} is not a callable builder")
+    return builder
+
+
+@cache
+def model_registry() -> Registry[ModelBuilder]:
+    """The models (cached; ``model_registry.cache_clear()`` discovers them again)."""
+    return discover(Registry("model", GROUP, _check_builder))
+
+
+def list_models() -> list[str]:
+    return model_registry().names()
+
+
 def _unknown(name: str, why: str = "unknown model") -> ModelError:
-    return ModelError(
-        f"{why} {name!r}; expected one of {', '.join(MODELS)}, wrn-<depth>-<width>, "
-        "timm:<name> or torchvision:<name>"
-    )
+    return ModelError(f"{why} {name!r}; choose from {model_registry().choices()}")
 
 
 # --------------------------------------------------------------------------- small models
@@ -288,10 +308,27 @@ def _kaiming_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-# --------------------------------------------------------------------------- factories
+# --------------------------------------------------------------------------- builders
 
 
-def _timm(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+def resnet20(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    return CifarResNet(3, num_classes, input_shape[0])
+
+
+def resnet56(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    return CifarResNet(9, num_classes, input_shape[0])
+
+
+def wide_resnet(
+    num_classes: int, input_shape: tuple[int, int, int], *, depth: str, width: str
+) -> nn.Module:
+    """``wrn-<depth>-<width>``, dropout 0.3 (Zagoruyko & Komodakis 2016)."""
+    if not (depth.isdigit() and width.isdigit()):
+        raise ModelError(f"wrn-{depth}-{width}: expected integers, as in wrn-28-10")
+    return WideResNet(int(depth), int(width), num_classes, input_shape[0], dropout=0.3)
+
+
+def timm_model(num_classes: int, input_shape: tuple[int, int, int], *, name: str) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -304,7 +341,9 @@ def _timm(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.
         raise ModelError(f"timm:{name} cannot be built: {err}".replace("\n", " ")) from None
 
 
-def _torchvision(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+def torchvision_model(
+    num_classes: int, input_shape: tuple[int, int, int], *, name: str
+) -> nn.Module:
     import torchvision
 
     if name not in torchvision.models.list_models():
@@ -320,33 +359,23 @@ def _torchvision(name: str, num_classes: int, input_shape: tuple[int, int, int])
         raise ModelError(f"torchvision:{name} cannot be built: {err}".replace("\n", " ")) from None
 
 
+def get_model(name: str) -> ModelBuilder:
+    """The builder registered for ``name`` (a template's fields bound); ModelError if none."""
+    try:
+        return model_registry().get(name)
+    except UnknownName as exc:
+        raise ModelError(str(exc)) from None
+
+
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """A randomly initialised model; all randomness comes from torch's global RNG, so two
     builds after the same ``torch.manual_seed`` are identical."""
     input_shape = tuple(int(s) for s in input_shape)  # type: ignore[assignment]
     if len(input_shape) != 3:
         raise ModelError(f"input_shape must be (C, H, W), got {input_shape}")
-    channels = input_shape[0]
-    if name.startswith("timm:"):
-        return _timm(name[len("timm:") :], num_classes, input_shape)
-    if name.startswith("torchvision:"):
-        return _torchvision(name[len("torchvision:") :], num_classes, input_shape)
-    if name == "small-cnn":
-        return SmallCNN(num_classes, input_shape)
-    if name == "mlp":
-        return MLP(num_classes, input_shape)
-    if name == "lenet5":
-        return LeNet5(num_classes, input_shape)
-    if name in ("resnet20", "resnet56"):
-        return CifarResNet({"resnet20": 3, "resnet56": 9}[name], num_classes, channels)
-    match = _WRN.fullmatch(name)
-    if match:
-        depth, width = int(match.group(1)), int(match.group(2))
-        return WideResNet(depth, width, num_classes, channels, dropout=0.3)
-    raise _unknown(name)
+    return get_model(name)(num_classes, input_shape)
 
 
 def count_parameters(model: nn.Module) -> int:
     """All parameters, biases and BN included (for reports and tests)."""
     return sum(p.numel() for p in model.parameters())
-

@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchsuite.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DATASETS,
-    FASHION_MNIST_DIR,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DataError,
-    crop_flip,
-    load_dataset,
-    read_idx,
-    rotate,
-)
+from benchsuite.augment import crop_flip, rotate
+from benchsuite.data import DataError, list_datasets, load_dataset
+from benchsuite.datasets import CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_DIR
+from benchsuite.formats import read_idx
+from benchsuite.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 
 CPU = torch.device("cpu")
 
@@ -140,7 +132,7 @@ def test_test_reads_counted() -> None:
 def test_load_dataset_rejects_bad_names_and_options() -> None:
     with pytest.raises(DataError) as info:
         load_dataset("mnist")
-    assert "'mnist'" in str(info.value) and all(n in str(info.value) for n in DATASETS)
+    assert "'mnist'" in str(info.value) and all(n in str(info.value) for n in list_datasets())
     with pytest.raises(DataError, match="image_size"):
         load_dataset("digits", image_size=32)
     with pytest.raises(DataError, match="val_fraction"):

@@ -7,12 +7,12 @@ import torch
 import torch.nn as nn
 
 from benchsuite.models import (
-    MODELS,
     MaxPool2x2,
     ModelError,
     ShortcutA,
     build_model,
     count_parameters,
+    list_models,
 )
 
 
@@ -135,7 +135,7 @@ def test_unknown_model_message(name: str) -> None:
         build_model(name, 10, (3, 32, 32))
     message = str(info.value)
     assert "\n" not in message and repr(name) in message
-    assert all(m in message for m in MODELS)
+    assert all(m in message for m in list_models())
     assert "timm:<name>" in message and "torchvision:<name>" in message
 
 

@@ -1,13 +1,21 @@
-"""Methods come from the `benchsuite.methods` entry-point group, plugins included."""
+"""Methods, models, datasets and presets come from their entry-point groups, plugins included;
+one generic table serves all four (docs/extending.md)."""
 
 import os
 import subprocess
 import sys
 import textwrap
+from importlib.resources import files
 
 import pytest
+import torch
 
 from benchsuite import registry as reg
+from benchsuite.data import DataError, dataset_registry, load_dataset, options
+from benchsuite.grid import resolve_preset
+from benchsuite.models import build_model, list_models, model_registry
+from benchsuite.presets import list_presets, load_preset, preset_registry
+from benchsuite.registry import Registry, UnknownName, broken_plugins
 
 BUILTIN = {"dense", "imp", "bimp", "oneshot", "random", "snip", "set", "rigl"}
 
@@ -62,8 +70,8 @@ def plugins(tmp_path, monkeypatch):
 
 
 def test_builtin_methods_register_through_entry_points():
-    found = reg.discover()
-    assert BUILTIN <= set(found.methods)
+    found = reg.discover(reg.Registry("method", reg.GROUP, reg._check_method))
+    assert BUILTIN <= set(found.entries)
     assert {found.sources[m] for m in BUILTIN} == {"benchsuite"}
 
 
@@ -76,8 +84,101 @@ def test_plugin_is_discovered_and_broken_one_reported(plugins):
     assert BUILTIN <= set(found.methods)  # a broken plugin never hides the others
 
 
+TOY = '''
+import torch.nn as nn
+from benchsuite.data import dataset_registry
+from benchsuite.datasets import synthetic
+
+
+def toy_model(num_classes, input_shape, *, depth="1"):
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+def toy_data(data_dir, split_seed, val_fraction, *, n=64):
+    return synthetic(data_dir, split_seed, val_fraction, n=n, n_test=16, shape=(1, 4, 4))
+
+
+def toy_preset():
+    return {"description": "toy", "dataset": "toy-data", "model": "toy-2", "epochs": 2,
+            "batch_size": 8, "optimizer": {"lr": 0.1}, "schedule": {"kind": "constant"}}
+
+
+NOT_A_LOADER = 3
+'''
+
+
+@pytest.fixture
+def kinds(tmp_path, monkeypatch):
+    """A plugin distribution with a model template, a dataset, presets (a function, a packaged
+    TOML file) and two broken entries."""
+    pkg = tmp_path / "toykinds"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(TOY))
+    (pkg / "toy-file.toml").write_text(
+        files("benchsuite.presets").joinpath("digits.toml").read_text()
+    )
+    info = tmp_path / "toykinds-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toykinds\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[benchsuite.models]\ntoy-<depth> = toykinds:toy_model\n"
+        "[benchsuite.datasets]\ntoy-data = toykinds:toy_data\nbad-data = toykinds:NOT_A_LOADER\n"
+        "[benchsuite.presets]\ntoy = toykinds:toy_preset\ntoy-file = toykinds\n"
+        "missing-file = toykinds\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tables = (model_registry, dataset_registry, preset_registry)
+    for table in tables:
+        table.cache_clear()
+    yield
+    for table in tables:
+        table.cache_clear()
+
+
+def test_models_datasets_and_presets_come_from_plugins(kinds):
+    assert model_registry().sources["toy-<depth>"] == "toykinds"
+    assert "lenet5" in list_models() and "toy-<depth>" in list_models()
+    assert build_model("toy-3", 5, (1, 4, 4))(torch.zeros(2, 1, 4, 4)).shape == (2, 5)
+    data = load_dataset("toy-data", n=32)
+    assert data.n_train + data.n_val == 32 and options(dataset_registry().get("toy-data")) == {"n"}
+    preset = load_preset("toy")
+    assert (preset.name, preset.dataset, preset.model) == ("toy", "toy-data", "toy-2")
+    assert load_preset("toy-file") == load_preset("digits").replace(name="toy-file")
+    assert resolve_preset("toy", dataset=None, model=None, epochs=None) == preset
+    broken = {b.name: b for b in broken_plugins()}
+    assert "not a callable loader" in broken["bad-data"].error
+    assert broken["bad-data"].group == "benchsuite.datasets"
+    assert "no file" in broken["missing-file"].error
+    with pytest.raises(DataError, match="its plugin failed to load: TypeError"):
+        load_dataset("bad-data")
+    assert {"toy", "toy-file", "digits"} <= set(list_presets())
+
+
+def test_every_shipped_preset_file_is_registered():
+    shipped = {p.name.removesuffix(".toml") for p in files("benchsuite.presets").iterdir()}
+    shipped = {name for name in shipped if not name.startswith("__")}
+    registered = {n for n in list_presets() if preset_registry().sources[n] == "benchsuite"}
+    assert shipped == registered
+
+
+def test_a_table_registers_gets_and_names_the_choices():
+    table = Registry("widget", "benchsuite.widgets", lambda name, entry: entry)
+    table.register("b", 2)
+    table.register("a", 1, source="mine")
+    table.register("w-<x>-<y>", lambda *, x, y: (x, y))
+    assert table.names() == ["a", "b", "w-<x>-<y>"] and table.sources["a"] == "mine"
+    assert table.get("a") == 1 and table.get("w-1-2-3")() == ("1", "2-3")
+    with pytest.raises(ValueError, match="widget 'a' is already registered by mine"):
+        table.register("a", 3)
+    with pytest.raises(UnknownName) as info:
+        table.get("w-1")
+    assert str(info.value) == "unknown widget 'w-1'; choose from a, b, w-<x>-<y>"
+    with pytest.raises(UnknownName, match="'w-<x>-<y>' is a template: fill in each <field>"):
+        table.get("w-<x>-<y>")
+
+
 def test_unknown_method_lists_the_registered_ones():
-    with pytest.raises(reg.UnknownMethod, match="registered: .*bimp.*dense.*imp"):
+    with pytest.raises(reg.UnknownName, match="choose from .*bimp.*dense.*imp"):
         reg.get_method("nosuch")
 
 

@@ -1,18 +1,31 @@
-"""Shipped benchmark presets (TOML files beside this module): dataset, model, budget, optimizer.
+"""Benchmark presets: dataset, model, budget, optimizer (TOML tables).
 
 A preset fixes everything a comparison holds equal. Every number says where it comes from
 in the preset's ``[sources]`` table; a preset that claims the paper's settings cites them.
+The shipped TOML files beside this module register through the ``benchsuite.presets``
+entry-point group like a plugin's; ``load_preset("PATH.toml")`` reads a user's own file, and
+every preset, wherever it comes from, is validated by the same ``parse_preset``
+(docs/extending.md).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.resources import files
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from ..registry import Registry, UnknownName, discover
 from ..schedules import ScheduleSpec
+
+GROUP = "benchsuite.presets"
 
 
 class PresetError(ValueError):
@@ -63,25 +76,102 @@ class Preset:
         return dataclasses.replace(self, **changes)
 
 
+# A preset entry: called when the preset is loaded, it returns TOML text, a parsed table or a
+# Preset.
+PresetSource = Callable[[], "str | Mapping[str, Any] | Preset"]
+_REQUIRED = ("description", "dataset", "model", "epochs", "batch_size", "optimizer", "schedule")
+_POSITIVE_INTS = ("epochs", "batch_size", "eval_batch_size")
+
+
+def _check_source(name: str, entry: Any) -> PresetSource:
+    """An entry point may name a package holding ``<name>.toml``, a file or resource, a
+    function returning a preset, or a constant (TOML text or a table)."""
+    if isinstance(entry, ModuleType):
+        entry = files(entry).joinpath(f"{name}.toml")
+    if hasattr(entry, "read_text"):
+        if not entry.is_file():
+            raise FileNotFoundError(f"preset {name!r}: no file {entry}")
+        return entry.read_text
+    if callable(entry):
+        return entry
+    if isinstance(entry, str | Mapping):
+        return lambda: entry
+    raise TypeError(f"preset {name!r}: {entry!r} is neither TOML, a table nor a function")
+
+
+@cache
+def preset_registry() -> Registry[PresetSource]:
+    """The presets (cached; ``preset_registry.cache_clear()`` discovers them again)."""
+    return discover(Registry("preset", GROUP, _check_source))
+
+
 def list_presets() -> list[str]:
-    return sorted(
-        p.name.removesuffix(".toml")
-        for p in files(__package__).iterdir()
-        if p.name.endswith(".toml")
-    )
+    return preset_registry().names()
+
+
+def is_path(name: str) -> bool:
+    """``--preset`` values read from disk: ending in .toml or holding a path separator."""
+    return name.endswith(".toml") or "/" in name or os.sep in name
 
 
 def load_preset(name: str) -> Preset:
-    if name not in list_presets():
-        raise PresetError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
-    raw = tomllib.loads(files(__package__).joinpath(f"{name}.toml").read_text())
-    sched = raw.pop("schedule")
-    sched["milestones"] = tuple(sched.get("milestones", ()))
-    optimizer = OptimizerSpec(**raw.pop("optimizer"))
-    sched["lr"] = optimizer.lr  # one peak LR: the schedule scales the optimizer's
-    return Preset(
-        name=name,
-        optimizer=optimizer,
-        schedule=ScheduleSpec(**sched),
-        **raw,
-    )
+    """A registered preset by name, or a TOML file by path (named after its stem)."""
+    if is_path(name):
+        path = Path(name).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise PresetError(f"cannot read preset file {path}: {exc.strerror or exc}") from None
+        return parse_preset(path.stem, text, origin=str(path))
+    try:
+        source = preset_registry().get(name)
+    except UnknownName:
+        raise PresetError(
+            f"unknown preset {name!r}; choose from {preset_registry().choices()} "
+            "or give a PATH.toml"
+        ) from None
+    return parse_preset(name, source())
+
+
+def parse_preset(name: str, value: str | Mapping[str, Any] | Preset, origin: str = "") -> Preset:
+    """Validate a preset (TOML text or its table); every problem is one PresetError line."""
+    if isinstance(value, Preset):
+        return value
+    where = origin or f"preset {name!r}"
+    try:
+        raw = tomllib.loads(value) if isinstance(value, str) else copy.deepcopy(dict(value))
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{where}: {exc}") from None
+    _check_keys(raw, where)
+    try:
+        sched = dict(raw.pop("schedule"))
+        sched["milestones"] = tuple(sched.get("milestones", ()))
+        optimizer = OptimizerSpec(**raw.pop("optimizer"))
+        sched["lr"] = optimizer.lr  # one peak LR: the schedule scales the optimizer's
+        return Preset(name=name, optimizer=optimizer, schedule=ScheduleSpec(**sched), **raw)
+    except (TypeError, ValueError) as exc:
+        raise PresetError(f"{where}: {exc}".replace("\n", " ")) from None
+
+
+def _check_keys(raw: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(Preset)} - {"name"}
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise PresetError(
+            f"{where} lacks {', '.join(missing)}; a preset needs {', '.join(_REQUIRED)}"
+        )
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PresetError(
+            f"{where}: unknown key {', '.join(unknown)}; expected {', '.join(sorted(known))}"
+        )
+    for key in ("optimizer", "schedule", "sources", "calibration"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise PresetError(f"{where}: {key} must be a table, got {raw[key]!r}")
+    for key in _POSITIVE_INTS:
+        value = raw.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PresetError(f"{where}: {key} must be an integer >= 1, got {value!r}")
+    for key in ("description", "dataset", "model"):
+        if not isinstance(raw[key], str):
+            raise PresetError(f"{where}: {key} must be a string, got {raw[key]!r}")
