@@ -16,7 +16,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,20 +100,23 @@ def ray_instance(resources: Resources, scratch: str | None = None) -> Iterator[C
     if ray.is_initialized():  # the caller's instance (tests, notebooks): theirs to stop
         yield current_cluster(local=resources.address is None)
         return
-    reaper_process = None
+    reaper_process, caught = None, []
     if resources.address is None:
-        ray.init(
-            address="local",
-            num_cpus=resources.num_cpus,
-            num_gpus=resources.num_gpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
-            # Tune's trial actors start their own workers: prestarted ones only cost start-up
-            _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False},
-        )
-        reaper_process = reaper.start(scratch)
+        with _deferred_sigint(caught):
+            ray.init(
+                address="local",
+                num_cpus=resources.num_cpus,
+                num_gpus=resources.num_gpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
+                # Tune's trial actors start their own workers: prestarted ones only cost start-up
+                _system_config={
+                    "enable_worker_prestart": False, "prestart_worker_first_driver": False
+                },
+            )
+            reaper_process = reaper.start(scratch)
     else:
         try:
             ray.init(address=resources.address, log_to_driver=False, logging_level=logging.ERROR)
@@ -122,11 +127,28 @@ def ray_instance(resources: Resources, scratch: str | None = None) -> Iterator[C
                 f"--address {resources.address}: cannot join the Ray cluster: {reason}"
             ) from None
     try:
+        if caught:  # a Ctrl-C while Ray started: acted on now, with Ray's shutdown below
+            raise KeyboardInterrupt
         yield current_cluster(local=resources.address is None)
     finally:
         ray.shutdown()
         if reaper_process is not None:
             reaper.stop(reaper_process)
+
+
+@contextmanager
+def _deferred_sigint(caught: list[int]) -> Iterator[None]:
+    """Hold a Ctrl-C back while Ray starts its processes: raised inside a fork handler (Ray
+    forks with a ``preexec_fn``; logging's handler then runs), a KeyboardInterrupt leaves that
+    lock held and the command hangs. ``caught`` says whether one came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def current_cluster(*, local: bool) -> Cluster:
