@@ -103,9 +103,10 @@ def trial_overhead(work: Path, epochs: int = 2, seeds: int = 3) -> dict[str, flo
     normalisation), which belong to start-up; the others are what every further trial costs."""
     from rich.console import Console
 
+    from benchsuite.cluster import Resources
     from benchsuite.data import load_dataset
     from benchsuite.grid import Request, expand
-    from benchsuite.orchestrate import Resources, run_grid
+    from benchsuite.orchestrate import run_grid
     from benchsuite.presets import load_preset
     from benchsuite.registry import list_methods
 
@@ -148,9 +149,10 @@ def efficiency(work: Path, epochs: int) -> dict[str, float]:
     the preset's 10 epochs 0.87-0.94 (same code)."""
     from rich.console import Console
 
+    from benchsuite.cluster import Resources
     from benchsuite.data import load_dataset
     from benchsuite.grid import Request, expand
-    from benchsuite.orchestrate import Resources, run_grid
+    from benchsuite.orchestrate import run_grid
     from benchsuite.presets import load_preset
 
     preset = load_preset("fashion-mnist").replace(epochs=epochs)
@@ -258,7 +260,7 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from benchsuite.orchestrate import quiet_ray_environment
+    from benchsuite.cluster import quiet_ray_environment
 
     quiet_ray_environment()
     methods, note = default_methods()

@@ -7,8 +7,6 @@ budgets, data) before the tracking store is touched.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import shlex
 import sys
@@ -17,9 +15,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import __version__
+from .cluster import absolute_dir, absolute_uri, check_writable, parse_resources
 from .errors import BadInput
 from .tracking import DEFAULT_TRACKING_URI
 
@@ -78,6 +76,8 @@ MaxConcurrentOption = Annotated[
     int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
 ]
 RetriesOption = Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")]
+IN_PROCESS_HELP = "No Ray: one run after another in this process (debugging, notebooks)."
+InProcessOption = Annotated[bool, typer.Option("--in-process", help=IN_PROCESS_HELP)]
 
 
 @app.command()
@@ -106,6 +106,7 @@ def run(
     gpus_per_trial: GpusOption = None,
     max_concurrent: MaxConcurrentOption = None,
     retries: RetriesOption = 0,
+    in_process: InProcessOption = False,
     tuned: Annotated[
         bool,
         typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
@@ -160,9 +161,9 @@ def run(
         fail(str(exc))
         return
     name = experiment or default_experiment(resolved.name, resolved.epochs)
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
+                          in_process=in_process)  # fmt: skip
     from .leaderboard import aggregate, load_runs, render_rich
-    from .orchestrate import absolute_uri
 
     if throughput and address is None and not outcome.interrupted:
         from .throughput import record_isolated
@@ -175,133 +176,20 @@ def run(
     summarize(outcome, tracking_uri, name)
 
 
-def parse_resources(
-    address: str | None,
-    cpus_per_trial: float,
-    gpus_per_trial: float | None,
-    max_concurrent: int | None,
-    retries: int,
-    device: str | None,
-    tracking_uri: str,
-):
-    """Everything about resources that can be checked without starting Ray."""
-    from .orchestrate import ResourceError, Resources, probe_address
-    from .store import StoreError, check_uri
-    from .tracking import is_sqlite
-
-    try:
-        check_uri(tracking_uri)
-    except StoreError as exc:
-        raise BadInput(str(exc)) from None
-
-    if not 0 < cpus_per_trial < math.inf:
-        raise BadInput(f"--cpus-per-trial {cpus_per_trial:g} must be > 0 (fractions allowed)")
-    if gpus_per_trial is not None and not 0 <= gpus_per_trial < math.inf:
-        raise BadInput(f"--gpus-per-trial {gpus_per_trial:g} must be >= 0 (fractions allowed)")
-    if max_concurrent is not None and max_concurrent < 1:
-        raise BadInput(f"--max-concurrent {max_concurrent} must be >= 1")
-    if retries < 0:
-        raise BadInput(f"--retries {retries} must be >= 0")
-    if address is not None:
-        if not address.strip():
-            raise BadInput("--address is empty; give auto, HOST:PORT or ray://HOST:10001")
-        if is_sqlite(tracking_uri):
-            raise BadInput(
-                f"--tracking-uri {tracking_uri}: a local sqlite store cannot be shared by the "
-                "nodes of a Ray cluster; start an MLflow server and pass --tracking-uri http://HOST:PORT"
-            )
-        try:
-            probe_address(address.strip())
-        except ResourceError as exc:
-            raise BadInput(str(exc)) from None
-    check_tracking_server(tracking_uri)
-    if device is not None:
-        if address is None:
-            check_device(device)
-        elif not (device == "cpu" or device.startswith("cuda")):
-            raise BadInput(f"--device {device!r}; choose from cpu, cuda, cuda:N")
-    if address is None and gpus_per_trial and not local_gpus():
-        raise BadInput(
-            f"--gpus-per-trial {gpus_per_trial:g}: this machine has no GPU; "
-            "use --gpus-per-trial 0, or --address to join a cluster with GPUs"
-        )
-    return Resources(
-        address=address,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        max_concurrent=max_concurrent,
-        retries=retries,
-        device=device,
-    )
-
-
-def check_tracking_server(tracking_uri: str) -> None:
-    """An unreachable server would otherwise cost MLflow's minutes of retries, then a traceback."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
-    except urllib.error.HTTPError:
-        return  # it answers (a proxy or auth in front of it): good enough
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BadInput(
-            f"--tracking-uri {tracking_uri}: no MLflow server answers there ({reason}); "
-            "start one with `mlflow server --host HOST --port PORT --backend-store-uri ...`"
-        ) from None
-
-
-def check_writable(tracking_uri: str, cache_dir: Path) -> None:
-    """The store opens (created under its lock if new) and the cache folder can be written:
-    checked last, once the request is valid, so bad input writes nothing."""
-    from .orchestrate import absolute_uri
-    from .store import StoreError, check_store
-
-    try:
-        check_store(absolute_uri(tracking_uri))
-    except StoreError as exc:
-        raise BadInput(str(exc)) from None
-    try:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        if not os.access(cache_dir, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as exc:
-        raise BadInput(
-            f"--cache-dir {cache_dir}: cannot write there ({exc.strerror}); give a writable folder"
-        ) from None
-
-
-def local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def absolute_dir(data_dir: str | None) -> str | None:
-    """Trials run in other processes (or nodes): a relative path means this directory."""
-    return None if data_dir is None else os.path.abspath(os.path.expanduser(data_dir))
-
-
 def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Path, resources, *,
-                kind: str = "run"):  # fmt: skip
-    from .orchestrate import ResourceError, run_grid
+                kind: str = "run", in_process: bool = False, search=None):  # fmt: skip
+    """Run the grid (Ray Tune, or this process with ``--in-process``); Ctrl-C exits 130."""
+    from .cluster import ResourceError
 
+    if in_process:
+        from .executor import run_local as run_grid
+    else:
+        from .orchestrate import run_grid
     command = "benchsuite " + shlex.join(sys.argv[1:])
     try:
-        return run_grid(
-            configs,
-            data,
-            tracking_uri,
-            experiment,
-            cache_dir=cache_dir,
-            command=command,
-            console=console,
-            resources=resources,
-            kind=kind,
-        )
+        return run_grid(configs, data, tracking_uri, experiment, cache_dir=cache_dir,
+                        command=command, console=console, resources=resources, kind=kind,
+                        **({"search": search} if search else {}))  # fmt: skip
     except ResourceError as exc:
         fail(str(exc))
         raise AssertionError("unreachable") from None
@@ -311,19 +199,9 @@ def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Pa
 
 
 def summarize(outcome, tracking_uri: str, experiment: str) -> None:
-    retried = f", {outcome.retried} retried" if outcome.retried else ""
-    stopped = f", {outcome.interrupted} interrupted" if outcome.interrupted else ""
-    claimed = (
-        f", {outcome.claimed} skipped (another command finished or is running them)"
-        if outcome.claimed
-        else ""
-    )
-    console.print(
-        f"{outcome.finished} finished, {outcome.failed} failed, {outcome.skipped} skipped "
-        f"(already finished){claimed}{retried}{stopped} → {tracking_uri}, "
-        f"experiment {experiment!r}",
-        markup=False,
-    )
+    """The outcome in one line (and one per run another command holds); exit 130 when
+    interrupted, 1 when a run failed."""
+    console.print(f"{outcome.summary()} → {tracking_uri}, experiment {experiment!r}", markup=False)
     for line in outcome.claims:
         console.print(f"  skipped {line}", markup=False, highlight=False)
     if outcome.interrupted:
@@ -362,7 +240,16 @@ def tune(
 ) -> None:
     """Equal tuning budget: N full-budget random-search trials per method, scored on validation."""
     from .grid import Request, load_data, parse_methods, parse_sparsities, resolve_preset
-    from .tuning import TUNING_SEED, draw_trials, save_tuned, select_best, tuned_path
+    from .tables import best_table
+    from .tuning import (
+        TUNING_SEED,
+        draw_trials,
+        save_tuned,
+        searcher,
+        select_best,
+        tuned_path,
+        tuning_bases,
+    )
 
     report_broken_plugins()
     try:
@@ -395,71 +282,29 @@ def tune(
         f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
         f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
     )
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources, kind="tune")
-    from .orchestrate import absolute_uri
+    search = searcher(trials_per_method, resolved, data, seed=seed)
+    bases = tuning_bases(request)[0]
+    outcome = orchestrate(bases, data, tracking_uri, name, cache_dir, resources, kind="tune",
+                          search=search)  # fmt: skip
     from .tracking import Tracker
 
-    best = select_best(Tracker(absolute_uri(tracking_uri), name), outcome.configs, data)
+    finished = Tracker(absolute_uri(tracking_uri), name).finished(kind="tune")
+    best = select_best(outcome.results, outcome.configs, trials_per_method, finished)
     path = tuned_path(resolved)
     save_tuned(path, resolved, data, best, trials=trials_per_method, experiment=name)
-    table = Table(title=f"Best of {trials_per_method} trials per method (validation accuracy)")
-    for col in ("method", "sparsity", "trials", "finished", "val acc", "hyperparameters"):
-        table.add_column(col, overflow="fold")
-    for method, per_target in best.items():
-        for target, entry in per_target.items():
-            score = entry.get("val_accuracy")
-            table.add_row(
-                method,
-                target,
-                str(entry["trials"]),
-                str(entry["finished"]),
-                "—" if score is None else f"{score:.2f}%",
-                ", ".join(f"{k}={v}" for k, v in sorted((entry.get("hparams") or {}).items()))
-                or "—",
-            )
-    console.print(table)
+    console.print(best_table(best, trials_per_method))
     console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
     summarize(outcome, tracking_uri, name)
-
-
-def check_device(device: str) -> None:
-    import torch
-
-    if device == "cpu":
-        return
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BadInput(f"--device {device}: no CUDA device is available here; use cpu")
-        return
-    raise BadInput(f"--device {device!r}; choose from cpu, cuda, cuda:N")
 
 
 @app.command("methods")
 def methods_cmd() -> None:
     """Registered methods, where each comes from, hyperparameters, defaults and their sources."""
-    from .method import hparam_fields
     from .registry import registry
+    from .tables import methods_table
 
     reg = registry()
-    table = Table(title="Registered pruning methods", show_lines=True)
-    for col in ("method", "package", "paper", "hyperparameters (default — source)"):
-        table.add_column(col, overflow="fold")
-    for name, cls in sorted(reg.methods.items()):
-        lines = []
-        for f in hparam_fields(cls.Hparams):
-            space = ""
-            if f.metadata.get("choices"):
-                space = f" ∈ {{{', '.join(map(str, f.metadata['choices']))}}}"
-            elif f.metadata.get("low") is not None:
-                space = f" ∈ [{f.metadata['low']}, {f.metadata['high']}]" + (
-                    " log" if f.metadata.get("log") else ""
-                )
-            lines.append(f"{f.name} = {f.default!r}{space} — {f.metadata.get('source', '?')}")
-        paper = cls.source + (
-            "" if cls.targets_sparsity else "\n(sparsity emerges from hyperparameters)"
-        )
-        table.add_row(name, reg.sources[name], paper, "\n".join(lines) or "—")
-    console.print(table)
+    console.print(methods_table(reg))
     for broken in reg.broken:
         console.print(
             f"[red]skipped[/red] {broken.name} ({broken.target}): {broken.error}", markup=True
@@ -469,25 +314,9 @@ def methods_cmd() -> None:
 @app.command()
 def presets() -> None:
     """Shipped benchmark presets: dataset, model, budget, optimizer, LR schedule."""
-    from .presets import list_presets, load_preset
+    from .tables import presets_table
 
-    table = Table(title="Benchmark presets", show_lines=True)
-    for col in ("preset", "dataset / model", "budget", "optimizer", "schedule", "description"):
-        table.add_column(col, overflow="fold")
-    for name in list_presets():
-        p = load_preset(name)
-        opt = p.optimizer
-        sched = dataclasses.asdict(p.schedule)
-        table.add_row(
-            name,
-            f"{p.dataset}\n{p.model}",
-            f"{p.epochs} epochs\nbatch {p.batch_size}",
-            f"SGD lr {opt.lr:g}, momentum {opt.momentum:g}, wd {opt.weight_decay:g}"
-            + (", nesterov" if opt.use_nesterov else ""),
-            ", ".join(f"{k}={v}" for k, v in sched.items() if v not in ((), 0, 0.0) or k == "kind"),
-            p.description,
-        )
-    console.print(table)
+    console.print(presets_table())
 
 
 def load_board(tracking_uri: str, experiment: str | None):
@@ -586,6 +415,7 @@ def study_table1(
     gpus_per_trial: GpusOption = None,
     max_concurrent: MaxConcurrentOption = None,
     retries: RetriesOption = 0,
+    in_process: InProcessOption = False,
 ) -> None:
     """The paper's Table 1 on any preset: retraining schedules × sparsities × budgets.
 
@@ -617,9 +447,9 @@ def study_table1(
         fail(str(exc))
         return
     name = experiment or study.experiment_name(resolved)
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
+                          in_process=in_process)  # fmt: skip
     from .leaderboard import load_runs
-    from .orchestrate import absolute_uri
 
     board = study.aggregate_study(load_runs(absolute_uri(tracking_uri), name), name)
     console.print(study.render_rich(board))

@@ -1,9 +1,12 @@
 """Fair tuning: the same number of full-budget trials per method, scored on validation only.
 
 A method's search space is its ``Hparams`` field metadata (``low``/``high``/``log`` or
-``choices``, see ``method.hparam``) as Ray Tune domains. Random search draws every trial up
-front from a random state fixed per (method, target), so a re-run draws the same trials and
-resumes by run_key, and adding a method to the request changes no other method's draws.
+``choices``, see ``method.hparam``) as Ray Tune domains. The search is a Tune searcher
+(``MethodSearch``) run by ``orchestrate.run_grid``: ``num_samples`` trials per (method, target),
+drawn from a random state fixed per (method, target) and ``--seed``, so a re-run draws the same
+trials and resumes by run_key, and adding a method to the request changes no other method's
+draws. The best trial per (method, target) is the ``ResultGrid``'s ``get_best_result`` on the
+finalized model's validation accuracy.
 
 Every trial is a full-budget run (no early stopping: ASHA would compare unfinalized models at
 different sparsities, which favours some methods), trained with a tuning seed (1000 + i) that no
@@ -14,15 +17,18 @@ target is saved where ``benchsuite run --tuned`` reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import typing
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray.tune.search import Searcher
 
 from . import __version__
 from .budget import Budget, BudgetError
@@ -31,8 +37,6 @@ from .grid import BadInput, Request
 from .method import hparam_fields
 from .presets import Preset
 from .registry import get_method
-from .runner import key_for
-from .tracking import Tracker
 from .train import RunConfig, hparam_pairs
 
 TUNING_SEED = 1000  # trial i trains with seed 1000 + i; benchmark runs use seeds 0..N-1
@@ -73,82 +77,134 @@ def _round(value: Any) -> Any:
     return value
 
 
-def _rng(method: str, target: float, seed: int) -> np.random.RandomState:
-    return np.random.RandomState(zlib.crc32(f"{method}@{target:g}#{seed}".encode()))
+def score_name(config: RunConfig) -> str:
+    """The metric a trial of (method, target) reports its score under: one per search."""
+    return f"{SCORE}/{config.method}@{config.target:g}"
+
+
+class MethodSearch(Searcher):
+    """Random search over each method's domains, a random state per (method, target).
+
+    ``bases`` holds one configuration per (method, target); trial i of a base trains with seed
+    ``TUNING_SEED + i``. Trials are suggested round robin over the bases, so every method's
+    trials run side by side; a draw whose plan does not fit the budget is drawn again (the
+    trial is never spent on it).
+    """
+
+    def __init__(self, bases: list[RunConfig], trials: int, budget: Budget, *, seed: int = 0,
+                 key: Callable[[RunConfig], str] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.bases, self.trials, self.budget, self.key = bases, trials, budget, key
+        self.rngs = [np.random.RandomState(zlib.crc32(f"{b.method}@{b.target:g}#{seed}".encode()))
+                     for b in bases]  # fmt: skip
+        self.total = trials * len(bases)
+        self.suggested = 0
+
+    def _draw(self, base: RunConfig, rng: np.random.RandomState, i: int) -> RunConfig:
+        """Trial ``i`` of ``base``: the first draw whose plan fits the budget."""
+        cls, space = get_method(base.method), search_space(base.method)
+        for _ in range(MAX_DRAWS):
+            hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
+            config = dataclasses.replace(base, seed=TUNING_SEED + i, hparams=hparam_pairs(hps))
+            try:
+                cls.plan(self.budget, config.hp(), base.target, base.preset.schedule)
+            except (BudgetError, ValueError):
+                continue
+            return config
+        raise BadInput(
+            f"tune: no configuration of {base.method} drawn in {MAX_DRAWS} tries fits a "
+            f"budget of {base.preset.epochs} epochs; raise --epochs"
+        )
+
+    def next_config(self) -> RunConfig | None:
+        """The next trial's configuration (None when all are drawn)."""
+        if self.suggested >= self.total:
+            return None
+        i, b = divmod(self.suggested, len(self.bases))
+        self.suggested += 1
+        return self._draw(self.bases[b], self.rngs[b], i)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:  # fmt: skip
+        return True  # the space is the methods' own; each trial names its score metric
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        config = self.next_config()
+        if config is None:
+            return Searcher.FINISHED
+        assert self.key is not None, "a search run by Tune computes each trial's run key"
+        return {"run": {"key": self.key(config), "config": config, "score": score_name(config)}}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:  # fmt: skip
+        pass  # random search: results do not steer the draws
+
+
+def tuning_bases(request: Request) -> tuple[list[RunConfig], list[str]]:
+    """One base configuration per tunable (method, target), and the untunable methods."""
+    bases: list[RunConfig] = []
+    skipped: list[str] = []
+    preset = request.preset
+    for method in request.methods:
+        if not search_space(method) or get_method(method).one_per_seed:
+            skipped.append(method)
+            continue
+        for target in request.sparsities:
+            calibrated = hparam_pairs(preset.calibrated(method, target))
+            bases.append(RunConfig(preset, method, target, TUNING_SEED, calibrated=calibrated,
+                                   data_dir=request.data_dir, device=request.device,
+                                   evaluate_test=False))  # fmt: skip
+    return bases, skipped
 
 
 def draw_trials(
     request: Request, data: Dataset, trials: int, *, seed: int = 0
 ) -> tuple[list[RunConfig], list[str]]:
-    """``trials`` configurations per (method, target); methods with nothing to tune are skipped.
+    """``trials`` configurations per (method, target), as the search suggests them; methods
+    with nothing to tune are skipped. Returns the configurations and the skipped methods.
 
-    Returns the configurations and the names of the skipped methods.
-    """
-    configs: list[RunConfig] = []
-    skipped: list[str] = []
-    preset = request.preset
-    budget = Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
-    for method in request.methods:
-        cls = get_method(method)
-        space = search_space(method)
-        if not space or cls.one_per_seed:
-            skipped.append(method)
-            continue
-        for target in request.sparsities:
-            rng = _rng(method, target, seed)
-            calibrated = hparam_pairs(preset.calibrated(method, target))
-            for i in range(trials):
-                for _ in range(MAX_DRAWS):
-                    hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
-                    config = RunConfig(
-                        preset=preset,
-                        method=method,
-                        target=target,
-                        seed=TUNING_SEED + i,
-                        hparams=hparam_pairs(hps),
-                        calibrated=calibrated,
-                        data_dir=request.data_dir,
-                        device=request.device,
-                        evaluate_test=False,
-                    )
-                    try:
-                        cls.plan(budget, config.hp(), target, preset.schedule)
-                    except (BudgetError, ValueError):
-                        continue
-                    configs.append(config)
-                    break
-                else:
-                    raise BadInput(
-                        f"tune: no configuration of {method} drawn in {MAX_DRAWS} tries fits a "
-                        f"budget of {preset.epochs} epochs; raise --epochs"
-                    )
-    return configs, skipped
+    Drawing them all up front checks, before anything starts, that every method can fit its
+    trials into the budget (``BadInput`` otherwise)."""
+    bases, skipped = tuning_bases(request)
+    search = MethodSearch(bases, trials, _budget(request.preset, data), seed=seed)
+    return list(iter(search.next_config, None)), skipped
+
+
+def searcher(trials: int, preset: Preset, data: Dataset, *, seed: int = 0) -> Callable[..., Any]:
+    """The search for ``orchestrate.run_grid``: given its resolved bases and run-key function."""
+    budget = _budget(preset, data)
+
+    def make(bases: list[RunConfig], key: Callable[[RunConfig], str]) -> MethodSearch:
+        return MethodSearch(bases, trials, budget, seed=seed, key=key)
+
+    return make
+
+
+def _budget(preset: Preset, data: Dataset) -> Budget:
+    return Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
 
 
 def select_best(
-    tracker: Tracker, configs: list[RunConfig], data: Dataset
+    results: Any, bases: list[RunConfig], trials: int, finished: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and target: the FINISHED trial with the best finalized validation accuracy.
+    """Per method and target: the best trial of the search's ``ResultGrid``
+    (``get_best_result`` on its score; ties go to the earlier trial).
 
-    Ties go to the earlier trial. Failed trials count against the method's budget (they were
-    its trials) but cannot be chosen.
+    Failed trials count against the method's budget (they were its trials) but cannot be
+    chosen. ``finished`` (``Tracker.finished``) gives the chosen run's MLflow run id.
     """
-    finished = tracker.finished(kind="tune")
     best: dict[str, dict[str, dict[str, Any]]] = {}
-    for config in configs:
-        entry = best.setdefault(config.method, {}).setdefault(
-            f"{config.target:g}", {"trials": 0, "finished": 0, SCORE: None}
-        )
-        entry["trials"] += 1
-        run = finished.get(key_for(config, data))
-        if run is None or SCORE not in run:
-            continue
-        entry["finished"] += 1
-        if entry[SCORE] is None or run[SCORE] > entry[SCORE]:
-            entry.update(
-                {SCORE: run[SCORE], "hparams": dict(config.hparams), "run_id": run["run_id"],
-                 "seed": config.seed}
-            )  # fmt: skip
+    for base in bases:
+        score = score_name(base)
+        scored = [r for r in results or [] if score in (r.metrics or {})]
+        entry: dict[str, Any] = {"trials": trials, "finished": len(scored), SCORE: None}
+        if scored:
+            chosen = results.get_best_result(metric=score, mode="max", scope="last")
+            config: RunConfig = chosen.config["run"]["config"]
+            run = finished.get(chosen.config["run"]["key"], {})
+            entry.update({SCORE: chosen.metrics[score], "hparams": dict(config.hparams),
+                          "run_id": run.get("run_id"), "seed": config.seed})  # fmt: skip
+        best.setdefault(base.method, {})[f"{base.target:g}"] = entry
     return best
 
 

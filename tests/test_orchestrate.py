@@ -19,14 +19,10 @@ from typer.testing import CliRunner
 
 from benchsuite import registry as registry_module
 from benchsuite.cli import app
+from benchsuite.cluster import Cluster, ResourceError, Resources, check_resources
 from benchsuite.data import load_dataset
 from benchsuite.grid import Request, expand
-from benchsuite.orchestrate import (
-    ResourceError,
-    Resources,
-    check_resources,
-    run_grid,
-)
+from benchsuite.orchestrate import run_grid
 from benchsuite.presets import load_preset
 from tests.local_ray import start_local_ray
 
@@ -293,8 +289,6 @@ def test_gpus_per_trial_is_the_trials_resource_request() -> None:
 
 
 def test_resource_checks_fail_fast() -> None:
-    from benchsuite.orchestrate import Cluster
-
     cpu_only = Cluster([{"Resources": {"CPU": 2.0}, "NodeID": "a"}], local=True, client=False)
     with pytest.raises(ResourceError, match="no GPUs"):
         check_resources(Resources(gpus_per_trial=1), 1.0, cpu_only)
@@ -317,7 +311,7 @@ def test_gpus_where_there_are_none_fail_with_a_clear_error(local_ray, tmp_path) 
 
 def test_cli_refuses_gpus_on_a_machine_without_them(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("benchsuite.cli.local_gpus", lambda: 0)
+    monkeypatch.setattr("benchsuite.cluster.local_gpus", lambda: 0)
     result = CliRunner().invoke(app, ["run", "--methods", "dense", "--gpus-per-trial", "0.5"])
     assert result.exit_code == 2
     assert "--gpus-per-trial 0.5: this machine has no GPU" in result.output

@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 
 from benchsuite import orchestrate
 from benchsuite.cli import app
+from benchsuite.cluster import Cluster, Resources, resolve_numerics
 from benchsuite.marks import Stat
-from benchsuite.orchestrate import Board, Cluster, Resources, resolve_numerics, run_grid
+from benchsuite.orchestrate import run_grid
+from benchsuite.progress import GridProgress
 from benchsuite.runner import key_for, run_params
 from benchsuite.store import check_store, claim
 from benchsuite.tracking import Tracker
@@ -55,15 +57,15 @@ def test_ctrl_c_at_any_moment_leaves_nothing_running(
         raise KeyboardInterrupt
         yield  # pragma: no cover
 
-    def fit(job, indices, *args, **kwargs):
+    def fit(job, runs, *args, **kwargs):
         tracker = Tracker(job.tracking_uri, job.experiment)
-        claimed = indices[:1] if where == "before the first trial" else indices[:2]
-        for i in claimed:  # trials that claimed their run (one finished, mid-grid)
-            c = job.configs[i]
-            run = claim(tracker, key_for(c, job.data), "run", c.label(), run_params(c),
-                        {**job.owner, "run_key": key_for(c, job.data), "kind": "run"})  # fmt: skip
-            if where == "mid-grid" and i == indices[0]:
-                run.end("FINISHED")
+        claimed = runs[:1] if where == "before the first trial" else runs[:2]
+        for run in claimed:  # trials that claimed their run (one finished, mid-grid)
+            c = run["config"]
+            mlflow_run = claim(tracker, run["key"], "run", c.label(), run_params(c),
+                               {**job.owner, "run_key": run["key"], "kind": "run"})  # fmt: skip
+            if where == "mid-grid" and run is runs[0]:
+                mlflow_run.end("FINISHED")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(orchestrate, "ray_instance", interrupted_ray if where == "starting Ray"
@@ -144,13 +146,13 @@ def test_only_what_changes_a_runs_numbers_is_in_its_key(tiny_preset, tiny_data):
     assert key_for(base, tiny_data) != key_for(longer, tiny_data)
 
 
-def test_the_board_prints_names_as_text_not_markup(tiny_preset):
+def test_the_progress_prints_names_as_text_not_markup(tiny_preset):
     cfg = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("schedule", "ft"),))
     console = Console(record=True, width=200, color_system=None)
-    board = Board([cfg], [0], 0, console)
-    board.apply("start", 0, {})
-    console.print(board)
-    board.apply("final", 0, {"status": "FINISHED", "final_val_accuracy": 91.0})
+    view = GridProgress([("k", cfg.label(), 4)], 0, console)
+    view.start("k")
+    console.print(view)
+    view.end("k", "FINISHED", val_accuracy=91.0)
     text = console.export_text()
     assert text.count("imp[schedule=ft]") == 2, text
 
@@ -163,7 +165,8 @@ def test_the_interval_never_leaves_the_metrics_range():
 
 def test_cli_reports_runs_another_command_holds(tmp_path, monkeypatch):
     """A run claimed by another live command is skipped and the summary says so."""
-    from benchsuite.orchestrate import Outcome, absolute_uri
+    from benchsuite.cluster import absolute_uri
+    from benchsuite.executor import Outcome
 
     def grid(configs, data, uri, experiment, **kwargs):
         Tracker(absolute_uri(uri), experiment)  # the other command's experiment

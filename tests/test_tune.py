@@ -14,7 +14,7 @@ from benchsuite import grid
 from benchsuite.cli import app
 from benchsuite.grid import Request
 from benchsuite.presets import load_preset
-from benchsuite.tuning import TUNING_SEED, draw_trials, search_space
+from benchsuite.tuning import TUNING_SEED, MethodSearch, draw_trials, search_space, tuning_bases
 from tests.local_ray import start_local_ray
 
 EPOCHS = 4
@@ -60,6 +60,30 @@ def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
     # one method's draws do not depend on which other methods are tuned with it
     alone, _ = draw_trials(Request(preset, ["bimp"], [0.9], [], {}), data, 5)
     assert alone == per_method["bimp"]
+
+
+def test_the_search_suggests_the_drawn_trials_then_finishes() -> None:
+    """What Tune runs is what ``draw_trials`` checked up front: each trial with its run key and
+    the metric its score is reported under, round robin over the methods."""
+    from ray.tune.search import Searcher
+
+    from benchsuite.budget import Budget
+    from benchsuite.data import load_dataset
+
+    preset = load_preset("digits").replace(epochs=EPOCHS)
+    data = load_dataset("digits")
+    request = Request(preset, ["imp", "bimp"], [0.9], [], {})
+    drawn, _ = draw_trials(request, data, 2, seed=3)
+    bases, _ = tuning_bases(request)
+    search = MethodSearch(bases, 2, Budget(EPOCHS, 40), seed=3, key=lambda c: c.label())
+    assert search.total == 4
+    suggested = [search.suggest(f"t{i}")["run"] for i in range(4)]
+    assert [run["config"] for run in suggested] == drawn
+    assert [run["config"].method for run in suggested] == ["imp", "bimp", "imp", "bimp"]
+    assert [run["score"] for run in suggested[:2]] == ["val_accuracy/imp@0.9",
+                                                      "val_accuracy/bimp@0.9"]  # fmt: skip
+    assert suggested[0]["key"] == drawn[0].label()
+    assert search.suggest("t4") == Searcher.FINISHED
 
 
 @pytest.mark.slow
@@ -115,10 +139,20 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
         for name, value in entry["hparams"].items():
             assert chosen.data.params[f"hp.{name}"] == str(value)
 
+    # a re-run resumes: every trial already FINISHED, its score read back, the same choice
+    tune_args = ["tune", "--methods", "imp,bimp", "--sparsity", "0.9", "--trials-per-method", "3",
+                 "--epochs", str(EPOCHS)]  # fmt: skip
+    again = CliRunner().invoke(app, tune_args)
+    assert again.exit_code == 0, again.output
+    assert "0 finished, 0 failed, 6 skipped (already finished)" in " ".join(again.stdout.split())
+    resaved = json.loads((tmp_path / f".benchsuite/tuned/digits-{EPOCHS}ep.json").read_text())
+    assert resaved["methods"] == saved["methods"]
+    assert len(client.search_runs([exp.experiment_id], max_results=100)) == 6  # none redone
+
     result = CliRunner().invoke(
         app,
-        ["run", "--methods", "dense,imp,bimp", "--sparsity", "0.9", "--epochs", str(EPOCHS),
-         "--tuned"],
+        ["run", "--in-process", "--methods", "dense,imp,bimp", "--sparsity", "0.9", "--epochs",
+         str(EPOCHS), "--tuned"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     exp = client.get_experiment_by_name(f"digits-{EPOCHS}ep")

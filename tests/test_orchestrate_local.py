@@ -1,0 +1,162 @@
+"""The in-process executor (``executor.run_local``, ``--in-process``): the same grid, records,
+resume, failure isolation, retries and Ctrl-C handling as ``run_grid``, without Ray. And the
+reaper that cleans up after a killed command's local Ray instance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+from typer.testing import CliRunner
+
+from benchsuite import executor, reaper
+from benchsuite.cli import app
+from benchsuite.cluster import ResourceError, Resources
+from benchsuite.executor import run_local
+from benchsuite.store import process_start
+from benchsuite.train import RunConfig
+from tests.test_orchestrate import digits_request, write_plugin
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - for the module's lifetime
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_runs_every_config_in_process_and_resumes(tiny_preset, tiny_data, tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/m.db"
+    configs = [RunConfig(tiny_preset, "dense", 0.0, s) for s in range(2)]
+    outcome = run_local(configs, tiny_data, uri, "local", console=QUIET)
+    assert (outcome.finished, outcome.failed, outcome.skipped) == (2, 0, 0)
+    runs = runs_of(uri, "local")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    assert {r.data.tags["benchsuite.node"] for r in runs} == {"local"}
+    assert all(rec.val_accuracy is not None and rec.attempts == 1 for rec in outcome.trials)
+    again = run_local(configs, tiny_data, uri, "local", console=QUIET)
+    assert (again.finished, again.skipped) == (0, 2)
+    assert "0 finished, 0 failed, 2 skipped (already finished)" in again.summary()
+
+
+def test_threads_per_trial_are_part_of_the_run(tiny_preset, tiny_data, tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/m.db"
+    configs = [RunConfig(tiny_preset, "dense", 0.0, 0)]
+    outcome = run_local(configs, tiny_data, uri, "t", console=QUIET,
+                        resources=Resources(cpus_per_trial=2, device="cpu"))  # fmt: skip
+    assert outcome.configs[0].threads == 2 and outcome.finished == 1
+    (run,) = runs_of(uri, "t")
+    assert run.data.tags["benchsuite.device"] == "cpu:2 threads"
+
+
+def test_an_address_is_refused(tiny_preset, tiny_data, tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/m.db"
+    with pytest.raises(ResourceError, match="in-process"):
+        run_local([RunConfig(tiny_preset, "dense", 0.0, 0)], tiny_data, uri, "x",
+                  resources=Resources(address="auto"))  # fmt: skip
+    assert not (tmp_path / "m.db").exists()
+
+
+@pytest.fixture
+def plugin(tmp_path_factory: pytest.TempPathFactory):
+    from benchsuite import registry as registry_module
+
+    root = write_plugin(tmp_path_factory.mktemp("plugin"))
+    sys.path.insert(0, str(root))
+    registry_module.registry.cache_clear()
+    yield root
+    sys.path.remove(str(root))
+    registry_module.registry.cache_clear()
+
+
+def test_failures_are_isolated_and_retried(plugin, tmp_path) -> None:
+    configs, data = digits_request(["explode", "flaky", "dense"], [0.5], 1, epochs=2)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    outcome = run_local(configs, data, uri, "fail", console=QUIET, resources=Resources(retries=1))
+    assert (outcome.finished, outcome.failed, outcome.retried) == (2, 1, 2)
+    by_method: dict[str, list[str]] = {}
+    for run in runs_of(uri, "fail"):
+        by_method.setdefault(run.data.params["method"], []).append(run.info.status)
+    assert sorted(by_method["explode"]) == ["FAILED", "FAILED"]  # both attempts recorded
+    assert sorted(by_method["flaky"]) == ["FAILED", "FINISHED"]
+    assert by_method["dense"] == ["FINISHED"]
+    failed = next(r for r in outcome.trials if r.status == "FAILED")
+    assert "boom in epoch 2" in failed.error and failed.attempts == 2
+
+
+def test_ctrl_c_ends_the_grid_with_nothing_running(tiny_preset, tiny_data, tmp_path,
+                                                  monkeypatch) -> None:  # fmt: skip
+    real = executor.execute
+    calls = []
+
+    def interrupted(config, tracker, **kwargs):
+        calls.append(config)
+        if len(calls) == 2:  # the second run: claimed, then Ctrl-C mid-training
+            def stop(progress):
+                raise KeyboardInterrupt
+
+            kwargs["on_epoch"] = stop
+        return real(config, tracker, **kwargs)
+
+    monkeypatch.setattr(executor, "execute", interrupted)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    configs = [RunConfig(tiny_preset, "dense", 0.0, s) for s in range(3)]
+    outcome = run_local(configs, tiny_data, uri, "c", console=QUIET)
+    assert (outcome.finished, outcome.interrupted) == (1, 2)
+    statuses = sorted(r.info.status for r in runs_of(uri, "c"))
+    assert statuses == ["FINISHED", "KILLED"]
+
+
+def test_the_command_runs_in_process(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--in-process", "--methods", "dense", "--epochs",
+                                      "1", "--no-throughput", "--experiment", "cli"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1 finished, 0 failed" in " ".join(result.stdout.split())
+    (run,) = runs_of(f"sqlite:///{tmp_path}/mlflow.db", "cli")
+    assert run.info.status == "FINISHED"
+
+
+# --------------------------------------------------------------------------- the reaper
+
+
+def test_the_reaper_kills_recorded_processes_and_removes_the_scratch(tmp_path: Path) -> None:
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        started = process_start(victim.pid)
+        reaper.reap(str(scratch), [(victim.pid, started), (other.pid, "1")])  # 1: not its start
+        assert victim.wait(timeout=10) == -9
+        assert other.poll() is None  # a pid whose start does not match is another process
+        assert not scratch.exists()
+    finally:
+        victim.kill()
+        other.kill()
+        other.wait()
+
+
+def test_the_reaper_does_nothing_when_told_done(tmp_path: Path) -> None:
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "scratch").mkdir()
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "benchsuite.reaper", str(tmp_path / "scratch"),
+             f"{victim.pid}:{process_start(victim.pid)}"],
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
+        reaper.stop(proc)
+        assert proc.returncode == 0
+        time.sleep(0.2)
+        assert victim.poll() is None and (tmp_path / "scratch").exists()
+    finally:
+        victim.kill()
+        victim.wait()
