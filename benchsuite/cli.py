@@ -17,6 +17,24 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .cli_options import (
+    AddressOption,
+    CacheDirOption,
+    CpusOption,
+    DataDirOption,
+    DatasetOption,
+    DeviceOption,
+    EpochsOption,
+    GpusOption,
+    InProcessOption,
+    MaxConcurrentOption,
+    MethodsOption,
+    ModelOption,
+    PresetOption,
+    RetriesOption,
+    SparsityOption,
+    TrackingOption,
+)
 from .cluster import absolute_dir, absolute_uri, check_writable, parse_resources
 from .errors import BadInput
 from .tracking import DEFAULT_TRACKING_URI
@@ -37,11 +55,12 @@ def fail(message: str) -> None:
 
 
 def report_broken_plugins() -> None:
-    from .registry import registry
+    from .registry import broken_plugins
 
-    for broken in registry().broken:
+    for broken in broken_plugins():
+        kind = broken.group.rsplit(".", 1)[-1].removesuffix("s")
         err.print(
-            f"warning: method plugin {broken.name!r} ({broken.target}) skipped: {broken.error}",
+            f"warning: {kind} plugin {broken.name!r} ({broken.target}) skipped: {broken.error}",
             markup=False,
         )
 
@@ -50,34 +69,6 @@ def default_experiment(preset: str, epochs: int) -> str:
     return f"{preset}-{epochs}ep"
 
 
-DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda where trials get GPUs, else cpu)."
-ADDRESS_HELP = (
-    "Join a Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
-    "(default: a local Ray instance for this command)."
-)
-CPUS_HELP = "CPUs per trial (fractions allowed); torch uses max(1, int(N)) threads."
-GPUS_HELP = "GPUs per trial; fractions share a GPU (default: 1 where the cluster has GPUs, else 0)."
-
-# Options that several commands share, declared once.
-MethodsOption = Annotated[str, typer.Option(help="Comma list of registered methods, or 'all'.")]
-SparsityOption = Annotated[str, typer.Option(help="Target sparsities in (0, 1), comma separated.")]
-PresetOption = Annotated[str, typer.Option(help="Benchmark preset (see `benchsuite presets`).")]
-DatasetOption = Annotated[str | None, typer.Option(help="Override the preset's dataset.")]
-ModelOption = Annotated[str | None, typer.Option(help="Override the preset's model.")]
-EpochsOption = Annotated[int | None, typer.Option(help="Override the budget (epochs) of all runs.")]
-DataDirOption = Annotated[str | None, typer.Option(help="Directory of the dataset's files.")]
-TrackingOption = Annotated[str, typer.Option(help="MLflow tracking URI.")]
-DeviceOption = Annotated[str | None, typer.Option(help=DEVICE_HELP)]
-CacheDirOption = Annotated[Path, typer.Option(help="Where shared dense-phase checkpoints go.")]
-AddressOption = Annotated[str | None, typer.Option(help=ADDRESS_HELP)]
-CpusOption = Annotated[float, typer.Option(help=CPUS_HELP)]
-GpusOption = Annotated[float | None, typer.Option(help=GPUS_HELP)]
-MaxConcurrentOption = Annotated[
-    int | None, typer.Option(help="At most N trials at once (default: as resources allow).")
-]
-RetriesOption = Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")]
-IN_PROCESS_HELP = "No Ray: one run after another in this process (debugging, notebooks)."
-InProcessOption = Annotated[bool, typer.Option("--in-process", help=IN_PROCESS_HELP)]
 
 
 @app.command()

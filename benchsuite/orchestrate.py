@@ -113,7 +113,7 @@ def _in_ray_worker() -> bool:
 
 
 if _in_ray_worker():
-    # A trial actor imports this module while it starts (unpickling ``trial``): import mlflow
+    # A trial actor imports this module while it starts (unpickling ``trial``): the MLflow import
     # now, so its ~1-2 s fall in the actor's start-up, not in every trial's wall time. The
     # driver imports it lazily instead, overlapped with starting Ray.
     preload()
@@ -348,7 +348,7 @@ def run_grid(
 
 
 def _overlap_startup(uri: str, experiment: str, redo: set[str] | None) -> Future | None:
-    """Import Ray Tune and open the store (import mlflow, create a new database) while Ray
+    """Import Ray Tune and open the store (MLflow's import, a new database) while Ray
     starts, which mostly waits for its processes. The store is opened now only where the
     resources were checked already (``redo`` given)."""
     pool = ThreadPoolExecutor(2)
