@@ -69,10 +69,12 @@ def plugin(tmp_path_factory: pytest.TempPathFactory):
     from benchsuite import registry as registry_module
 
     root = write_plugin(tmp_path_factory.mktemp("plugin"))
+    sys.modules.pop("bs_testplugin", None)  # another test's copy has used its flaky marker
     sys.path.insert(0, str(root))
     registry_module.registry.cache_clear()
     yield root
     sys.path.remove(str(root))
+    sys.modules.pop("bs_testplugin", None)
     registry_module.registry.cache_clear()
 
 

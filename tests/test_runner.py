@@ -43,7 +43,7 @@ def test_a_cached_prefix_is_recorded_in_full_and_reported_once(tmp_path, tiny_pr
     for target in (0.5, 0.9):
         config = RunConfig(preset, "imp", target, 0, hparams=hparams)
         (run,) = tracker.runs_of(key_for(config, tiny_data))
-        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        history = client.get_metric_history(run.run_id, "val_accuracy")
         assert [h.step for h in history] == [14 * e for e in range(1, 7)] + [14 * 6]  # + final
         curves[target] = {(h.step, h.value) for h in history if h.step <= 14 * 2}
     assert curves[0.5] == curves[0.9]  # the replayed prefix, as the first run recorded it
