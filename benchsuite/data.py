@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .registry import Registry, UnknownName, discover
+from .registry import Registry, UnknownName, callable_entries, discover
 
 GROUP = "benchsuite.datasets"
 Batch = tuple[Tensor, Tensor]
@@ -277,16 +277,10 @@ def check_val_fraction(val_fraction: float) -> None:
 Loader = Callable[..., Dataset]  # (data_dir, split_seed, val_fraction, **options)
 
 
-def _check_loader(name: str, loader: Any) -> Loader:
-    if not callable(loader):
-        raise TypeError(f"dataset {name!r}: {loader!r} is not a callable loader")
-    return loader
-
-
 @cache
 def dataset_registry() -> Registry[Loader]:
     """The datasets (cached; ``dataset_registry.cache_clear()`` discovers them again)."""
-    return discover(Registry("dataset", GROUP, _check_loader))
+    return discover(Registry("dataset", GROUP, callable_entries("dataset", "loader")))
 
 
 def list_datasets() -> list[str]:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import cache
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import Registry, UnknownName, discover
+from .registry import Registry, UnknownName, callable_entries, discover
 
 ModelBuilder = Callable[..., nn.Module]  # (num_classes, input_shape, **template fields)
 GROUP = "benchsuite.models"
@@ -32,16 +31,10 @@ class ModelError(ValueError):
     """Unknown or unbuildable model name (reported as bad input, exit code 2)."""
 
 
-def _check_builder(name: str, builder: Any) -> ModelBuilder:
-    if not callable(builder):
-        raise TypeError(f"model {name!r}: {builder!r} is not a callable builder")
-    return builder
-
-
 @cache
 def model_registry() -> Registry[ModelBuilder]:
     """The models (cached; ``model_registry.cache_clear()`` discovers them again)."""
-    return discover(Registry("model", GROUP, _check_builder))
+    return discover(Registry("model", GROUP, callable_entries("model", "builder")))
 
 
 def list_models() -> list[str]:

@@ -114,6 +114,17 @@ def _match(template: str, name: str) -> dict[str, str] | None:
     return found.groupdict() if found else None
 
 
+def callable_entries(kind: str, what: str) -> Callable[[str, Any], Callable[..., Any]]:
+    """The check of a table whose entries are called (a model's builder, a dataset's loader)."""
+
+    def check(name: str, entry: Any) -> Callable[..., Any]:
+        if not callable(entry):
+            raise TypeError(f"{kind} {name!r}: {entry!r} is not a callable {what}")
+        return entry
+
+    return check
+
+
 def discover(table: R) -> R:
     """``table`` filled from the entry points of its group installed now."""
     return table.load(list(entry_points(group=table.group)))
@@ -132,17 +143,10 @@ def _check_method(name: str, cls: Any) -> type[PruningMethod]:
     return cls
 
 
-class MethodRegistry(Registry["type[PruningMethod]"]):
-    @property
-    def methods(self) -> dict[str, type[PruningMethod]]:
-        """The table under the name the CLI's listing and the tests read."""
-        return self.entries
-
-
 @cache
-def registry() -> MethodRegistry:
+def registry() -> Registry[type[PruningMethod]]:
     """The pruning methods (cached; ``registry.cache_clear()`` discovers them again)."""
-    return discover(MethodRegistry("method", GROUP, _check_method))
+    return discover(Registry("method", GROUP, _check_method))
 
 
 def list_methods() -> list[str]:

@@ -15,7 +15,7 @@ def methods_table(reg: Any) -> Table:
     table = Table(title="Registered pruning methods", show_lines=True)
     for col in ("method", "package", "paper", "hyperparameters (default — source)"):
         table.add_column(col, overflow="fold")
-    for name, cls in sorted(reg.methods.items()):
+    for name, cls in sorted(reg.entries.items()):
         lines = []
         for f in hparam_fields(cls.Hparams):
             space = ""

@@ -77,11 +77,11 @@ def test_builtin_methods_register_through_entry_points():
 
 def test_plugin_is_discovered_and_broken_one_reported(plugins):
     found = reg.registry()
-    assert found.methods["earlyprune"].__name__ == "EarlyPrune"
+    assert found.entries["earlyprune"].__name__ == "EarlyPrune"
     assert found.sources["earlyprune"] == "earlyprune-pkg"
     (broken,) = [b for b in found.broken if b.name == "broken"]
     assert "missing dependency xyz" in broken.error
-    assert BUILTIN <= set(found.methods)  # a broken plugin never hides the others
+    assert BUILTIN <= set(found.entries)  # a broken plugin never hides the others
 
 
 TOY = '''
