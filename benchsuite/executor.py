@@ -19,7 +19,9 @@ from rich.console import Console
 
 from .cluster import Cluster, ResourceError, Resources, absolute_uri, resolve_numerics
 from .data import Dataset
+from .identity import preset_budget
 from .progress import GridProgress
+from .record import Kinds, Metrics, Tags
 from .runner import execute, key_for
 from .store import claimant
 from .tracking import Tracker, is_sqlite, peek_finished_keys
@@ -160,14 +162,12 @@ def cache_groups(configs: list[RunConfig], data: Dataset, todo: list[int]) -> li
     Later runs of the same prefix then find its checkpoint instead of recomputing it, as far as
     the concurrency allows; the order changes nothing else.
     """
-    from .budget import Budget
-
     seen: set[tuple[Any, ...]] = set()
     leaders, followers = [], []
     for i in todo:
         c = configs[i]
         try:
-            budget = Budget(c.preset.epochs, data.steps_per_epoch(c.preset.batch_size))
+            budget = preset_budget(c.preset, data)
             plan = c.method_cls().plan(budget, c.hp(), c.target, c.preset.schedule)
             group = (plan.cache_key, plan.cache_epoch, c.seed) if plan.cache_key else None
         except Exception:  # noqa: BLE001 - ordering is only a heuristic
@@ -204,11 +204,11 @@ def final_report(status: str, result: Any, error: str | None, **extra: Any) -> d
     report: dict[str, Any] = {"final": True, "status": status, "error": error or "", **extra}
     if result is not None:
         m = result.metrics
-        report["warning"] = result.tags.get("cache_warning", "")
-        report["final_val_accuracy"] = m["val_accuracy"]
-        report["train_s"] = m["wall_time_s"]
-        if m.get("train_img_per_s"):
-            report["step_s"] = m["train_images"] / m["train_img_per_s"]
+        report["warning"] = result.tags.get(Tags.CACHE_WARNING, "")
+        report["final_val_accuracy"] = m[Metrics.VAL_ACCURACY]
+        report["train_s"] = m[Metrics.WALL_TIME_S]
+        if m.get(Metrics.TRAIN_IMG_PER_S):
+            report["step_s"] = m[Metrics.TRAIN_IMAGES] / m[Metrics.TRAIN_IMG_PER_S]
     return report
 
 
@@ -222,7 +222,7 @@ def run_local(
     command: str = "",
     console: Console | None = None,
     resources: Resources | None = None,
-    kind: str = "run",
+    kind: str = Kinds.RUN,
 ) -> Outcome:
     """``run_grid`` without Ray: every unfinished run in turn, in this process.
 

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from .budget import Budget, BudgetError
+from .budget import BudgetError
 from .data import DataError, Dataset, load_dataset
 from .errors import BadInput
+from .identity import preset_budget
 from .method import hparam_fields, parse_hparams
 from .models import ModelError, get_model
 from .presets import Preset, PresetError, load_preset
@@ -155,7 +156,10 @@ class Request:
 def expand(request: Request, data: Dataset) -> list[RunConfig]:
     """methods × variants × targets × seeds, dense once per seed; every plan checked."""
     configs = []
-    budget = Budget(request.preset.epochs, _steps(data, request.preset))
+    try:
+        budget = preset_budget(request.preset, data)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
     for method in request.methods:
         cls = get_method(method)
         targets = [0.0] if cls.one_per_seed else request.sparsities
@@ -182,10 +186,3 @@ def expand(request: Request, data: Dataset) -> list[RunConfig]:
                 raise BadInput(f"{exc} (preset {request.preset.name}; raise --epochs)") from None
             configs.append(config)
     return configs
-
-
-def _steps(data: Dataset, preset: Preset) -> int:
-    try:
-        return data.steps_per_epoch(preset.batch_size)
-    except DataError as exc:
-        raise BadInput(str(exc)) from None

@@ -11,15 +11,19 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from . import __version__
+from .budget import Budget
 from .method import PruningMethod, parse_hparams, variant_name
 from .presets import Preset
 from .registry import get_method
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 SEED_STREAMS = ("init", "order", "augment", "method")
 
@@ -82,6 +86,12 @@ def make_generator(seed: int, stream: str) -> torch.Generator:
 # Preset fields that never change a run's numbers: prose, and the per-target calibration of
 # every method (a run's own calibrated values are in its resolved hyperparameters).
 NOT_IN_RUN_KEY = ("description", "sources", "calibration")
+
+
+def preset_budget(preset: Preset, data: Dataset) -> Budget:
+    """The preset's budget on ``data``: its epochs of whole batches, the same for every method
+    (a batch size larger than the training split is a ``DataError``)."""
+    return Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
 
 
 def resolved(config: RunConfig) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from .executor import (
     pending_runs,
 )
 from .progress import GridProgress
+from .record import Kinds, Metrics
 from .runner import execute, key_for, record_failure
 from .store import claimant
 from .tracking import Tracker, is_sqlite, preload
@@ -166,8 +167,9 @@ def trial(config: dict[str, Any], job: Job) -> None:
                           trial_s=time.perf_counter() - started)  # fmt: skip
     score = config["run"].get("score")
     if score and status == "SKIPPED" and error == ALREADY_FINISHED:
-        stored = _TRACKERS[tracker_key].finished(job.kind).get(config["run"]["key"], {})
-        report["final_val_accuracy"] = stored.get("val_accuracy")
+        runs = _TRACKERS[tracker_key].runs_of(config["run"]["key"], job.kind)  # newest first
+        stored = next((r.metrics for r in runs if r.finished), {})
+        report["final_val_accuracy"] = stored.get(Metrics.VAL_ACCURACY)
     if score and report.get("final_val_accuracy") is not None:
         report[score] = report["final_val_accuracy"]
     tune.report(report)
@@ -278,7 +280,7 @@ def run_grid(
     command: str = "",
     console: Console | None = None,
     resources: Resources | None = None,
-    kind: str = "run",
+    kind: str = Kinds.RUN,
     search: Search | None = None,
 ) -> Outcome:
     """Run every configuration whose run_key has not FINISHED yet, as Ray Tune trials.

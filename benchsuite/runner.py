@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .budget import Budget
 from .data import Dataset, load_dataset
-from .identity import RunConfig, run_key
+from .identity import RunConfig, preset_budget, run_key
 from .record import Artifacts, Kinds, Metrics, Params, Tags
 from .store import claim, claimant
 from .tracking import TrackedRun, Tracker
@@ -43,7 +42,7 @@ def run_params(config: RunConfig) -> dict[str, Any]:
 
 
 def key_for(config: RunConfig, data: Dataset) -> str:
-    budget = Budget(config.preset.epochs, data.steps_per_epoch(config.preset.batch_size))
+    budget = preset_budget(config.preset, data)
     return run_key(config, data.fingerprint, config.method_cls().total_steps(budget, config.hp()))
 
 

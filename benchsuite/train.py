@@ -41,6 +41,7 @@ from .identity import (
     device_label,
     make_generator,
     numerics,
+    preset_budget,
     resolved,
     seed_for,
 )
@@ -251,7 +252,7 @@ def start(
     device = torch.device(config.device)
     preset = config.preset
     data = dataset or load_dataset(preset.dataset, config.data_dir, split_seed=config.split_seed)
-    budget = Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
+    budget = preset_budget(preset, data)
     model, method, state = setup(config, data, budget, device)
     loop = Loop(
         config,
@@ -446,7 +447,7 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
         )
         if bn_images:
             measured[Metrics.BN_RECAL_IMAGES] = float(bn_images)
-            if "val_accuracy" in measured:
+            if Metrics.VAL_ACCURACY in measured:
                 measured[Metrics.VAL_ACCURACY] = loop.validate()
     return measured
 

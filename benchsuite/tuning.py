@@ -34,14 +34,16 @@ from . import __version__
 from .budget import Budget, BudgetError
 from .data import Dataset
 from .grid import BadInput, Request
+from .identity import preset_budget
 from .method import hparam_fields
 from .presets import Preset
+from .record import Metrics
 from .registry import get_method
 from .train import RunConfig, hparam_pairs
 
 TUNING_SEED = 1000  # trial i trains with seed 1000 + i; benchmark runs use seeds 0..N-1
 TUNED_DIR = Path(".benchsuite/tuned")
-SCORE = "val_accuracy"  # of the finalized (projected) model, on the validation split
+SCORE = Metrics.VAL_ACCURACY  # of the finalized (projected) model, on the validation split
 MAX_DRAWS = 200  # per trial, to find a configuration whose plan fits the budget
 
 
@@ -166,22 +168,18 @@ def draw_trials(
     Drawing them all up front checks, before anything starts, that every method can fit its
     trials into the budget (``BadInput`` otherwise)."""
     bases, skipped = tuning_bases(request)
-    search = MethodSearch(bases, trials, _budget(request.preset, data), seed=seed)
+    search = MethodSearch(bases, trials, preset_budget(request.preset, data), seed=seed)
     return list(iter(search.next_config, None)), skipped
 
 
 def searcher(trials: int, preset: Preset, data: Dataset, *, seed: int = 0) -> Callable[..., Any]:
     """The search for ``orchestrate.run_grid``: given its resolved bases and run-key function."""
-    budget = _budget(preset, data)
+    budget = preset_budget(preset, data)
 
     def make(bases: list[RunConfig], key: Callable[[RunConfig], str]) -> MethodSearch:
         return MethodSearch(bases, trials, budget, seed=seed, key=key)
 
     return make
-
-
-def _budget(preset: Preset, data: Dataset) -> Budget:
-    return Budget(preset.epochs, data.steps_per_epoch(preset.batch_size))
 
 
 def select_best(
