@@ -72,6 +72,16 @@ def search_space(method: str) -> dict[str, Any]:
     return space
 
 
+def tunable_space(method: str, preset: Preset, target: float) -> dict[str, Any]:
+    """The search space at ``target`` less the knobs the preset calibrates there.
+
+    A calibrated knob (STR's and DST's penalty, CS's λ) is what lands the method on the target;
+    tuned on validation accuracy it would trade sparsity for accuracy, so it stays fixed.
+    """
+    fixed = preset.calibrated(method, target)
+    return {k: d for k, d in search_space(method).items() if k not in fixed}
+
+
 def _round(value: Any) -> Any:
     """Floats to 3 significant digits: readable variant names, no loss that matters."""
     if isinstance(value, float) and value != 0 and math.isfinite(value):
@@ -104,7 +114,8 @@ class MethodSearch(Searcher):
 
     def _draw(self, base: RunConfig, rng: np.random.RandomState, i: int) -> RunConfig:
         """Trial ``i`` of ``base``: the first draw whose plan fits the budget."""
-        cls, space = get_method(base.method), search_space(base.method)
+        cls = get_method(base.method)
+        space = tunable_space(base.method, base.preset, base.target)
         for _ in range(MAX_DRAWS):
             hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
             config = dataclasses.replace(base, seed=TUNING_SEED + i, hparams=hparam_pairs(hps))
@@ -142,16 +153,21 @@ class MethodSearch(Searcher):
         pass  # random search: results do not steer the draws
 
 
+def _tunable(method: str, preset: Preset, target: float) -> bool:
+    return bool(tunable_space(method, preset, target)) and not get_method(method).one_per_seed
+
+
 def tuning_bases(request: Request) -> tuple[list[RunConfig], list[str]]:
-    """One base configuration per tunable (method, target), and the untunable methods."""
+    """One base configuration per tunable (method, target), and the methods with nothing to tune
+    at any target."""
     bases: list[RunConfig] = []
     skipped: list[str] = []
     preset = request.preset
     for method in request.methods:
-        if not search_space(method) or get_method(method).one_per_seed:
+        targets = [t for t in request.sparsities if _tunable(method, preset, t)]
+        if not targets:
             skipped.append(method)
-            continue
-        for target in request.sparsities:
+        for target in targets:
             calibrated = hparam_pairs(preset.calibrated(method, target))
             bases.append(RunConfig(preset, method, target, TUNING_SEED, calibrated=calibrated,
                                    data_dir=request.data_dir, device=request.device,
@@ -272,9 +288,9 @@ def load_tuned(
     out: dict[str, dict[str, dict[str, str]]] = {}
     stored = payload.get("methods", {})
     for method in methods:
-        if not search_space(method) or get_method(method).one_per_seed:
-            continue  # nothing to tune: runs with its defaults, untuned
         for target in targets:
+            if not _tunable(method, preset, target):
+                continue  # nothing to tune: runs with its defaults (and calibration), untuned
             entry = stored.get(method, {}).get(f"{target:g}")
             if entry is None or entry.get("hparams") is None:
                 raise BadInput(
