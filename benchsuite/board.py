@@ -105,6 +105,7 @@ class Leaderboard:
     notes: list[str]  # worth saying, not unfair
     header: dict[str, str]
     alpha: float = ALPHA
+    tuning: dict[str, Any] | None = None  # a tuned board's tuning (tuning_report.tuning_for)
 
     @property
     def fair(self) -> bool:

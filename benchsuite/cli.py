@@ -34,6 +34,7 @@ from .cli_options import (
     RetriesOption,
     SparsityOption,
     TrackingOption,
+    TunedConfigsOption,
 )
 from .cluster import absolute_dir, absolute_uri, check_writable, parse_resources
 from .errors import BadInput
@@ -102,6 +103,7 @@ def run(
         bool,
         typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
     ] = False,
+    tuned_configs: TunedConfigsOption = None,
     throughput: Annotated[
         bool,
         typer.Option(
@@ -134,15 +136,10 @@ def run(
         data_dir = absolute_dir(data_dir)
         data = load_data(resolved, data_dir)
         best = None
-        if tuned:
-            from .tuning import TUNING_SEED, load_tuned
+        if tuned or tuned_configs:
+            from .tuning import load_for_run
 
-            if seeds > TUNING_SEED:
-                raise BadInput(
-                    f"--seeds {seeds} would reuse the tuning seeds ({TUNING_SEED}+) with --tuned; "
-                    f"use at most {TUNING_SEED} seeds"
-                )
-            best = load_tuned(resolved, names, targets)
+            best = load_for_run(resolved, names, targets, seeds, bool(hp), tuned_configs)
         request = Request(
             resolved, names, targets, list(range(seeds)), variants, data_dir, device or "cpu", best
         )
@@ -356,19 +353,27 @@ def publish(
     force: Annotated[
         bool, typer.Option(help="Publish even if the runs are not comparable.")
     ] = False,
+    tuned_configs: TunedConfigsOption = None,
 ) -> None:
     """Write <experiment>.md, .json and .png (and the index) for publication.
 
-    A study experiment (``benchsuite study``) is published in its own layout."""
+    A study experiment (``benchsuite study``) is published in its own layout; a board with tuned
+    rows says how they were tuned and is published with their configurations."""
     from . import leaderboard, study
     from .leaderboard import UnfairComparison
+    from .tuning_report import tuning_for
 
     board = load_board(tracking_uri, experiment)
     write = study.publish if isinstance(board, study.StudyBoard) else leaderboard.publish
     try:
+        if not isinstance(board, study.StudyBoard):
+            board.tuning = tuning_for(board, tuned_configs)
         paths = write(board, out, force=force)
     except UnfairComparison as exc:
         fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
+        return
+    except BadInput as exc:
+        fail(str(exc))
         return
     for path in paths:
         console.print(f"wrote {path}")

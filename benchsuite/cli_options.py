@@ -43,3 +43,10 @@ MaxConcurrentOption = Annotated[
 RetriesOption = Annotated[int, typer.Option(help="Rerun a failed trial up to N more times.")]
 IN_PROCESS_HELP = "No Ray: one run after another in this process (debugging, notebooks)."
 InProcessOption = Annotated[bool, typer.Option("--in-process", help=IN_PROCESS_HELP)]
+TunedConfigsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A file of tuned configurations (as saved by `benchsuite tune`, or published beside "
+        "a tuned board); default .benchsuite/tuned/<preset>-<epochs>ep.json."
+    ),
+]

@@ -20,6 +20,7 @@ from . import __version__
 from .budget import Budget
 from .method import PruningMethod, parse_hparams, variant_name
 from .presets import Preset
+from .record import TUNED_VARIANT
 from .registry import get_method
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ class RunConfig:
         )
 
     def variant(self) -> str:
-        """The leaderboard row: the user's non-default hyperparameters (not the calibration)."""
+        """The leaderboard row: the user's non-default hyperparameters (not the calibration);
+        a tuned run's row is the method tuned (its values differ per target)."""
+        if self.tuned:
+            return TUNED_VARIANT
         return variant_name(parse_hparams(self.method_cls().Hparams, dict(self.hparams)))
 
     def label(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,8 @@ from .aggregation import aggregate
 from .board import UnfairComparison
 from .plot import plot
 from .record import TAG, Artifacts, Kinds, Metrics, RunRecord, Tags
-from .report import JSON_SCHEMA, render_rich, to_json, to_markdown
+from .report import JSON_SCHEMA, published_stem, render_rich, to_json, to_markdown
+from .tuning_report import configs_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,10 +95,6 @@ def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderb
     return aggregate(load_runs(tracking_uri, name), experiment=name)
 
 
-def _safe_name(experiment: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
-
-
 def _index_lines(out_dir: Path) -> list[str]:
     lines = []
     for path in sorted(out_dir.glob("*.json")):
@@ -143,7 +139,7 @@ def write_published(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _safe_name(experiment)
+    stem = published_stem(experiment)
     md, js, png = (out_dir / f"{stem}{ext}" for ext in (".md", ".json", ".png"))
     md.write_text(markdown, encoding="utf-8")
     js.write_text(json_text, encoding="utf-8")
@@ -156,6 +152,12 @@ def publish(board: Leaderboard, out_dir: Path, header: dict[str, str] | None = N
     """The leaderboard's published files; an unfair table is refused unless forced."""
     if board.problems and not force:
         raise UnfairComparison("; ".join(board.problems))
-    return write_published(
+    paths = write_published(
         board.experiment, out_dir, to_markdown(board, header), to_json(board, header), plot(board)
     )
+    if board.tuning:  # the configurations the tuned rows ran, so anyone can rerun them
+        configs = Path(out_dir) / configs_name(board.experiment)
+        kept = {k: v for k, v in board.tuning.items() if k != "untuned"}
+        configs.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        paths.append(configs)
+    return paths

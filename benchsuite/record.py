@@ -112,6 +112,8 @@ def to_float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+TUNED_VARIANT = "tuned"  # the row of `run --tuned`: one per method, whatever each target chose
+
 @dataclass(frozen=True)
 class RunRecord:
     """One stored run as plain data; ``tags`` keep their full (prefixed) names."""
@@ -143,6 +145,10 @@ class RunRecord:
 
     @property
     def variant(self) -> str:
+        """The run's leaderboard row; a tuned run's is ``tuned`` (runs recorded before tuned
+        rows were named so carry their per-target values as the variant)."""
+        if (self.tag(Tags.TUNED) or "").lower() == "true":
+            return TUNED_VARIANT
         return self.params.get(Params.VARIANT) or "default"
 
     @property

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from .board import FLOOR_METHOD, OVERSHOOT_PP, REFERENCE_METHOD, Cell, Leaderboard, Row
 from .marks import IMG_S_REL_THRESHOLD, Mark, Stat
 from .record import Metrics
+from .tuning_report import configs_name
+from .tuning_report import markdown_lines as tuning_lines
 
 if TYPE_CHECKING:  # rich stays lazy: the CLI imports this module often
     import rich.table
@@ -203,6 +206,11 @@ def _markdown_table(board: Leaderboard) -> list[str]:
     return lines
 
 
+def published_stem(experiment: str) -> str:
+    """The published files' name: the experiment's, reduced to characters safe in any path."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+
+
 def to_markdown(board: Leaderboard, header: dict[str, str] | None = None) -> str:
     """The published document: header, table, legend, and any problems published with force."""
     h = {**board.header, **(header or {})}
@@ -218,7 +226,8 @@ def to_markdown(board: Leaderboard, header: dict[str, str] | None = None) -> str
         f"- **img/s measured on:** {h['throughput_device']}",
         f"- **benchsuite version:** {h['version']}",
         f"- **Newest run:** {h['newest_run']}",
-        f"- **Hyperparameters tuned:** {h['tuned']}",
+        f"- **Hyperparameters tuned:** {h['tuned']}"
+        + (" (see **Tuning** below)" if board.tuning else ""),
         "- **Reproduce:**",
         "",
         "```",
@@ -235,6 +244,8 @@ def to_markdown(board: Leaderboard, header: dict[str, str] | None = None) -> str
     if marked:
         out += ["", "## Cells left out of the marks", ""]
         out += [f"- [{k}] {_md_escape(footnote_text(row, cell))}" for k, row, cell in marked]
+    if board.tuning:
+        out += ["", *tuning_lines(board.tuning, board.targets, configs_name(board.experiment))]
     out += ["", "## Legend", ""]
     out += [f"- {line}" for line in _legend_lines(board)]
     if board.notes:
@@ -309,6 +320,7 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
         "problems": board.problems,
         "notes": board.notes,
         "rows": rows,
+        **({"tuning": board.tuning} if board.tuning else {}),
         "comparisons": [
             {"metric": c.metric, "target_sparsity": c.target, "upper": c.upper, "lower": c.lower,
              "shared_seeds": c.shared_seeds, "diff": c.diff, "t": _finite(c.t),

@@ -82,6 +82,24 @@ def tunable_space(method: str, preset: Preset, target: float) -> dict[str, Any]:
     return {k: d for k, d in search_space(method).items() if k not in fixed}
 
 
+def describe_space(method: str, preset: Preset, target: float) -> dict[str, str]:
+    """What the search drew from at ``target``, in words: for the tuned file and the board."""
+    out: dict[str, str] = {}
+    space = tunable_space(method, preset, target)
+    hints = typing.get_type_hints(get_method(method).Hparams)
+    for f in hparam_fields(get_method(method).Hparams):
+        if f.name not in space:
+            continue
+        meta = f.metadata
+        if meta.get("choices"):
+            out[f.name] = "one of " + ", ".join(str(c) for c in meta["choices"])
+        else:
+            kind = "integer" if hints.get(f.name) is int else "real"
+            scale = "log-uniform" if meta.get("log") else "uniform"
+            out[f.name] = f"{scale} {kind} in [{meta['low']:g}, {meta['high']:g}]"
+    return out
+
+
 def _round(value: Any) -> Any:
     """Floats to 3 significant digits: readable variant names, no loss that matters."""
     if isinstance(value, float) and value != 0 and math.isfinite(value):
@@ -211,7 +229,8 @@ def select_best(
     for base in bases:
         score = score_name(base)
         scored = [r for r in results or [] if score in (r.metrics or {})]
-        entry: dict[str, Any] = {"trials": trials, "finished": len(scored), SCORE: None}
+        entry: dict[str, Any] = {"trials": trials, "finished": len(scored), SCORE: None,
+                                 "space": describe_space(base.method, base.preset, base.target)}
         if scored:
             chosen = results.get_best_result(metric=score, mode="max", scope="last")
             config: RunConfig = chosen.config["run"]["config"]
@@ -224,7 +243,29 @@ def select_best(
 
 def tuned_path(preset: Preset, root: Path = TUNED_DIR) -> Path:
     """One file per preset and budget: tuned values are only valid for that budget."""
-    return root / f"{preset.name}-{preset.epochs}ep.json"
+    return tuned_file(preset.name, preset.epochs, root)
+
+
+def tuned_file(preset: str, epochs: int, root: Path = TUNED_DIR) -> Path:
+    return root / f"{preset}-{epochs}ep.json"
+
+
+def load_for_run(
+    preset: Preset, methods: list[str], targets: list[float], seeds: int, with_hp: bool,
+    path: Path | None = None,
+) -> dict[str, dict[str, dict[str, str]]]:
+    """``run --tuned``: the tuned hyperparameters, after the checks that keep the board honest."""
+    if with_hp:
+        raise BadInput(
+            "--hp with --tuned: a tuned row is the tuning's choice per target; set "
+            "hyperparameters with one or the other"
+        )
+    if seeds > TUNING_SEED:
+        raise BadInput(
+            f"--seeds {seeds} would reuse the tuning seeds ({TUNING_SEED}+) with --tuned; "
+            f"use at most {TUNING_SEED} seeds"
+        )
+    return load_tuned(preset, methods, targets, path=path)
 
 
 def save_tuned(
@@ -268,10 +309,12 @@ def save_tuned(
 
 
 def load_tuned(
-    preset: Preset, methods: list[str], targets: list[float], root: Path = TUNED_DIR
+    preset: Preset, methods: list[str], targets: list[float], root: Path = TUNED_DIR,
+    path: Path | None = None,
 ) -> dict[str, dict[str, dict[str, str]]]:
-    """The best hyperparameters per method and target for ``run --tuned`` (Request.tuned)."""
-    path = tuned_path(preset, root)
+    """The best hyperparameters per method and target for ``run --tuned`` (Request.tuned), from
+    ``path`` (default: the preset's file under ``root``)."""
+    path = path or tuned_path(preset, root)
     hint = (
         f"run `benchsuite tune --preset {preset.name} --epochs {preset.epochs} "
         f"--methods {','.join(methods)} --sparsity {','.join(f'{t:g}' for t in targets)}` first"

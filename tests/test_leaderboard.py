@@ -696,3 +696,52 @@ def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cell
     assert "left out (layer collapse): x at 90%" in " ".join(notes.split())
     legend = [t.get_text() for t in zoom.get_legend().get_texts()]
     assert "layer collapse (not ranked)" in legend and "oneshot (floor)" in legend
+
+
+def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
+    """A tuned method's targets chose different values but are one row; the board says what was
+    searched, over which ranges, with how many trials, and publishes the configurations."""
+    from benchsuite.errors import BadInput
+    from benchsuite.tuning_report import tuning_for
+
+    runs = [rec("dense", 0.0, s, 95.0, tuned="false") for s in range(3)]
+    for target, variant in ((0.9, "ramp_end=0.5"), (0.95, "ramp_end=0.7")):
+        runs += [rec("gmp", target, s, 90.0 + s, variant=variant, tuned="true") for s in range(3)]
+        runs += [rec("dnw", target, s, 89.0 + s, tuned="false") for s in range(3)]
+    board = aggregate(runs, experiment="digits-10ep-tuned")
+    assert [r.label for r in board.rows] == ["dense", "dnw", "gmp (tuned)"]
+    assert set(board.row("gmp (tuned)").cells) == {0.9, 0.95}
+
+    chosen = {"0.9": {"hparams": {"ramp_end": 0.5}, "val_accuracy": 91.25, "trials": 6,
+                      "finished": 6, "space": {"ramp_end": "uniform real in [0.2, 0.9]"}},
+              "0.95": {"hparams": {"ramp_end": 0.7}, "val_accuracy": 90.5, "trials": 6,
+                       "finished": 5}}  # fmt: skip
+    configs = tmp_path / "digits-10ep.json"
+    configs.write_text(json.dumps({"preset": "digits", "epochs": 10, "dataset": "digits",
+                                   "model": "smallcnn", "trials_per_method": 6,
+                                   "seeds": list(range(1000, 1006)),
+                                   "methods": {"gmp": chosen}}))  # fmt: skip
+    board.tuning = tuning_for(board, root=tmp_path)
+    md = to_markdown(board)
+    assert "(see **Tuning** below)" in md
+    assert "6 full-budget random-search trials per method and target (seeds 1000–1005" in md
+    assert "dnw: no tunable hyperparameters" in md
+    row = next(line for line in md.splitlines() if line.startswith("| gmp |"))
+    # the second entry's space was not saved with it: described from the method's own ranges
+    assert "ramp_end: uniform real in [0.2, 0.9]" in row
+    assert "pruning_interval: uniform integer in [1, 5]" in row
+    assert "ramp_end=0.5 (val 91.25 %, 6/6 trials)" in row
+    assert "ramp_end=0.7 (val 90.50 %, 5/6 trials)" in row
+    paths = publish(board, tmp_path / "out")
+    published = json.loads((tmp_path / "out" / "digits-10ep-tuned.configs.json").read_text())
+    assert published["methods"]["gmp"]["0.9"]["hparams"] == {"ramp_end": 0.5}
+    assert tmp_path / "out" / "digits-10ep-tuned.configs.json" in paths
+    assert json.loads((tmp_path / "out" / "digits-10ep-tuned.json").read_text())["tuning"]
+    assert "digits-10ep-tuned.configs" not in (tmp_path / "out" / "README.md").read_text()
+
+    configs.write_text(json.dumps({"preset": "digits", "epochs": 20, "methods": {}}))
+    with pytest.raises(BadInput, match="tuned for epochs 20"):
+        tuning_for(board, root=tmp_path)
+    with pytest.raises(BadInput, match="cannot read"):
+        tuning_for(board, tmp_path / "missing.json")
+    assert tuning_for(aggregate(runs[:3], experiment="x")) is None  # no tuned rows

@@ -167,10 +167,63 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
         for name, value in saved["methods"][method]["0.9"]["hparams"].items():
             assert run.data.params[f"hp.{name}"] == str(value)
 
+    # the board says how its rows were tuned and publishes the configurations; rerunning from
+    # the published file asks for the very same runs (all already finished)
+    out = tmp_path / "boards"
+    published = CliRunner().invoke(app, ["publish", "--experiment", f"digits-{EPOCHS}ep",
+                                         "--out", str(out)])  # fmt: skip
+    assert published.exit_code == 0, published.output
+    md = (out / f"digits-{EPOCHS}ep.md").read_text()
+    assert "## Tuning" in md and "dense: no tunable hyperparameters" in md
+    firsts = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert {"| imp (tuned)", "| bimp (tuned)"} <= set(firsts)  # the board's rows, one per method
+    assert {"| imp", "| bimp"} <= set(firsts)  # the tuning section's rows
+    configs = out / f"digits-{EPOCHS}ep.configs.json"
+    assert json.loads(configs.read_text())["methods"] == saved["methods"]
+    rerun = CliRunner().invoke(
+        app,
+        ["run", "--in-process", "--methods", "dense,imp,bimp", "--sparsity", "0.9", "--epochs",
+         str(EPOCHS), "--tuned-configs", str(configs), "--no-throughput"],
+    )  # fmt: skip
+    assert rerun.exit_code == 0, rerun.output
+    assert "0 finished, 0 failed, 3 skipped (already finished)" in " ".join(rerun.stdout.split())
+
 
 def test_run_tuned_without_a_tuning_result_is_bad_input(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "--methods", "imp", "--epochs", "4", "--tuned"])
     assert result.exit_code == 2
     assert "--tuned: no tuned configuration" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_calibrated_knob_is_fixed_not_searched() -> None:
+    """STR's and DST's calibrated penalty, CS's λ land them on the target: tuning them on
+    validation accuracy would trade sparsity for accuracy, so only the other knobs are drawn."""
+    from benchsuite.data import load_dataset
+    from benchsuite.tuning import describe_space, tunable_space
+
+    preset = load_preset("fashion-mnist")
+    assert set(preset.calibrated("cs", 0.9)) == {"s_initial", "penalty"}
+    assert set(tunable_space("cs", preset, 0.9)) == {"beta_final"}
+    assert describe_space("cs", preset, 0.9) == {"beta_final": "log-uniform real in [50, 1000]"}
+    assert tunable_space("str", preset, 0.9) == {} and tunable_space("dst", preset, 0.98) == {}
+    assert set(tunable_space("gmp", preset, 0.9)) == set(search_space("gmp"))  # not calibrated
+
+    small = preset.replace(epochs=2)
+    request = Request(small, ["str", "cs", "dst"], [0.9], [], {})
+    bases, skipped = tuning_bases(request)
+    assert [b.method for b in bases] == ["cs"] and skipped == ["str", "dst"]
+    drawn, _ = draw_trials(Request(load_preset("digits").replace(epochs=EPOCHS), ["cs"], [0.9],
+                                   [], {}), load_dataset("digits"), 2)  # fmt: skip
+    assert {k for c in drawn for k, _ in c.hparams} == set(search_space("cs"))  # none calibrated
+
+
+def test_run_tuned_refuses_hp_overrides(tmp_path, monkeypatch) -> None:
+    """A tuned row is the tuning's choice per target; an override would hide inside it."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--methods", "gmp", "--epochs", "4", "--tuned",
+                                      "--hp", "gmp.ramp_end=0.5"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "--hp with --tuned" in result.output
     assert not (tmp_path / "mlflow.db").exists()
