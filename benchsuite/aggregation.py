@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shlex
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -274,6 +275,33 @@ def _problems(trial: list[RunRecord], rows: list[Row], notes: list[str]) -> list
     return problems
 
 
+# Options that change where results go or how the grid is scheduled, never a run's numbers
+# (the run key holds everything that does): a published board's Reproduce lines leave them out,
+# so they read as the command a user types, not the paths of the machine that ran them.
+SCHEDULING_OPTIONS = {"--tracking-uri": 1, "--cache-dir": 1, "--max-concurrent": 1,
+                      "--retries": 1, "--address": 1, "--no-throughput": 0, "--throughput": 0,
+                      "--in-process": 0}  # fmt: skip
+
+
+def reproducing(command: str) -> str:
+    """``command`` without its scheduling and storage options (``SCHEDULING_OPTIONS``)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    kept, skip = [], 0
+    for word in words:
+        if skip:
+            skip -= 1
+            continue
+        name = word.split("=", 1)[0]
+        if name in SCHEDULING_OPTIONS:
+            skip = 0 if "=" in word else SCHEDULING_OPTIONS[name]
+            continue
+        kept.append(word)
+    return shlex.join(kept)
+
+
 def derive_header(experiment: str, trial: list[RunRecord], tp: list[RunRecord],
                   rows: list[Row]) -> dict[str, str]:
     """Everything the published header says, taken from the runs themselves (never 'now')."""
@@ -284,7 +312,7 @@ def derive_header(experiment: str, trial: list[RunRecord], tp: list[RunRecord],
     finished = [r for r in trial if r.finished]
     commands: list[str] = []
     for r in trial:  # trial is sorted by start time: the first command first
-        cmd = r.tag(Tags.COMMAND)
+        cmd = reproducing(r.tag(Tags.COMMAND) or "")
         if cmd and cmd not in commands:
             commands.append(cmd)
     times = [r.time for r in trial + tp if r.time]

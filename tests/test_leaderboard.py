@@ -745,3 +745,18 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     with pytest.raises(BadInput, match="cannot read"):
         tuning_for(board, tmp_path / "missing.json")
     assert tuning_for(aggregate(runs[:3], experiment="x")) is None  # no tuned rows
+
+
+def test_reproduce_lines_leave_out_where_results_go() -> None:
+    """Paths and scheduling never change a run's numbers (the run key says what does): the
+    published command is what a user types, not the paths of the machine that ran it."""
+    from benchsuite.aggregation import reproducing
+
+    ran = ("benchsuite run --preset fashion-mnist --methods str --seeds 3 --max-concurrent 1 "
+           "--tracking-uri sqlite:////work/board/mlflow.db --experiment e --cache-dir=/w/cache "
+           "--no-throughput --cpus-per-trial 2 --retries 1 --in-process --device cpu")  # fmt: skip
+    assert reproducing(ran) == ("benchsuite run --preset fashion-mnist --methods str --seeds 3 "
+                                "--experiment e --cpus-per-trial 2 --device cpu")  # fmt: skip
+    assert reproducing("benchsuite run --hp 'imp.schedule=ft, llr'") == (
+        "benchsuite run --hp 'imp.schedule=ft, llr'"
+    )
