@@ -263,7 +263,8 @@ def tune(
         fail(str(exc))
         return
     for method in untunable:
-        console.print(f"{method}: no tunable hyperparameters; it runs with its defaults (skipped)")
+        console.print(f"{method}: nothing to tune (no ranges, or only knobs the preset calibrates "
+                      "per target); it runs with its defaults and calibration (skipped)")
     name = experiment or default_experiment(resolved.name, resolved.epochs) + "-tune"
     console.print(
         f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
