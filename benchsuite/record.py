@@ -114,6 +114,7 @@ def to_float(value: Any) -> float | None:
 
 TUNED_VARIANT = "tuned"  # the row of `run --tuned`: one per method, whatever each target chose
 
+
 @dataclass(frozen=True)
 class RunRecord:
     """One stored run as plain data; ``tags`` keep their full (prefixed) names."""

@@ -85,9 +85,9 @@ def tunable_space(method: str, preset: Preset, target: float) -> dict[str, Any]:
 def describe_space(method: str, preset: Preset, target: float) -> dict[str, str]:
     """What the search drew from at ``target``, in words: for the tuned file and the board."""
     out: dict[str, str] = {}
-    space = tunable_space(method, preset, target)
-    hints = typing.get_type_hints(get_method(method).Hparams)
-    for f in hparam_fields(get_method(method).Hparams):
+    space, hparams = tunable_space(method, preset, target), get_method(method).Hparams
+    hints = typing.get_type_hints(hparams)
+    for f in hparam_fields(hparams):
         if f.name not in space:
             continue
         meta = f.metadata
