@@ -250,6 +250,21 @@ def tuned_file(preset: str, epochs: int, root: Path = TUNED_DIR) -> Path:
     return root / f"{preset}-{epochs}ep.json"
 
 
+def read_tuned(path: Path, expected: dict[str, Any], what: str, hint: str) -> dict[str, Any]:
+    """A tuned-configurations file, refused unless it was tuned for ``expected`` (tuned values
+    hold only for the dataset, model and budget they were tuned on)."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{what}: cannot read {path} ({exc}); {hint}") from None
+    for name, value in expected.items():
+        if str(payload.get(name)) != str(value):
+            raise BadInput(
+                f"{what} was tuned for {name} {payload.get(name)!r}, not {value!r}; {hint}"
+            )
+    return payload
+
+
 def load_for_run(
     preset: Preset, methods: list[str], targets: list[float], seeds: int, with_hp: bool,
     path: Path | None = None,
@@ -321,13 +336,8 @@ def load_tuned(
     )
     if not path.exists():
         raise BadInput(f"--tuned: no tuned configuration at {path}; {hint}")
-    payload = json.loads(path.read_text())
-    for name in ("dataset", "model"):
-        if payload.get(name) != getattr(preset, name):
-            raise BadInput(
-                f"--tuned: {path} was tuned for {name} {payload.get(name)!r}, this run uses "
-                f"{getattr(preset, name)!r}; {hint}"
-            )
+    expected = {"dataset": preset.dataset, "model": preset.model, "epochs": preset.epochs}
+    payload = read_tuned(path, expected, f"--tuned: {path}", hint)
     out: dict[str, dict[str, dict[str, str]]] = {}
     stored = payload.get("methods", {})
     for method in methods:

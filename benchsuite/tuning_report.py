@@ -9,11 +9,8 @@ and which methods were not tuned and why. The file itself is published beside th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from .errors import BadInput
 
 if TYPE_CHECKING:
     from .board import Leaderboard
@@ -33,25 +30,15 @@ def tuning_for(
     """The tuning behind ``board``'s tuned rows (None when it has none), from ``path`` (default
     the preset's file under ``root``, .benchsuite/tuned); checked against the board's preset
     and budget."""
-    from .tuning import TUNED_DIR, tuned_file
+    from .tuning import TUNED_DIR, read_tuned, tuned_file
 
     if not any(row.tuned for row in board.rows):
         return None
     h = board.header
     path = path or tuned_file(str(h.get("preset")), int(h.get("epochs") or 0), root or TUNED_DIR)
     hint = "pass --tuned-configs PATH (the file `benchsuite tune` saved)"
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BadInput(
-            f"{board.experiment} has tuned rows; cannot read {path} ({exc}); {hint}"
-        ) from None
-    for name in ("preset", "epochs"):
-        if str(payload.get(name)) != str(h.get(name)):
-            raise BadInput(
-                f"{path} was tuned for {name} {payload.get(name)!r}, the board's is "
-                f"{h.get(name)!r}; {hint}"
-            )
+    expected = {"preset": h.get("preset"), "epochs": h.get("epochs")}
+    payload = read_tuned(path, expected, f"{board.experiment} has tuned rows; {path}", hint)
     _fill_spaces(payload)
     payload["untuned"] = {
         row.method: _why_untuned(row.method) for row in board.rows if row.tuned is False

@@ -227,3 +227,19 @@ def test_run_tuned_refuses_hp_overrides(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 2
     assert "--hp with --tuned" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_tuned_file_for_another_budget_is_refused(tmp_path) -> None:
+    """--tuned-configs names any file: its values hold only for the budget they were tuned on."""
+    from benchsuite.errors import BadInput
+    from benchsuite.tuning import load_tuned
+
+    preset = load_preset("digits").replace(epochs=EPOCHS)
+    path = tmp_path / "tuned.json"
+    entry = {"hparams": {"phases": 2}}
+    path.write_text(json.dumps({"dataset": preset.dataset, "model": preset.model, "epochs": 20,
+                                "methods": {"imp": {"0.9": entry}}}))  # fmt: skip
+    with pytest.raises(BadInput, match="was tuned for epochs 20, not 4"):
+        load_tuned(preset, ["imp"], [0.9], path=path)
+    path.write_text(path.read_text().replace('"epochs": 20', f'"epochs": {EPOCHS}'))
+    assert load_tuned(preset, ["imp"], [0.9], path=path) == {"imp": {"0.9": {"phases": "2"}}}
