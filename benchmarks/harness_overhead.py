@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchsuite.data import load_dataset
+from benchsuite.data.base import load_dataset
 from benchsuite.models import build_model
 from benchsuite.presets import load_preset
-from benchsuite.train import RunConfig, make_generator, seed_for, train_run
+from benchsuite.training.loop import RunConfig, make_generator, seed_for, train_run
 
 TARGET = 1.03
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from benchsuite.budget import Budget
+from benchsuite.core.budget import Budget
 from benchsuite.presets import load_preset
-from benchsuite.throughput import interleaved_step_times
-from benchsuite.train import RunConfig
+from benchsuite.training.loop import RunConfig
+from benchsuite.training.throughput import interleaved_step_times
 
 REAL_UPDATES, REAL_STEPS = 31, 4210  # fashion-mnist at 0.9: ΔT = 100 until T_end = 0.75·T
 PLAN_STEPS, PLAN_UPDATES = 80, 59

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from benchsuite.models import build_model
-from benchsuite.sparsity import achieved_sparsity, project_to_sparsity
+from benchsuite.pruning.masks import achieved_sparsity, project_to_sparsity
 
 SHAPES = {
     "digits": ((1, 8, 8), 10),
@@ -82,8 +82,8 @@ def img_per_s(model: nn.Module, shape: tuple[int, ...], batch: int, seconds: flo
 def models_from_experiment(uri: str, experiment: str, limit: int):
     from safetensors.torch import load_file
 
-    from benchsuite.record import Artifacts, Kinds, Metrics, Params
-    from benchsuite.tracking import Reader
+    from benchsuite.core.record import Artifacts, Kinds, Metrics, Params
+    from benchsuite.store.tracking import Reader
 
     reader = Reader(uri)
     try:

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchsuite.budget import Budget
+from benchsuite.core.budget import Budget
+from benchsuite.core.registry import list_methods
 from benchsuite.presets import load_preset
-from benchsuite.registry import list_methods
-from benchsuite.throughput import interleaved_step_times
-from benchsuite.train import RunConfig
+from benchsuite.training.loop import RunConfig
+from benchsuite.training.throughput import interleaved_step_times
 
 # per-step global selection, and per-element reparametrization: the 1.15 LeNet-5 target
 PER_STEP_WORK = {"dnw", "gsm", "lc", "str", "dst", "cs"}

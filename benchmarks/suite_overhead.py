@@ -63,7 +63,7 @@ def busy_cores(seconds: float = 2.0) -> float:
 
 def default_methods() -> tuple[str, str]:
     """bimp,gmp,dpf when they are registered; otherwise the built-ins that exist (said so)."""
-    from benchsuite.registry import list_methods
+    from benchsuite.core.registry import list_methods
 
     known = set(list_methods())
     wanted = ["bimp", "gmp", "dpf"]
@@ -76,7 +76,7 @@ def default_methods() -> tuple[str, str]:
 
 def default_run(methods: str) -> tuple[float, float, int]:
     """(wall, start-up, finished runs) of the default command in a fresh directory."""
-    from benchsuite.tracking import Reader
+    from benchsuite.store.tracking import Reader
 
     work = Path(tempfile.mkdtemp(prefix="bs-overhead-"))
     try:
@@ -103,12 +103,12 @@ def trial_overhead(work: Path, epochs: int = 2, seeds: int = 3) -> dict[str, flo
     normalisation), which belong to start-up; the others are what every further trial costs."""
     from rich.console import Console
 
-    from benchsuite.cluster import Resources
-    from benchsuite.data import load_dataset
-    from benchsuite.grid import Request, expand
-    from benchsuite.orchestrate import run_grid
+    from benchsuite.core.registry import list_methods
+    from benchsuite.data.base import load_dataset
+    from benchsuite.execution.cluster import Resources
+    from benchsuite.execution.grid import Request, expand
+    from benchsuite.execution.ray_tune import run_grid
     from benchsuite.presets import load_preset
-    from benchsuite.registry import list_methods
 
     method = "gmp" if "gmp" in list_methods() else "dense"
     preset = load_preset("fashion-mnist").replace(epochs=epochs)
@@ -149,10 +149,10 @@ def efficiency(work: Path, epochs: int) -> dict[str, float]:
     the preset's 10 epochs 0.87-0.94 (same code)."""
     from rich.console import Console
 
-    from benchsuite.cluster import Resources
-    from benchsuite.data import load_dataset
-    from benchsuite.grid import Request, expand
-    from benchsuite.orchestrate import run_grid
+    from benchsuite.data.base import load_dataset
+    from benchsuite.execution.cluster import Resources
+    from benchsuite.execution.grid import Request, expand
+    from benchsuite.execution.ray_tune import run_grid
     from benchsuite.presets import load_preset
 
     preset = load_preset("fashion-mnist").replace(epochs=epochs)
@@ -260,7 +260,7 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from benchsuite.cluster import quiet_ray_environment
+    from benchsuite.execution.cluster import quiet_ray_environment
 
     quiet_ray_environment()
     methods, note = default_methods()

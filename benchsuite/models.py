@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import Registry, UnknownName, callable_entries, discover
+from benchsuite.core.registry import Registry, UnknownName, callable_entries, discover
 
 ModelBuilder = Callable[..., nn.Module]  # (num_classes, input_shape, **template fields)
 GROUP = "benchsuite.models"

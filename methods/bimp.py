@@ -11,9 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchsuite.budget import Budget, BudgetError, split_epochs
-from benchsuite.method import hparam
-from benchsuite.schedules import LRRecord, ScheduleSpec, original_schedule, retraining_schedule
+from benchsuite.core.budget import Budget, BudgetError, split_epochs
+from benchsuite.core.method import hparam
+from benchsuite.pruning.schedules import (
+    LRRecord,
+    ScheduleSpec,
+    original_schedule,
+    retraining_schedule,
+)
 
 from .imp import IMP
 

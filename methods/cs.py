@@ -13,7 +13,7 @@ soft-scaled w_e (docs/methods.md). Single round: no rewinding of the paper's mul
 
 As in DST, the penalty's value is never recorded (the loop reports the data loss), so only its
 gradient is computed, in ``after_backward``; all layers' effective weights come from one flat
-computation with the derivative written out (``methods/batched.py``), tested against autograd
+computation with the derivative written out (``pruning/batched.py``), tested against autograd
 of the composed form.
 """
 
@@ -26,9 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.method import PruningMethod, TrainState, hparam
-
-from .batched import (
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.batched import (
     BatchedWeight,
     FlatLayout,
     LayerBatch,
@@ -62,7 +61,7 @@ class SoftMask(BatchedWeight):
 
 
 class SoftMasks(LayerBatch):
-    """w · σ(β m) / σ(s₀) for every layer at once (``methods/batched.py``), with 1[m > 0] on
+    """w · σ(β m) / σ(s₀) for every layer at once (``pruning/batched.py``), with 1[m > 0] on
     top once ``hard``; the gradients written out, the penalty's included.
 
     With gate = σ(βm) and c = 1/σ(s₀): ∂L/∂w = g·gate·c and, with the penalty λ·Σ gate,

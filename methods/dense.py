@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchsuite.method import PruningMethod
+from benchsuite.core.method import PruningMethod
 
 
 class Dense(PruningMethod):

@@ -17,7 +17,7 @@ per-forward computation would give: the cache is keyed on the latents' version c
 (bumped by the optimizer step and by any in-place edit, e.g. a hand edit under ``no_grad``),
 so no forward (training, validation, a test's) ever sees a stale τ.
 
-The flat buffer and the batch are shared with STR, DST and CS (``methods/batched.py``).
+The flat buffer and the batch are shared with STR, DST and CS (``benchsuite/pruning/batched.py``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchsuite.method import PruningMethod, TrainState
-
-from .batched import BatchedWeight, LayerBatch, register_batched, remove_batched
+from benchsuite.core.method import PruningMethod, TrainState
+from benchsuite.pruning.batched import BatchedWeight, LayerBatch, register_batched, remove_batched
 
 
 class StraightThroughMasks(LayerBatch):

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.budget import Budget, BudgetError, Plan
-from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.sparsity import global_magnitude_masks, keep_count
-
-from .gmp import check_interval, cubic_schedule, ramp_end_epoch
+from benchsuite.core.budget import Budget, BudgetError, Plan
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.masks import global_magnitude_masks, keep_count
+from benchsuite.pruning.ramps import check_interval, cubic_schedule, ramp_end_epoch
+from benchsuite.pruning.schedules import ScheduleSpec
 
 
 @dataclass(frozen=True)

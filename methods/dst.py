@@ -19,7 +19,7 @@ gradients after the backward pass, three multi-tensor ops instead of an autograd
 end the mask comes from t and the raw w is kept, masked (docs/methods.md).
 
 All layers' masked weights come from one computation over the flat latents, recomputed when
-the latents or thresholds change (``methods/batched.py``): one op per formula step for all
+the latents or thresholds change (``pruning/batched.py``): one op per formula step for all
 layers, the reset check per layer, and the gradients written out in ``after_backward``;
 tested against the composed autograd form.
 """
@@ -32,9 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.method import PruningMethod, TrainState, hparam
-
-from .batched import (
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.batched import (
     BatchedWeight,
     FlatLayout,
     LayerBatch,

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchsuite.budget import Budget, BudgetError, Plan
-from benchsuite.distributions import DISTRIBUTIONS, distribution_masks
-from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.sparsity import HardMasks
+from benchsuite.core.budget import Budget, BudgetError, Plan
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.distributions import DISTRIBUTIONS, distribution_masks
+from benchsuite.pruning.masks import HardMasks
+from benchsuite.pruning.schedules import ScheduleSpec
 
 PAPER_INTERVAL = 100  # ΔT of Evci et al. 2020, §4.1 (ImageNet and CIFAR-10)
 MIN_UPDATES = 20  # chosen here: fewer mask updates than this and ΔT is scaled down

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchsuite.budget import Budget, BudgetError, Phase, Plan, split_epochs
-from benchsuite.method import PruningMethod, TrainState, hparam, preset_record
-from benchsuite.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec, allr_initial_lr
-from benchsuite.schedules import retraining_schedule as phase_schedule
-from benchsuite.sparsity import prune_remaining
+from benchsuite.core.budget import Budget, BudgetError, Phase, Plan, split_epochs
+from benchsuite.core.method import PruningMethod, TrainState, hparam, preset_record
+from benchsuite.pruning.masks import prune_remaining
+from benchsuite.pruning.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec, allr_initial_lr
+from benchsuite.pruning.schedules import retraining_schedule as phase_schedule
 
 
 @dataclass(frozen=True)

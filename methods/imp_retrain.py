@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchsuite.budget import Budget, BudgetError, Phase, Plan
-from benchsuite.method import hparam, preset_record
-from benchsuite.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec
+from benchsuite.core.budget import Budget, BudgetError, Phase, Plan
+from benchsuite.core.method import hparam, preset_record
+from benchsuite.pruning.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec
 
 from .imp import IMP
 

@@ -23,7 +23,7 @@ its small weights (G = 1.1^30: 87.1 → 42.6 %; G = 10³: 84.7 → 59.8 %), pull
 constraint set (G = 10³: 83.0 → 82.7 %; G = 10⁴: 84.7 → 84.2 %; at 90 %: 88.9 → 88.8 %).
 
 Cost per step: |w| written into one flat buffer, one exact selection on it
-(``benchsuite_methods.gsm.top_indices``) and two fused ``_foreach`` updates of the gradients.
+(``benchsuite.pruning.scores.top_indices``) and two fused ``_foreach`` updates of the gradients.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchsuite.method import PruningMethod, TrainState, hparam
-from benchsuite.schedules import coefficient_for_pull
-
-from .gsm import FlatScores, top_count
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.schedules import coefficient_for_pull
+from benchsuite.pruning.scores import FlatScores, top_count
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchsuite.distributions import DISTRIBUTIONS, distribution_masks
-from benchsuite.method import PruningMethod, TrainState, hparam
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.distributions import DISTRIBUTIONS, distribution_masks
 
 
 class AtInit(PruningMethod):

@@ -25,9 +25,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.method import PruningMethod, TrainState, hparam
-
-from .batched import BatchedWeight, FlatLayout, LayerBatch, register_batched, remove_batched
+from benchsuite.core.method import PruningMethod, TrainState, hparam
+from benchsuite.pruning.batched import (
+    BatchedWeight,
+    FlatLayout,
+    LayerBatch,
+    register_batched,
+    remove_batched,
+)
 
 
 def shrink(

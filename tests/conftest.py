@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from benchsuite.data import load_dataset
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
 
 torch.set_num_threads(1)  # the suite shares 2 cores; results must not depend on thread races

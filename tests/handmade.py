@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchsuite.budget import Budget
-from benchsuite.method import PruningMethod, TrainState
-from benchsuite.schedules import ScheduleSpec
+from benchsuite.core.budget import Budget
+from benchsuite.core.method import PruningMethod, TrainState
+from benchsuite.pruning.schedules import ScheduleSpec
 
 
 def hand_state(

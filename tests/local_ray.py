@@ -2,7 +2,7 @@
 
 import logging
 
-from benchsuite.cluster import quiet_ray_environment
+from benchsuite.execution.cluster import quiet_ray_environment
 
 
 def start_local_ray():

@@ -13,7 +13,7 @@ import pytest
 
 PROBE = """
 import ctypes, resource, sys, torch
-from benchsuite.allocator import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, keep_freed_memory
+from benchsuite.training.allocator import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, keep_freed_memory
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 else:  # glibc's starting thresholds, held fixed: what a process that freed nothing large has

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.budget import Budget
-from benchsuite.identity import numerics
-from benchsuite.train import RunConfig, autocast_dtype, setup, train_run, train_step
+from benchsuite.core.budget import Budget
+from benchsuite.core.identity import numerics
+from benchsuite.training.loop import RunConfig, autocast_dtype, setup, train_run, train_step
 
 
 @pytest.mark.parametrize("amp, expected", [(True, torch.bfloat16), (False, torch.float32)])

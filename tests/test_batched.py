@@ -5,7 +5,7 @@ removal, and the latents' gradients handed over once per backward."""
 import torch
 from torch import nn
 
-from benchsuite_methods.batched import FlatLayout, channels_last
+from benchsuite.pruning.batched import FlatLayout, channels_last
 
 
 def test_adopted_parameters_are_views_of_one_buffer_in_memory_order() -> None:
@@ -55,8 +55,8 @@ def test_constants_are_made_once_per_dtype_and_device() -> None:
 def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -> None:
     """The loop's contract: after_backward gives the latents this backward's gradient once,
     whatever zero_grad did before it, and nothing when no backward ran."""
-    from benchsuite.budget import Budget
-    from benchsuite.sparsity import latent_weight
+    from benchsuite.core.budget import Budget
+    from benchsuite.pruning.masks import latent_weight
     from benchsuite_methods.dnw import DNW
     from tests.handmade import hand_state
 
@@ -84,7 +84,7 @@ def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -
 
 def test_a_prepared_model_moved_to_another_dtype_computes_there() -> None:
     """A move replaces the latents' storage: the batch adopts them again, its buffers follow."""
-    from benchsuite.budget import Budget
+    from benchsuite.core.budget import Budget
     from benchsuite_methods.str import STR, soft_threshold_reference
     from tests.handmade import hand_state
 
@@ -107,7 +107,7 @@ def test_a_prepared_model_moved_to_another_dtype_computes_there() -> None:
 
 def test_logit_gradients_from_a_kept_buffer_are_not_double_counted() -> None:
     """CS hands out its logits' gradients as views of a buffer it rewrites every step."""
-    from benchsuite.budget import Budget
+    from benchsuite.core.budget import Budget
     from benchsuite_methods.cs import CS
     from tests.handmade import hand_state
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from benchsuite.calibration import CALIBRATION_SEEDS, Probe, calibrate, toml_block
+from benchsuite.tuning.calibrate import CALIBRATION_SEEDS, Probe, calibrate, toml_block
 
 
 def fake_sparsity(job: tuple) -> float:

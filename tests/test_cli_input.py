@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchsuite.cli import app
+from benchsuite.cli.app import app
 
 runner = CliRunner()
 
@@ -132,7 +132,7 @@ def test_a_store_that_is_not_a_database_is_one_line(tmp_path, monkeypatch):
 
 
 def test_a_read_only_folder_is_one_line_before_training(tmp_path, monkeypatch):
-    from benchsuite import store
+    from benchsuite.store import claims as store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(store.os, "access", lambda path, mode: False)  # as root, chmod is moot
@@ -143,7 +143,7 @@ def test_a_read_only_folder_is_one_line_before_training(tmp_path, monkeypatch):
 
 
 def test_a_bug_is_reported_briefly_with_how_to_report_it(monkeypatch, capsys):
-    import benchsuite.cli as cli
+    import benchsuite.cli.app as cli
 
     def bug() -> None:
         raise TypeError("'NoneType' object is not subscriptable")
@@ -159,7 +159,7 @@ def test_a_bug_is_reported_briefly_with_how_to_report_it(monkeypatch, capsys):
 
 
 def test_ctrl_c_anywhere_in_a_command_exits_130(monkeypatch, capsys):
-    import benchsuite.cli as cli
+    import benchsuite.cli.app as cli
 
     def interrupt() -> None:
         raise KeyboardInterrupt

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchsuite.augment import crop_flip, rotate
-from benchsuite.data import DataError, list_datasets, load_dataset
-from benchsuite.datasets import CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_DIR
-from benchsuite.formats import read_idx
-from benchsuite.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from benchsuite.data.augment import crop_flip, rotate
+from benchsuite.data.base import DataError, list_datasets, load_dataset
+from benchsuite.data.builtin import CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_DIR
+from benchsuite.data.formats import read_idx
+from benchsuite.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 
 CPU = torch.device("cpu")
 

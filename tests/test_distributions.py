@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from benchsuite.distributions import (
+from benchsuite.pruning.distributions import (
     apportion,
     distribution_masks,
     erk_densities,
     layer_keep_counts,
 )
-from benchsuite.sparsity import keep_count
+from benchsuite.pruning.masks import keep_count
 
 # A conv (4, 1, 3, 3) and two linears (10, 16), (2, 10): 36 + 160 + 20 = 216 weights.
 SHAPES = [(4, 1, 3, 3), (10, 16), (2, 10)]

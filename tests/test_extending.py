@@ -11,13 +11,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from benchsuite.cli import app
-from benchsuite.data import dataset_registry, load_dataset
-from benchsuite.errors import BadInput
-from benchsuite.grid import parse_methods, resolve_preset
+from benchsuite.cli.app import app
+from benchsuite.core.errors import BadInput
+from benchsuite.core.registry import get_method, list_methods, registry
+from benchsuite.data.base import dataset_registry, load_dataset
+from benchsuite.execution.grid import parse_methods, resolve_preset
 from benchsuite.models import build_model, model_registry
 from benchsuite.presets import PresetError, load_preset, preset_registry
-from benchsuite.registry import get_method, list_methods, registry
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 

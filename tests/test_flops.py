@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from benchsuite.flops import (
+from benchsuite.pruning.flops import (
     LayerCount,
     count_layers,
     flops_dense,
@@ -148,7 +148,7 @@ def test_speedup_none_when_nothing_left() -> None:
 
 
 def test_train_flops_by_hand() -> None:
-    from benchsuite.flops import TrainFlops
+    from benchsuite.pruning.flops import TrainFlops
 
     dense = {"conv": 1000, "fc": 200}  # multiply-adds per sample
     cost = TrainFlops()
@@ -164,7 +164,7 @@ def test_train_flops_by_hand() -> None:
 
 
 def test_layer_nonzeros_reads_the_effective_weight() -> None:
-    from benchsuite.flops import layer_nonzeros
+    from benchsuite.pruning.flops import layer_nonzeros
 
     model = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 1))
     with torch.no_grad():
@@ -178,7 +178,7 @@ def test_train_run_records_train_flops() -> None:
     import dataclasses
 
     from benchsuite.presets import load_preset
-    from benchsuite.train import RunConfig, train_run
+    from benchsuite.training.loop import RunConfig, train_run
 
     preset = dataclasses.replace(load_preset("digits"), epochs=1)
     result = train_run(RunConfig(preset, "random", 0.9, 0))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchsuite.budget import Budget, BudgetError
-from benchsuite.schedules import ScheduleSpec, allr_initial_lr
-from benchsuite.train import RunConfig, train_run
+from benchsuite.core.budget import Budget, BudgetError
+from benchsuite.pruning.schedules import ScheduleSpec, allr_initial_lr
+from benchsuite.training.loop import RunConfig, train_run
 from benchsuite_methods.bimp import BIMP, BIMPHparams
 from benchsuite_methods.imp import IMP, IMPHparams
 
@@ -101,7 +101,7 @@ def test_allr_rescales_the_phase_from_the_measured_norm_drop(tiny_preset, tiny_d
 
 def test_imp_resets_momentum_after_the_dense_phase(tiny_preset, tiny_data, monkeypatch):
     calls = []
-    from benchsuite.method import TrainState
+    from benchsuite.core.method import TrainState
 
     original = TrainState.reset_optimizer
     monkeypatch.setattr(

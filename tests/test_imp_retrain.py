@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from benchsuite.budget import Budget, BudgetError, Phase, Plan
-from benchsuite.grid import parse_methods
-from benchsuite.runner import key_for
-from benchsuite.schedules import RETRAIN_SCHEDULES, ScheduleSpec, allr_initial_lr
-from benchsuite.train import RunConfig, train_run
+from benchsuite.core.budget import Budget, BudgetError, Phase, Plan
+from benchsuite.execution.grid import parse_methods
+from benchsuite.pruning.schedules import RETRAIN_SCHEDULES, ScheduleSpec, allr_initial_lr
+from benchsuite.training.loop import RunConfig, train_run
+from benchsuite.training.runner import key_for
 from benchsuite_methods.imp import IMP, IMPHparams
 from benchsuite_methods.imp_retrain import IMPRetrain, IMPRetrainHparams
 
@@ -114,7 +114,7 @@ def test_the_run_key_counts_the_extra_steps(tiny_preset, tiny_data):
     base = RunConfig(tiny_preset, "imp-retrain", 0.9, 0, hparams=(("retrain_budget", "0.2"),))
     other = RunConfig(tiny_preset, "imp-retrain", 0.9, 0, hparams=(("retrain_budget", "0.2"),))
     assert key_for(base, tiny_data) == key_for(other, tiny_data)
-    from benchsuite.train import run_key
+    from benchsuite.training.loop import run_key
 
     assert key_for(base, tiny_data) == run_key(base, tiny_data.fingerprint, 56 + 11)
     imp = RunConfig(tiny_preset, "imp", 0.9, 0)

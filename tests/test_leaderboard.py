@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.leaderboard import (
+from benchsuite.boards.publish import (
     UnfairComparison,
     aggregate,
     default_experiment,
@@ -28,7 +28,7 @@ from benchsuite.leaderboard import (
     to_json,
     to_markdown,
 )
-from benchsuite.record import RunRecord
+from benchsuite.core.record import RunRecord
 
 T975_DF2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)  # 4.3027 (table value 4.303)
 
@@ -675,7 +675,7 @@ def test_a_collapse_counted_without_names_is_still_shown() -> None:
 def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cells() -> None:
     """Full panel: every cell (x crossed at chance, y ringed); zoom: the drop from dense on a
     log scale, x left out and said so, a method above dense drawn at the floor."""
-    from benchsuite.plot import DROP_FLOOR_PP
+    from benchsuite.boards.plot import DROP_FLOOR_PP
 
     runs = flagged_runs() + [rec("z", 0.9, s, 99.5 + s, collapsed="") for s in range(3)]
     fig = plot(aggregate(runs, "flags"))
@@ -701,8 +701,8 @@ def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cell
 def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     """A tuned method's targets chose different values but are one row; the board says what was
     searched, over which ranges, with how many trials, and publishes the configurations."""
-    from benchsuite.errors import BadInput
-    from benchsuite.tuning_report import tuning_for
+    from benchsuite.boards.tuning_section import tuning_for
+    from benchsuite.core.errors import BadInput
 
     runs = [rec("dense", 0.0, s, 95.0, tuned="false") for s in range(3)]
     for target, variant in ((0.9, "ramp_end=0.5"), (0.95, "ramp_end=0.7")):
@@ -750,7 +750,7 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
 def test_reproduce_lines_leave_out_where_results_go() -> None:
     """Paths and scheduling never change a run's numbers (the run key says what does): the
     published command is what a user types, not the paths of the machine that ran it."""
-    from benchsuite.aggregation import reproducing
+    from benchsuite.boards.aggregation import reproducing
 
     ran = ("benchsuite run --preset fashion-mnist --methods str --seeds 3 --max-concurrent 1 "
            "--tracking-uri sqlite:////work/board/mlflow.db --experiment e --cache-dir=/w/cache "

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget
-from benchsuite.method import TrainState
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.sparsity import achieved_sparsity, latent_weight
+from benchsuite.core.budget import Budget
+from benchsuite.core.method import TrainState
+from benchsuite.pruning.masks import achieved_sparsity, latent_weight
+from benchsuite.pruning.schedules import ScheduleSpec
 from benchsuite_methods.dnw import DNW, kth_smallest_abs
 
 W1 = [[0.1, -0.5], [0.3, -0.05]]
@@ -153,9 +153,9 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
     """The batched methods compute on each weight as stored: a channels_last model gets
     channels_last effective weights (a convolution would otherwise switch layouts every
     step), with exactly the values and gradients of the NCHW model."""
-    from benchsuite.evaluation import channels_last_input
     from benchsuite.presets import load_preset
-    from benchsuite.train import RunConfig, setup
+    from benchsuite.training.evaluation import channels_last_input
+    from benchsuite.training.loop import RunConfig, setup
 
     class Shape:
         num_classes, input_shape = 10, (1, 28, 28)

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget, BudgetError
-from benchsuite.data import load_dataset
-from benchsuite.method import TrainState
+from benchsuite.core.budget import Budget, BudgetError
+from benchsuite.core.method import TrainState
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.train import RunConfig, backward_and_step, train_run
+from benchsuite.pruning.schedules import ScheduleSpec
+from benchsuite.training.loop import RunConfig, backward_and_step, train_run
 from benchsuite_methods.dpf import DPF, DPFHparams
 from tests.handmade import hand_state as build_state
 

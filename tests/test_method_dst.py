@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget
-from benchsuite.method import TrainState, parse_hparams
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.sparsity import achieved_sparsity, latent_weight
-from benchsuite_methods.batched import FlatLayout
+from benchsuite.core.budget import Budget
+from benchsuite.core.method import TrainState, parse_hparams
+from benchsuite.pruning.batched import FlatLayout
+from benchsuite.pruning.masks import achieved_sparsity, latent_weight
+from benchsuite.pruning.schedules import ScheduleSpec
 from benchsuite_methods.dst import (
     DST,
     Step,

@@ -8,12 +8,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget, BudgetError
-from benchsuite.data import load_dataset
+from benchsuite.core.budget import Budget, BudgetError
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.train import RunConfig, train_run
-from benchsuite_methods.gmp import GMP, GMPHparams, cubic_schedule, ramp_end_epoch
+from benchsuite.pruning.ramps import cubic_schedule, ramp_end_epoch
+from benchsuite.pruning.schedules import ScheduleSpec
+from benchsuite.training.loop import RunConfig, train_run
+from benchsuite_methods.gmp import GMP, GMPHparams
 from tests.handmade import hand_state as build_state
 
 SCHEDULE = ScheduleSpec("constant", lr=0.1)

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget
-from benchsuite.data import load_dataset
+from benchsuite.core.budget import Budget
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
-from benchsuite.train import RunConfig, train_run
-from benchsuite_methods.gsm import GSM, FlatScores, GSMHparams, top_count, top_indices
+from benchsuite.pruning.scores import FlatScores, top_count, top_indices
+from benchsuite.training.loop import RunConfig, train_run
+from benchsuite_methods.gsm import GSM, GSMHparams
 from tests.handmade import hand_state as build_state
 
 LR, WD = 0.1, 0.01

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget
-from benchsuite.data import load_dataset
+from benchsuite.core.budget import Budget
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
-from benchsuite.train import RunConfig, train_run
+from benchsuite.training.loop import RunConfig, train_run
 from benchsuite_methods.lc import LC, LCHparams, penalty_schedule
 from tests.handmade import hand_state as build_state
 

@@ -4,9 +4,9 @@ import copy
 
 import torch
 
-from benchsuite.registry import get_method
-from benchsuite.sparsity import achieved_sparsity, project_to_sparsity
-from benchsuite.train import RunConfig, train_run
+from benchsuite.core.registry import get_method
+from benchsuite.pruning.masks import achieved_sparsity, project_to_sparsity
+from benchsuite.training.loop import RunConfig, train_run
 
 
 def test_oneshot_is_the_trained_dense_model_projected_once(tiny_preset, tiny_data):

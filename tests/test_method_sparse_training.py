@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.budget import Budget
+from benchsuite.core.budget import Budget
 from benchsuite_methods.dynamic_sparse import (
     drop_fraction,
     drop_grow,
@@ -70,8 +70,8 @@ class Tiny(nn.Module):
 
 
 def make_state(method_cls, hp, target=0.75, steps=40):
-    from benchsuite.method import TrainState
-    from benchsuite.schedules import ScheduleSpec
+    from benchsuite.core.method import TrainState
+    from benchsuite.pruning.schedules import ScheduleSpec
 
     torch.manual_seed(0)
     model = Tiny()
@@ -95,7 +95,7 @@ def make_state(method_cls, hp, target=0.75, steps=40):
 
 
 def run_steps(model, method, state, n):
-    from benchsuite.train import train_step
+    from benchsuite.training.loop import train_step
 
     data = torch.Generator().manual_seed(5)
     for _ in range(n):
@@ -105,8 +105,8 @@ def run_steps(model, method, state, n):
 
 @pytest.mark.parametrize("name", ["set", "rigl"])
 def test_dynamic_updates_keep_layer_counts_and_zero_new_weights(name):
-    from benchsuite.registry import get_method
-    from benchsuite.sparsity import keep_count
+    from benchsuite.core.registry import get_method
+    from benchsuite.pruning.masks import keep_count
 
     cls = get_method(name)
     hp = cls.Hparams(update_interval=5)
@@ -170,8 +170,8 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
 
 @pytest.mark.parametrize("name", ["random", "snip"])
 def test_at_init_masks_are_exact_and_static(name):
-    from benchsuite.registry import get_method
-    from benchsuite.sparsity import keep_count
+    from benchsuite.core.registry import get_method
+    from benchsuite.pruning.masks import keep_count
 
     cls = get_method(name)
     model, method, state = make_state(cls, cls.Hparams(), target=0.75)
@@ -197,7 +197,7 @@ def test_snip_scores_are_weight_times_gradient():
     loss = sum(nn.functional.cross_entropy(fresh(x), y) for x, y in it) / 2
     loss.backward()
     scores = [(m.weight * m.weight.grad).abs() for m in (fresh.a, fresh.b)]
-    from benchsuite.distributions import distribution_masks
+    from benchsuite.pruning.distributions import distribution_masks
 
     expected = distribution_masks("global", scores, 0.5)
     assert all(torch.equal(e, m) for e, m in zip(expected, state.masks.bool_masks()))
@@ -210,8 +210,8 @@ def test_step_timing_runs_without_a_dataset(name):
     from dataclasses import dataclass
 
     from benchsuite.presets import load_preset
-    from benchsuite.throughput import plan_step_time
-    from benchsuite.train import RunConfig
+    from benchsuite.training.loop import RunConfig
+    from benchsuite.training.throughput import plan_step_time
 
     @dataclass
     class Shape:
@@ -230,7 +230,7 @@ def test_step_timing_runs_without_a_dataset(name):
 def test_snip_scoring_leaves_the_counted_steps_and_their_data_order_alone(
     tiny_preset, tiny_data, monkeypatch
 ):
-    from benchsuite.train import RunConfig, train_run
+    from benchsuite.training.loop import RunConfig, train_run
 
     calls = []
     original = type(tiny_data).train_batches

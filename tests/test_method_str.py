@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchsuite.budget import Budget
-from benchsuite.method import TrainState, parse_hparams
+from benchsuite.core.budget import Budget
+from benchsuite.core.method import TrainState, parse_hparams
 from benchsuite.models import build_model
-from benchsuite.schedules import ScheduleSpec
-from benchsuite.sparsity import achieved_sparsity, latent_weight
-from benchsuite_methods.batched import FlatLayout
+from benchsuite.pruning.batched import FlatLayout
+from benchsuite.pruning.masks import achieved_sparsity, latent_weight
+from benchsuite.pruning.schedules import ScheduleSpec
 from benchsuite_methods.str import STR, shrink, soft_threshold_reference
 
 W = [[0.5, -0.2, 0.05, -0.01]]

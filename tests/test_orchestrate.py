@@ -17,12 +17,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from benchsuite import registry as registry_module
-from benchsuite.cli import app
-from benchsuite.cluster import Cluster, ResourceError, Resources, check_resources
-from benchsuite.data import load_dataset
-from benchsuite.grid import Request, expand
-from benchsuite.orchestrate import run_grid
+from benchsuite.cli.app import app
+from benchsuite.core import registry as registry_module
+from benchsuite.data.base import load_dataset
+from benchsuite.execution.cluster import Cluster, ResourceError, Resources, check_resources
+from benchsuite.execution.grid import Request, expand
+from benchsuite.execution.ray_tune import run_grid
 from benchsuite.presets import load_preset
 from tests.local_ray import start_local_ray
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from benchsuite.method import PruningMethod
+from benchsuite.core.method import PruningMethod
 
 
 class Explode(PruningMethod):
@@ -311,7 +311,7 @@ def test_gpus_where_there_are_none_fail_with_a_clear_error(local_ray, tmp_path) 
 
 def test_cli_refuses_gpus_on_a_machine_without_them(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("benchsuite.cluster.local_gpus", lambda: 0)
+    monkeypatch.setattr("benchsuite.execution.cluster.local_gpus", lambda: 0)
     result = CliRunner().invoke(app, ["run", "--methods", "dense", "--gpus-per-trial", "0.5"])
     assert result.exit_code == 2
     assert "--gpus-per-trial 0.5: this machine has no GPU" in result.output

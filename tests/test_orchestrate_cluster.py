@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchsuite.cluster import ResourceError, Resources, quiet_ray_environment
-from benchsuite.data import load_dataset
-from benchsuite.grid import Request, expand
-from benchsuite.orchestrate import run_grid
+from benchsuite.data.base import load_dataset
+from benchsuite.execution.cluster import ResourceError, Resources, quiet_ray_environment
+from benchsuite.execution.grid import Request, expand
+from benchsuite.execution.ray_tune import run_grid
 from benchsuite.presets import load_preset
 
 pytestmark = pytest.mark.slow

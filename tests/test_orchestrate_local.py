@@ -15,12 +15,13 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchsuite import executor, reaper
-from benchsuite.cli import app
-from benchsuite.cluster import ResourceError, Resources
-from benchsuite.executor import run_local
-from benchsuite.store import process_start
-from benchsuite.train import RunConfig
+from benchsuite.cli.app import app
+from benchsuite.execution import local as executor
+from benchsuite.execution import reaper
+from benchsuite.execution.cluster import ResourceError, Resources
+from benchsuite.execution.local import run_local
+from benchsuite.store.claims import process_start
+from benchsuite.training.loop import RunConfig
 from tests.test_orchestrate import digits_request, write_plugin
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - for the module's lifetime
@@ -66,7 +67,7 @@ def test_an_address_is_refused(tiny_preset, tiny_data, tmp_path) -> None:
 
 @pytest.fixture
 def plugin(tmp_path_factory: pytest.TempPathFactory):
-    from benchsuite import registry as registry_module
+    from benchsuite.core import registry as registry_module
 
     root = write_plugin(tmp_path_factory.mktemp("plugin"))
     sys.modules.pop("bs_testplugin", None)  # another test's copy has used its flaky marker
@@ -151,7 +152,7 @@ def test_the_reaper_does_nothing_when_told_done(tmp_path: Path) -> None:
     try:
         (tmp_path / "scratch").mkdir()
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "benchsuite.reaper", str(tmp_path / "scratch"),
+            [sys.executable, "-P", "-m", "benchsuite.execution.reaper", str(tmp_path / "scratch"),
              f"{victim.pid}:{process_start(victim.pid)}"],
             stdin=subprocess.PIPE,
         )  # fmt: skip

@@ -12,11 +12,11 @@ import json
 import pytest
 import torch
 
-from benchsuite.data import load_dataset
-from benchsuite.identity import numerics
+from benchsuite.core.identity import numerics
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
-from benchsuite.runner import key_for
-from benchsuite.train import Progress, RunConfig, train_run
+from benchsuite.training.loop import Progress, RunConfig, train_run
+from benchsuite.training.runner import key_for
 
 TIMING = {"wall_time_s", "train_img_per_s"}  # measured, never pinned
 # The numerics the pins were recorded with: elsewhere (another torch, another CPU vector unit)

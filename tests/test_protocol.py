@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.method import PruningMethod
+from benchsuite.core.method import PruningMethod
+from benchsuite.core.registry import registry
 from benchsuite.models import build_model
-from benchsuite.registry import registry
-from benchsuite.train import RunConfig, make_generator, make_optimizer, seed_for, train_run
+from benchsuite.training.loop import RunConfig, make_generator, make_optimizer, seed_for, train_run
 
 
 class Recorder(PruningMethod):
@@ -140,7 +140,7 @@ def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
     """Dense weights are final after the last epoch: its validation is the final one (E
     validation passes and one test pass). A finalize that changes weights gets a new pass,
     and either way the recorded accuracy is that of the finalized model."""
-    import benchsuite.evaluation as evaluation
+    import benchsuite.training.evaluation as evaluation
 
     passes = []
     real = evaluation.evaluate
@@ -192,7 +192,7 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
     the projected model's. One extra pass only when the projection changed weights: an
     unchanged finalize reuses the last epoch's validation (val after + test), a changing one
     pays val before + val after + test."""
-    import benchsuite.evaluation as evaluation
+    import benchsuite.training.evaluation as evaluation
 
     passes = []
     real = evaluation.evaluate
@@ -210,7 +210,7 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
 
 def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(tiny_preset, tiny_data,
                                                                    monkeypatch):
-    import benchsuite.evaluation as evaluation
+    import benchsuite.training.evaluation as evaluation
 
     passes = []
     real = evaluation.evaluate
@@ -244,7 +244,7 @@ def test_channels_last_input_decides_the_layout_of_a_one_channel_batch():
     """A (B, 1, H, W) batch counts as contiguous in both layouts; the loop gives it
     channels_last strides, so the first convolution runs channels_last even when a method
     recomputed its weight with NCHW strides."""
-    from benchsuite.evaluation import channels_last_input
+    from benchsuite.training.evaluation import channels_last_input
 
     x = torch.randn(4, 1, 6, 6)
     assert x.contiguous(memory_format=torch.channels_last).stride(1) != 1  # PyTorch keeps NCHW

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite import leaderboard, study
+from benchsuite.boards import publish as leaderboard
+from benchsuite.studies import table1 as study
 from tests import test_leaderboard as lb
 from tests import test_study as st
 

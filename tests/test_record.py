@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from benchsuite.record import TAG, Artifacts, Kinds, Metrics, Params, Tags
-from benchsuite.tracking import Reader, Tracker
+from benchsuite.core.record import TAG, Artifacts, Kinds, Metrics, Params, Tags
+from benchsuite.store.tracking import Reader, Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 MLFLOW_IMPORT = re.compile(r"^\s*(import mlflow|from mlflow)", re.MULTILINE)
@@ -20,7 +20,7 @@ def test_only_tracking_imports_mlflow() -> None:
                for p in sorted((ROOT / folder).rglob("*.py"))]
     assert len(sources) > 20
     importers = [str(p.relative_to(ROOT)) for p in sources if MLFLOW_IMPORT.search(p.read_text())]
-    assert importers == ["benchsuite/tracking.py"]
+    assert importers == ["benchsuite/store/tracking.py"]
 
 
 def test_the_reader_reads_what_the_writer_wrote(tmp_path: Path) -> None:
@@ -86,8 +86,8 @@ def test_a_recorded_run_uses_only_the_records_names(tmp_path: Path, tiny_preset,
                                                     ) -> None:
     """Every param, metric, tag and artifact a run writes is named in record.py (a name
     written elsewhere and nowhere here would be a metric the readers cannot know)."""
-    from benchsuite.runner import execute
-    from benchsuite.train import RunConfig
+    from benchsuite.training.loop import RunConfig
+    from benchsuite.training.runner import execute
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config = RunConfig(tiny_preset.replace(epochs=1), "dense", 0.0, 0)

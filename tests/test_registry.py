@@ -10,19 +10,19 @@ from importlib.resources import files
 import pytest
 import torch
 
-from benchsuite import registry as reg
-from benchsuite.data import DataError, dataset_registry, load_dataset, options
-from benchsuite.grid import resolve_preset
+from benchsuite.core import registry as reg
+from benchsuite.core.registry import Registry, UnknownName, broken_plugins
+from benchsuite.data.base import DataError, dataset_registry, load_dataset, options
+from benchsuite.execution.grid import resolve_preset
 from benchsuite.models import build_model, list_models, model_registry
 from benchsuite.presets import list_presets, load_preset, preset_registry
-from benchsuite.registry import Registry, UnknownName, broken_plugins
 
 BUILTIN = {"dense", "imp", "bimp", "oneshot", "random", "snip", "set", "rigl"}
 
 PLUGIN = '''
 from dataclasses import dataclass
-from benchsuite.method import PruningMethod, hparam
-from benchsuite.sparsity import HardMasks, global_magnitude_masks, keep_count
+from benchsuite.core.method import PruningMethod, hparam
+from benchsuite.pruning.masks import HardMasks, global_magnitude_masks, keep_count
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def test_plugin_is_discovered_and_broken_one_reported(plugins):
 
 TOY = '''
 import torch.nn as nn
-from benchsuite.data import dataset_registry
-from benchsuite.datasets import synthetic
+from benchsuite.data.base import dataset_registry
+from benchsuite.data.builtin import synthetic
 
 
 def toy_model(num_classes, input_shape, *, depth="1"):

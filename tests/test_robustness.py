@@ -17,16 +17,16 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchsuite import orchestrate
-from benchsuite.cli import app
-from benchsuite.cluster import Cluster, Resources, resolve_numerics
-from benchsuite.marks import Stat
-from benchsuite.orchestrate import run_grid
-from benchsuite.progress import GridProgress
-from benchsuite.runner import key_for, run_params
-from benchsuite.store import check_store, claim
-from benchsuite.tracking import Tracker
-from benchsuite.train import RunConfig, numerics, train_run
+from benchsuite.boards.stats import Stat
+from benchsuite.cli.app import app
+from benchsuite.execution import ray_tune as orchestrate
+from benchsuite.execution.cluster import Cluster, Resources, resolve_numerics
+from benchsuite.execution.progress import GridProgress
+from benchsuite.execution.ray_tune import run_grid
+from benchsuite.store.claims import check_store, claim
+from benchsuite.store.tracking import Tracker
+from benchsuite.training.loop import RunConfig, numerics, train_run
+from benchsuite.training.runner import key_for, run_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,8 +165,8 @@ def test_the_interval_never_leaves_the_metrics_range():
 
 def test_cli_reports_runs_another_command_holds(tmp_path, monkeypatch):
     """A run claimed by another live command is skipped and the summary says so."""
-    from benchsuite.cluster import absolute_uri
-    from benchsuite.executor import Outcome
+    from benchsuite.execution.cluster import absolute_uri
+    from benchsuite.execution.common import Outcome
 
     def grid(configs, data, uri, experiment, **kwargs):
         Tracker(absolute_uri(uri), experiment)  # the other command's experiment

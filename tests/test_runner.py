@@ -5,14 +5,14 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-import benchsuite.train
-from benchsuite.runner import execute, key_for
-from benchsuite.tracking import Tracker
-from benchsuite.train import RunConfig
+import benchsuite.training.loop
+from benchsuite.store.tracking import Tracker
+from benchsuite.training.loop import RunConfig
+from benchsuite.training.runner import execute, key_for
 
 
 def test_the_loop_imports_no_tracking_store():
-    tree = ast.parse(Path(benchsuite.train.__file__).read_text())
+    tree = ast.parse(Path(benchsuite.training.loop.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(m and ("tracking" in m or "mlflow" in m or "ray" in m) for m in imported)

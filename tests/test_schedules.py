@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from benchsuite.schedules import (
+from benchsuite.pruning.schedules import (
     LRRecord,
     ScheduleSpec,
     allr_initial_lr,

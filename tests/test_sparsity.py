@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from benchsuite.sparsity import (
+from benchsuite.pruning.masks import (
     HardMasks,
     achieved_sparsity,
     collapsed_layers,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchsuite import store
-from benchsuite.runner import execute, key_for
-from benchsuite.store import StoreError, check_store, check_uri, claim, claimant
-from benchsuite.tracking import TAG, Tracker
-from benchsuite.train import RunConfig
+from benchsuite.store import claims as store
+from benchsuite.store.claims import StoreError, check_store, check_uri, claim, claimant
+from benchsuite.store.tracking import TAG, Tracker
+from benchsuite.training.loop import RunConfig
+from benchsuite.training.runner import execute, key_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,8 +60,8 @@ def test_concurrent_commands_create_a_fresh_store_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     code = """
         import sys
-        from benchsuite.store import check_store
-        from benchsuite.tracking import Tracker
+        from benchsuite.store.claims import check_store
+        from benchsuite.store.tracking import Tracker
         check_store(sys.argv[1])
         run = Tracker(sys.argv[1], "exp").start_run("r", {"p": 1}, {"run_key": sys.argv[2]})
         run.end("FINISHED")
@@ -154,12 +154,12 @@ def test_two_commands_at_once_train_each_run_once(tmp_path, tiny_preset):
     code = """
         import sys, torch
         torch.set_num_threads(1)
-        from benchsuite.data import load_dataset
+        from benchsuite.data.base import load_dataset
         from benchsuite.presets import load_preset
-        from benchsuite.runner import execute
-        from benchsuite.store import check_store
-        from benchsuite.tracking import Tracker
-        from benchsuite.train import RunConfig
+        from benchsuite.training.runner import execute
+        from benchsuite.store.claims import check_store
+        from benchsuite.store.tracking import Tracker
+        from benchsuite.training.loop import RunConfig
         data = load_dataset("synthetic", n=256, n_test=32, shape=(1, 8, 8))
         preset = load_preset("digits").replace(dataset="synthetic", epochs=1)
         check_store(sys.argv[1])

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from benchsuite.board import UnfairComparison
-from benchsuite.grid import BadInput
-from benchsuite.plot import study_plot as plot
-from benchsuite.record import RunRecord
-from benchsuite.study import (
+from benchsuite.boards.leaderboard import UnfairComparison
+from benchsuite.boards.plot import study_plot as plot
+from benchsuite.core.record import RunRecord
+from benchsuite.execution.grid import BadInput
+from benchsuite.studies.table1 import (
     aggregate_study,
     is_study,
     parse_budgets,

@@ -2,11 +2,11 @@
 
 import pytest
 
-from benchsuite.leaderboard import leaderboard_for
-from benchsuite.runner import execute
-from benchsuite.throughput import interleaved_img_per_s, record_isolated
-from benchsuite.tracking import Tracker
-from benchsuite.train import RunConfig
+from benchsuite.boards.publish import leaderboard_for
+from benchsuite.store.tracking import Tracker
+from benchsuite.training.loop import RunConfig
+from benchsuite.training.runner import execute
+from benchsuite.training.throughput import interleaved_img_per_s, record_isolated
 
 
 def test_isolated_throughput_is_recorded_once_and_read_by_the_leaderboard(

@@ -10,11 +10,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from benchsuite import grid
-from benchsuite.cli import app
-from benchsuite.grid import Request
+from benchsuite.cli.app import app
+from benchsuite.execution import grid
+from benchsuite.execution.grid import Request
 from benchsuite.presets import load_preset
-from benchsuite.tuning import TUNING_SEED, MethodSearch, draw_trials, search_space, tuning_bases
+from benchsuite.tuning.search import (
+    TUNING_SEED,
+    MethodSearch,
+    draw_trials,
+    search_space,
+    tuning_bases,
+)
 from tests.local_ray import start_local_ray
 
 EPOCHS = 4
@@ -41,7 +47,7 @@ def test_search_space_comes_from_the_hparams_metadata() -> None:
 
 
 def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
-    from benchsuite.data import load_dataset
+    from benchsuite.data.base import load_dataset
 
     preset = load_preset("digits").replace(epochs=EPOCHS)
     data = load_dataset("digits")
@@ -67,8 +73,8 @@ def test_the_search_suggests_the_drawn_trials_then_finishes() -> None:
     the metric its score is reported under, round robin over the methods."""
     from ray.tune.search import Searcher
 
-    from benchsuite.budget import Budget
-    from benchsuite.data import load_dataset
+    from benchsuite.core.budget import Budget
+    from benchsuite.data.base import load_dataset
 
     preset = load_preset("digits").replace(epochs=EPOCHS)
     data = load_dataset("digits")
@@ -200,8 +206,8 @@ def test_run_tuned_without_a_tuning_result_is_bad_input(tmp_path, monkeypatch) -
 def test_a_calibrated_knob_is_fixed_not_searched() -> None:
     """STR's and DST's calibrated penalty, CS's λ land them on the target: tuning them on
     validation accuracy would trade sparsity for accuracy, so only the other knobs are drawn."""
-    from benchsuite.data import load_dataset
-    from benchsuite.tuning import describe_space, tunable_space
+    from benchsuite.data.base import load_dataset
+    from benchsuite.tuning.search import describe_space, tunable_space
 
     preset = load_preset("fashion-mnist")
     assert set(preset.calibrated("cs", 0.9)) == {"s_initial", "penalty"}
@@ -231,8 +237,8 @@ def test_run_tuned_refuses_hp_overrides(tmp_path, monkeypatch) -> None:
 
 def test_a_tuned_file_for_another_budget_is_refused(tmp_path) -> None:
     """--tuned-configs names any file: its values hold only for the budget they were tuned on."""
-    from benchsuite.errors import BadInput
-    from benchsuite.tuning import load_tuned
+    from benchsuite.core.errors import BadInput
+    from benchsuite.tuning.search import load_tuned
 
     preset = load_preset("digits").replace(epochs=EPOCHS)
     path = tmp_path / "tuned.json"

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..registry import Registry, UnknownName, discover
-from ..schedules import ScheduleSpec
+from benchsuite.core.registry import Registry, UnknownName, discover
+from benchsuite.pruning.schedules import ScheduleSpec
 
 GROUP = "benchsuite.presets"
 

@@ -1,0 +1,1 @@
+"""Runs to a board: aggregation, statistics and marks, rendering, figures, publishing."""

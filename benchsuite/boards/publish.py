@@ -1,0 +1,163 @@
+"""An experiment's runs -> its leaderboard -> the terminal, or published files.
+
+Reading the store (``load_runs``, through ``tracking.Reader``) is separate from the pure
+``aggregate`` step (``benchsuite.aggregation``), so all the statistics are testable on
+hand-made ``RunRecord`` objects. The rules: ``benchsuite.aggregation`` (which runs count,
+cells left out, fairness) and ``benchsuite.marks`` (statistics and marks); the layout:
+``benchsuite.report``; the figure: ``benchsuite.plot``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchsuite.boards.aggregation import aggregate
+from benchsuite.boards.leaderboard import UnfairComparison
+from benchsuite.boards.plot import plot
+from benchsuite.boards.render import JSON_SCHEMA, published_stem, render_rich, to_json, to_markdown
+from benchsuite.boards.tuning_section import configs_name
+from benchsuite.core.record import TAG, Artifacts, Kinds, Metrics, RunRecord, Tags
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from benchsuite.boards.leaderboard import Leaderboard
+    from benchsuite.store.tracking import Reader
+
+__all__ = [
+    "UnfairComparison",
+    "aggregate",
+    "default_experiment",
+    "experiments",
+    "leaderboard_for",
+    "load_runs",
+    "plot",
+    "publish",
+    "render_rich",
+    "to_json",
+    "to_markdown",
+    "write_published",
+]
+
+_INDEX_START = "<!-- benchsuite:index:start -->"
+_INDEX_END = "<!-- benchsuite:index:end -->"
+_INDEX_SCHEMAS = (JSON_SCHEMA, "benchsuite.study/1")  # boards listed in the index (study.py)
+
+
+def experiments(tracking_uri: str) -> list[str]:
+    """Names of the active experiments that hold at least one run, sorted."""
+    from benchsuite.store.tracking import Reader
+
+    return Reader(tracking_uri).experiments()
+
+
+def default_experiment(tracking_uri: str) -> str | None:
+    """The experiment whose newest run started last: what the user most likely just ran."""
+    from benchsuite.store.tracking import Reader
+
+    return Reader(tracking_uri).newest_experiment()
+
+
+def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
+    """All runs of one experiment (trial runs and throughput records), every attempt.
+
+    A finished run recorded before ``collapsed_layers`` existed gets it from its
+    ``layer_sparsity.json`` artifact, so a board regenerated from resumed runs still shows
+    its layer collapses.
+    """
+    from benchsuite.store.tracking import Reader
+
+    reader = Reader(tracking_uri)
+    return [_with_collapse(reader, r) for r in reader.runs(experiment)]
+
+
+def _with_collapse(reader: Reader, rec: RunRecord) -> RunRecord:
+    if (rec.kind != Kinds.RUN or not rec.finished or Metrics.COLLAPSED_LAYERS in rec.metrics
+            or TAG + Tags.COLLAPSED in rec.tags):
+        return rec
+    densities = reader.read_json(rec.run_id, Artifacts.LAYER_SPARSITY)
+    if densities is None:
+        return rec
+    names = [n for n, v in densities.items() if float(v) >= 1.0]  # the artifact's order
+    return dataclasses.replace(
+        rec, metrics={**rec.metrics, Metrics.COLLAPSED_LAYERS: float(len(names))},
+        tags={**rec.tags, TAG + Tags.COLLAPSED: ",".join(names)})
+
+
+def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderboard:
+    """Load and aggregate one experiment (the most recent one if none is named)."""
+    name = experiment or default_experiment(tracking_uri)
+    if name is None:
+        raise KeyError(f"no experiment with runs at {tracking_uri}")
+    return aggregate(load_runs(tracking_uri, name), experiment=name)
+
+
+def _index_lines(out_dir: Path) -> list[str]:
+    lines = []
+    for path in sorted(out_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("schema") not in _INDEX_SCHEMAS:
+            continue
+        h = data.get("header", {})
+        lines.append(
+            f"- [{data.get('experiment', path.stem)}]({path.stem}.md): {h.get('dataset')}, "
+            f"{h.get('model')}, {h.get('epochs')} epochs ({h.get('train_steps')} steps), "
+            f"seeds {h.get('seeds')}, newest run {h.get('newest_run')}"
+        )
+    return lines
+
+
+def _write_index(out_dir: Path) -> Path:
+    """Rebuild the index from the published JSON files; keep any text outside the markers."""
+    path = out_dir / "README.md"
+    block = "\n".join([_INDEX_START, *_index_lines(out_dir), _INDEX_END])
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if _INDEX_START in old and _INDEX_END in old:
+        head, rest = old.split(_INDEX_START, 1)
+        tail = rest.split(_INDEX_END, 1)[1]
+        text = head + block + tail
+    else:
+        text = ("# Published leaderboards\n\n"
+                "Written by `benchsuite publish`; one line per experiment.\n\n" + block + "\n")
+    if text != old:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_published(
+    experiment: str, out_dir: Path, markdown: str, json_text: str, figure: Figure
+) -> list[Path]:
+    """Write <experiment>.md/.json/.png and the README index (the leaderboard's and the study
+    board's). Byte-identical on republishing: nothing depends on the clock, ordering is fixed,
+    and the PNG carries no software/date metadata.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = published_stem(experiment)
+    md, js, png = (out_dir / f"{stem}{ext}" for ext in (".md", ".json", ".png"))
+    md.write_text(markdown, encoding="utf-8")
+    js.write_text(json_text, encoding="utf-8")
+    figure.savefig(png, format="png", metadata={"Software": None})
+    return [md, js, png, _write_index(out_dir)]
+
+
+def publish(board: Leaderboard, out_dir: Path, header: dict[str, str] | None = None, *,
+            force: bool = False) -> list[Path]:
+    """The leaderboard's published files; an unfair table is refused unless forced."""
+    if board.problems and not force:
+        raise UnfairComparison("; ".join(board.problems))
+    paths = write_published(
+        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), plot(board)
+    )
+    if board.tuning:  # the configurations the tuned rows ran, so anyone can rerun them
+        configs = Path(out_dir) / configs_name(board.experiment)
+        kept = {k: v for k, v in board.tuning.items() if k != "untuned"}
+        configs.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        paths.append(configs)
+    return paths

@@ -1,0 +1,110 @@
+"""A tuned board's account of its tuning: what was searched, with how many trials, what won.
+
+A board with tuned rows (``run --tuned``) is only as fair as its tuning, so ``publish`` reads
+the tuned-configurations file the rows came from (``benchsuite tune`` writes it) and prints, per
+method and target, the ranges searched, the trials that finished and the configuration chosen,
+and which methods were not tuned and why. The file itself is published beside the board, so
+``run --tuned-configs`` reruns exactly those configurations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchsuite.boards.leaderboard import Leaderboard
+
+
+def configs_name(experiment: str) -> str:
+    """The tuned configurations' file, published beside the board (no board schema: the
+    leaderboards index skips it)."""
+    from benchsuite.boards.render import published_stem
+
+    return f"{published_stem(experiment)}.configs.json"
+
+
+def tuning_for(
+    board: Leaderboard, path: Path | None = None, root: Path | None = None
+) -> dict[str, Any] | None:
+    """The tuning behind ``board``'s tuned rows (None when it has none), from ``path`` (default
+    the preset's file under ``root``, .benchsuite/tuned); checked against the board's preset
+    and budget."""
+    from benchsuite.tuning.search import TUNED_DIR, read_tuned, tuned_file
+
+    if not any(row.tuned for row in board.rows):
+        return None
+    h = board.header
+    path = path or tuned_file(str(h.get("preset")), int(h.get("epochs") or 0), root or TUNED_DIR)
+    hint = "pass --tuned-configs PATH (the file `benchsuite tune` saved)"
+    expected = {"preset": h.get("preset"), "epochs": h.get("epochs")}
+    payload = read_tuned(path, expected, f"{board.experiment} has tuned rows; {path}", hint)
+    _fill_spaces(payload)
+    payload["untuned"] = {
+        row.method: _why_untuned(row.method) for row in board.rows if row.tuned is False
+    }
+    return payload
+
+
+def _fill_spaces(payload: dict[str, Any]) -> None:
+    """Files from before the search space was saved with each entry: describe it from the code."""
+    from benchsuite.presets import load_preset
+    from benchsuite.tuning.search import describe_space
+
+    preset = None
+    for method, targets in payload.get("methods", {}).items():
+        for target, entry in targets.items():
+            if "space" not in entry:
+                preset = preset or load_preset(payload["preset"])
+                entry["space"] = describe_space(method, preset, float(target))
+
+
+def _why_untuned(method: str) -> str:
+    from benchsuite.tuning.search import search_space
+
+    try:
+        space = search_space(method)
+    except KeyError:
+        return "not tuned"
+    if not space:
+        return "no tunable hyperparameters"
+    return "its only knobs are calibrated per target (so that it lands on the target)"
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2f} %"
+
+
+def markdown_lines(tuning: dict[str, Any], targets: list[float], configs_name: str) -> list[str]:
+    """The board's "Tuning" section."""
+    seeds = tuning.get("seeds") or []
+    seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if seeds else "tuning seeds"
+    out = [
+        "## Tuning",
+        "",
+        f"- **Trials:** {tuning.get('trials_per_method')} full-budget random-search trials per "
+        f"method and target ({seed_text}, none of them a benchmark seed), scored on the "
+        "validation accuracy of the finalized model; the test split was never read. The best "
+        "trial's configuration was then trained on the board's seeds.",
+        f"- **Configurations:** `{configs_name}`; rerun them with "
+        f"`benchsuite run --tuned-configs {configs_name} ...`.",
+    ]
+    if tuning.get("untuned"):
+        out.append("- **Not tuned** (their defaults and the preset's calibration): " + "; ".join(
+            f"{m}: {why}" for m, why in sorted(tuning["untuned"].items())))
+    out += ["", "| Method | Searched | " + " | ".join(f"{t:.0%} chosen" for t in targets) + " |",
+            "|---|---|" + "---|" * len(targets)]  # fmt: skip
+    for method, entries in sorted(tuning.get("methods", {}).items()):
+        spaces = {k: v for e in entries.values() for k, v in e.get("space", {}).items()}
+        searched = "; ".join(f"{k}: {v}" for k, v in sorted(spaces.items()))
+        cells = []
+        for target in targets:
+            e = entries.get(f"{target:g}")
+            if e is None:
+                cells.append("—")
+                continue
+            values = ", ".join(f"{k}={v}" for k, v in sorted((e.get("hparams") or {}).items()))
+            cells.append(f"{values} (val {_percent(e.get('val_accuracy'))}, "
+                         f"{e.get('finished')}/{e.get('trials')} trials)")  # fmt: skip
+        out.append(f"| {method} | {searched} | " + " | ".join(cells) + " |")
+    return out + [""]

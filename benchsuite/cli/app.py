@@ -1,0 +1,502 @@
+"""The ``benchsuite`` command line.
+
+Bad input is one line on stderr naming the bad value and the valid choices, exit code 2,
+and nothing is started or written: every request is fully validated (names, sparsities,
+budgets, data) before the tracking store is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from benchsuite import __version__
+from benchsuite.cli.options import (
+    AddressOption,
+    CacheDirOption,
+    CpusOption,
+    DataDirOption,
+    DatasetOption,
+    DeviceOption,
+    EpochsOption,
+    GpusOption,
+    InProcessOption,
+    MaxConcurrentOption,
+    MethodsOption,
+    ModelOption,
+    PresetOption,
+    RetriesOption,
+    SparsityOption,
+    TrackingOption,
+    TunedConfigsOption,
+)
+from benchsuite.core.errors import BadInput
+from benchsuite.execution.cluster import absolute_dir, absolute_uri, check_writable, parse_resources
+from benchsuite.store.tracking import DEFAULT_TRACKING_URI
+
+# Everything that imports torch (the grid, methods, presets) is imported inside the commands,
+# so `benchsuite --help` and a bad option answer in well under a second.
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Equal-budget benchmarks of pruning methods."
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def report_broken_plugins() -> None:
+    from benchsuite.core.registry import broken_plugins
+
+    for broken in broken_plugins():
+        kind = broken.group.rsplit(".", 1)[-1].removesuffix("s")
+        err.print(
+            f"warning: {kind} plugin {broken.name!r} ({broken.target}) skipped: {broken.error}",
+            markup=False,
+        )
+
+
+def default_experiment(preset: str, epochs: int) -> str:
+    return f"{preset}-{epochs}ep"
+
+
+
+
+@app.command()
+def run(
+    methods: MethodsOption = "all",
+    sparsity: SparsityOption = "0.9",
+    preset: PresetOption = "digits",
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
+    seeds: Annotated[
+        int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")
+    ] = 1,
+    hp: Annotated[
+        list[str] | None, typer.Option(help="METHOD.NAME=V1,V2: one variant per value.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep).")
+    ] = None,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
+    address: AddressOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    retries: RetriesOption = 0,
+    in_process: InProcessOption = False,
+    tuned: Annotated[
+        bool,
+        typer.Option("--tuned", help="Use the best configurations saved by `benchsuite tune`."),
+    ] = False,
+    tuned_configs: TunedConfigsOption = None,
+    throughput: Annotated[
+        bool,
+        typer.Option(
+            help="After the grid, time each method variant alone for the leaderboard's img/s."
+        ),
+    ] = True,
+) -> None:
+    """Train every requested method on the same data, start and budget; record each in MLflow."""
+    from benchsuite.execution.grid import (
+        Request,
+        expand,
+        load_data,
+        parse_hp_options,
+        parse_methods,
+        parse_sparsities,
+        resolve_preset,
+    )
+
+    report_broken_plugins()
+    try:
+        if seeds < 1:
+            raise BadInput(f"--seeds {seeds} must be >= 1")
+        names = parse_methods(methods)
+        targets = parse_sparsities(sparsity)
+        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
+        variants = parse_hp_options(hp or [], names)
+        resources = parse_resources(
+            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
+        )
+        data_dir = absolute_dir(data_dir)
+        data = load_data(resolved, data_dir)
+        best = None
+        if tuned or tuned_configs:
+            from benchsuite.tuning.search import load_for_run
+
+            best = load_for_run(resolved, names, targets, seeds, bool(hp), tuned_configs)
+        request = Request(
+            resolved, names, targets, list(range(seeds)), variants, data_dir, device or "cpu", best
+        )
+        configs = expand(request, data)
+        check_writable(tracking_uri, cache_dir)
+    except BadInput as exc:
+        fail(str(exc))
+        return
+    name = experiment or default_experiment(resolved.name, resolved.epochs)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
+                          in_process=in_process)  # fmt: skip
+    from benchsuite.boards.publish import aggregate, load_runs, render_rich
+
+    if throughput and address is None and not outcome.interrupted:
+        from benchsuite.store.tracking import Tracker
+        from benchsuite.training.throughput import record_isolated
+
+        with console.status("timing each method variant alone (isolated img/s)"):
+            record_isolated(configs, data, Tracker(absolute_uri(tracking_uri), name))
+
+    console.print(render_rich(aggregate(load_runs(absolute_uri(tracking_uri), name))))
+    summarize(outcome, tracking_uri, name)
+
+
+def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Path, resources, *,
+                kind: str = "run", in_process: bool = False, search=None):  # fmt: skip
+    """Run the grid (Ray Tune, or this process with ``--in-process``); Ctrl-C exits 130."""
+    from benchsuite.execution.cluster import ResourceError
+
+    if in_process:
+        from benchsuite.execution.local import run_local as run_grid
+    else:
+        from benchsuite.execution.ray_tune import run_grid
+    command = "benchsuite " + shlex.join(sys.argv[1:])
+    try:
+        return run_grid(configs, data, tracking_uri, experiment, cache_dir=cache_dir,
+                        command=command, console=console, resources=resources, kind=kind,
+                        **({"search": search} if search else {}))  # fmt: skip
+    except ResourceError as exc:
+        fail(str(exc))
+        raise AssertionError("unreachable") from None
+    except KeyboardInterrupt:  # run_grid ends its runs itself; this is Ctrl-C around it
+        err.print("interrupted", markup=False)
+        raise typer.Exit(130) from None
+
+
+def summarize(outcome, tracking_uri: str, experiment: str) -> None:
+    """The outcome in one line (and one per run another command holds); exit 130 when
+    interrupted, 1 when a run failed."""
+    console.print(f"{outcome.summary()} → {tracking_uri}, experiment {experiment!r}", markup=False)
+    for line in outcome.claims:
+        console.print(f"  skipped {line}", markup=False, highlight=False)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    methods: MethodsOption = "all",
+    sparsity: SparsityOption = "0.9",
+    trials_per_method: Annotated[
+        int, typer.Option(help="Full-budget trials per method and target.")
+    ] = 8,
+    preset: PresetOption = "digits",
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment of the trials (default <preset>-<epochs>ep-tune)."),
+    ] = None,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
+    address: AddressOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    retries: RetriesOption = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random state of the search (the same seed draws the same trials).")
+    ] = 0,
+) -> None:
+    """Equal tuning budget: N full-budget random-search trials per method, scored on validation."""
+    from benchsuite.cli.tables import best_table
+    from benchsuite.execution.grid import (
+        Request,
+        load_data,
+        parse_methods,
+        parse_sparsities,
+        resolve_preset,
+    )
+    from benchsuite.tuning.search import (
+        TUNING_SEED,
+        draw_trials,
+        save_tuned,
+        searcher,
+        select_best,
+        tuned_path,
+        tuning_bases,
+    )
+
+    report_broken_plugins()
+    try:
+        if trials_per_method < 1:
+            raise BadInput(f"--trials-per-method {trials_per_method} must be >= 1")
+        names = parse_methods(methods)
+        targets = parse_sparsities(sparsity)
+        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
+        resources = parse_resources(
+            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
+        )
+        data_dir = absolute_dir(data_dir)
+        data = load_data(resolved, data_dir)
+        request = Request(resolved, names, targets, [], {}, data_dir, device or "cpu")
+        configs, untunable = draw_trials(request, data, trials_per_method, seed=seed)
+        if not configs:
+            raise BadInput(
+                f"--methods: {', '.join(untunable)} declare no tunable hyperparameters "
+                "(no low/high or choices); nothing to tune"
+            )
+        check_writable(tracking_uri, cache_dir)
+    except BadInput as exc:
+        fail(str(exc))
+        return
+    for method in untunable:
+        console.print(f"{method}: nothing to tune (no ranges, or only knobs the preset calibrates "
+                      "per target); it runs with its defaults and calibration (skipped)")
+    name = experiment or default_experiment(resolved.name, resolved.epochs) + "-tune"
+    console.print(
+        f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
+        f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
+        f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
+    )
+    search = searcher(trials_per_method, resolved, data, seed=seed)
+    bases = tuning_bases(request)[0]
+    outcome = orchestrate(bases, data, tracking_uri, name, cache_dir, resources, kind="tune",
+                          search=search)  # fmt: skip
+    from benchsuite.store.tracking import Tracker
+
+    finished = Tracker(absolute_uri(tracking_uri), name).finished(kind="tune")
+    best = select_best(outcome.results, outcome.configs, trials_per_method, finished)
+    path = tuned_path(resolved)
+    save_tuned(path, resolved, data, best, trials=trials_per_method, experiment=name)
+    console.print(best_table(best, trials_per_method))
+    console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
+    summarize(outcome, tracking_uri, name)
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """Registered methods, where each comes from, hyperparameters, defaults and their sources."""
+    from benchsuite.cli.tables import methods_table
+    from benchsuite.core.registry import registry
+
+    reg = registry()
+    console.print(methods_table(reg))
+    for broken in reg.broken:
+        console.print(
+            f"[red]skipped[/red] {broken.name} ({broken.target}): {broken.error}", markup=True
+        )
+
+
+@app.command()
+def presets() -> None:
+    """Shipped benchmark presets: dataset, model, budget, optimizer, LR schedule."""
+    from benchsuite.cli.tables import presets_table
+
+    console.print(presets_table())
+
+
+def load_board(tracking_uri: str, experiment: str | None):
+    """The experiment's leaderboard, or its study board when its runs are a study's."""
+    from benchsuite.boards.publish import experiments
+    from benchsuite.store.claims import StoreError, check_store
+    from benchsuite.studies.table1 import board_for
+
+    try:
+        check_store(tracking_uri, write=False)
+    except StoreError as exc:
+        fail(str(exc))
+
+    try:
+        return board_for(tracking_uri, experiment)
+    except KeyError:
+        known = experiments(tracking_uri)
+        fail(
+            f"--experiment {experiment!r} has no runs at {tracking_uri}; "
+            f"choose from {', '.join(known) or '(none: run `benchsuite run` first)'}"
+        )
+
+
+@app.command()
+def leaderboard(
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the newest).")
+    ] = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+) -> None:
+    """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
+    from benchsuite.boards import publish as leaderboard
+    from benchsuite.studies import table1 as study
+
+    board = load_board(tracking_uri, experiment)
+    render = study.render_rich if isinstance(board, study.StudyBoard) else leaderboard.render_rich
+    console.print(render(board))
+
+
+@app.command()
+def publish(
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the newest).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("leaderboards"),
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    force: Annotated[
+        bool, typer.Option(help="Publish even if the runs are not comparable.")
+    ] = False,
+    tuned_configs: TunedConfigsOption = None,
+) -> None:
+    """Write <experiment>.md, .json and .png (and the index) for publication.
+
+    A study experiment (``benchsuite study``) is published in its own layout; a board with tuned
+    rows says how they were tuned and is published with their configurations."""
+    from benchsuite.boards import publish as leaderboard
+    from benchsuite.boards.publish import UnfairComparison
+    from benchsuite.boards.tuning_section import tuning_for
+    from benchsuite.studies import table1 as study
+
+    board = load_board(tracking_uri, experiment)
+    write = study.publish if isinstance(board, study.StudyBoard) else leaderboard.publish
+    try:
+        if not isinstance(board, study.StudyBoard):
+            board.tuning = tuning_for(board, tuned_configs)
+        paths = write(board, out, force=force)
+    except UnfairComparison as exc:
+        fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
+        return
+    except BadInput as exc:
+        fail(str(exc))
+        return
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+study_app = typer.Typer(
+    no_args_is_help=True, help="Fixed grids of runs from a paper, each with its own board."
+)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("table1")
+def study_table1(
+    preset: PresetOption = "digits",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1), paired.")] = 3,
+    sparsity: SparsityOption = "0.7,0.8,0.9,0.95,0.98",
+    budgets: Annotated[
+        str, typer.Option(help="Retraining budgets, fractions of the dense budget's steps.")
+    ] = "0.0222,0.0555,0.1111",
+    schedules: Annotated[
+        str, typer.Option(help="Retraining schedules, comma separated.")
+    ] = "ft,lrw,slr,clr,llr,allr",
+    dataset: DatasetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
+    data_dir: DataDirOption = None,
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep-table1).")
+    ] = None,
+    device: DeviceOption = None,
+    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
+    address: AddressOption = None,
+    cpus_per_trial: CpusOption = 1.0,
+    gpus_per_trial: GpusOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    retries: RetriesOption = 0,
+    in_process: InProcessOption = False,
+) -> None:
+    """The paper's Table 1 on any preset: retraining schedules × sparsities × budgets.
+
+    One-shot IMP (imp-retrain): dense for the preset's full budget (one cached dense run per
+    seed), one global magnitude prune, retraining on top of it (not budget-equal). Reruns
+    resume by run key; `benchsuite publish` writes the study's board.
+    """
+    from benchsuite.execution.grid import load_data, parse_sparsities, resolve_preset
+    from benchsuite.studies import table1 as study
+
+    report_broken_plugins()
+    try:
+        if seeds < 1:
+            raise BadInput(f"--seeds {seeds} must be >= 1")
+        targets = parse_sparsities(sparsity)
+        fractions = study.parse_budgets(budgets)
+        names = study.parse_schedules(schedules)
+        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
+        resources = parse_resources(
+            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
+        )
+        data_dir = absolute_dir(data_dir)
+        data = load_data(resolved, data_dir)
+        configs = study.table1_configs(
+            resolved, data, targets, fractions, names, list(range(seeds)),
+            data_dir=data_dir, device=device or "cpu",
+        )  # fmt: skip
+    except BadInput as exc:
+        fail(str(exc))
+        return
+    name = experiment or study.experiment_name(resolved)
+    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
+                          in_process=in_process)  # fmt: skip
+    from benchsuite.boards.publish import load_runs
+
+    board = study.aggregate_study(load_runs(absolute_uri(tracking_uri), name), name)
+    console.print(study.render_rich(board))
+    console.print(f"publish it: benchsuite publish --experiment {name}")
+    summarize(outcome, tracking_uri, name)
+
+
+@app.command()
+def version() -> None:
+    """Print benchsuite's version."""
+    console.print(__version__)
+
+
+BUG_HINT = (
+    "this is a bug in benchsuite; please report it at the project's issue tracker with the "
+    "command line and the traceback (rerun with BENCHSUITE_TRACEBACK=1 to print it)"
+)
+
+
+def main() -> None:  # pragma: no cover - the console script; tests invoke ``app``
+    """Input errors end in one line (exit 2), Ctrl-C in exit 130, and a bug in a short message
+    saying how to report it, never in a bare traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if type(exc).__name__ == "Abort":  # click's (vendored by typer) name for Ctrl-C
+            err.print("interrupted", markup=False)
+            sys.exit(130)
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error (unknown option, bad type): click's own message
+            sys.exit(exc.exit_code)
+        if os.environ.get("BENCHSUITE_TRACEBACK"):
+            raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        err.print(f"error: {type(exc).__name__}: {reason}", markup=False, soft_wrap=True)
+        err.print(BUG_HINT, markup=False, soft_wrap=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Datasets with fixed splits, their file readers and seeded augmentation."""

@@ -1,0 +1,2 @@
+"""A request expanded to run configs and executed: Ray Tune, in-process, cluster checks, progress.
+"""

@@ -1,0 +1,188 @@
+"""Parse and validate a benchmark request, and expand it into the grid of runs.
+
+Everything that can be wrong with a request (names, sparsities, budgets, data) is found
+here, before anything is started or written; each problem is one ``BadInput`` line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from benchsuite.core.budget import BudgetError
+from benchsuite.core.errors import BadInput
+from benchsuite.core.identity import preset_budget
+from benchsuite.core.method import hparam_fields, parse_hparams
+from benchsuite.core.registry import get_method, list_methods
+from benchsuite.data.base import DataError, Dataset, load_dataset
+from benchsuite.models import ModelError, get_model
+from benchsuite.presets import Preset, PresetError, load_preset
+from benchsuite.training.loop import RunConfig, hparam_pairs
+
+
+def parse_numbers(
+    text: str, option: str, valid: Callable[[float], bool], hint: str, invalid: str
+) -> list[float]:
+    """A comma list of numbers, each checked by ``valid``; sorted, without repeats."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise BadInput(f"{option} {part.strip()!r} is not a number; {hint}") from None
+        if not valid(value):
+            raise BadInput(f"{option} {value:g} {invalid}")
+        values.append(value)
+    return sorted(set(values))
+
+
+def parse_sparsities(text: str) -> list[float]:
+    return parse_numbers(
+        text, "--sparsity", lambda v: 0.0 < v < 1.0, "give values in (0, 1), e.g. 0.9,0.95",
+        "is outside (0, 1); give values strictly between 0 and 1",
+    )  # fmt: skip
+
+
+def parse_methods(text: str) -> list[str]:
+    """A comma list of method names and shell-style patterns (``imp*``, ``*``).
+
+    ``all`` and every pattern select among the budget-equal methods only; a study setting
+    that is not budget-equal (imp-retrain) is run by naming it exactly (docs/extending.md).
+    """
+    known = list_methods()
+    equal = [m for m in known if get_method(m).budget_equal]
+    choices = f"choose from all, {', '.join(known)}"
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "all":
+            names += equal
+        elif part in known:
+            names.append(part)
+        elif any(c in part for c in "*?["):
+            names += _matching(part, equal, known, choices)
+        elif part:
+            raise BadInput(f"--methods: unknown method {part!r}; {choices}")
+    if not names:
+        raise BadInput(f"--methods is empty; {choices}")
+    return list(dict.fromkeys(names))
+
+
+def _matching(pattern: str, equal: list[str], known: list[str], choices: str) -> list[str]:
+    matched = [m for m in equal if fnmatchcase(m, pattern)]
+    if not matched:
+        others = [m for m in known if fnmatchcase(m, pattern)]
+        hint = f" (name {', '.join(others)} exactly: not budget-equal)" if others else ""
+        raise BadInput(f"--methods: {pattern!r} matches no budget-equal method{hint}; {choices}")
+    return matched
+
+
+def parse_hp_options(options: list[str], methods: list[str]) -> dict[str, list[dict[str, str]]]:
+    """``METHOD.NAME=V1,V2`` (repeatable) → per method, the list of override dicts (variants)."""
+    values: dict[str, dict[str, list[str]]] = {}
+    for option in options:
+        head, sep, tail = option.partition("=")
+        method, dot, name = head.partition(".")
+        if not sep or not dot or not tail:
+            raise BadInput(f"--hp {option!r} is not METHOD.NAME=V1[,V2...]")
+        if method not in methods:
+            raise BadInput(
+                f"--hp {option!r}: method {method!r} is not in --methods ({', '.join(methods)})"
+            )
+        cls = get_method(method)
+        fields = [f.name for f in hparam_fields(cls.Hparams)]
+        if name not in fields:
+            raise BadInput(
+                f"--hp {option!r}: {method} has no hyperparameter {name!r}; "
+                f"choose from {', '.join(fields) or '(none)'}"
+            )
+        values.setdefault(method, {})[name] = [v.strip() for v in tail.split(",")]
+    variants: dict[str, list[dict[str, str]]] = {}
+    for method in methods:
+        spec = values.get(method, {})
+        combos = itertools.product(*spec.values()) if spec else [()]
+        variants[method] = [dict(zip(spec, combo)) for combo in combos]
+        for overrides in variants[method]:
+            try:
+                parse_hparams(get_method(method).Hparams, overrides)
+            except (ValueError, TypeError) as exc:
+                raise BadInput(f"--hp {method}: {exc}") from None
+    return variants
+
+
+def resolve_preset(
+    name: str, *, dataset: str | None, model: str | None, epochs: int | None
+) -> Preset:
+    """A registered preset or a PATH.toml, with the command line's overrides applied."""
+    try:
+        preset = load_preset(name)
+    except PresetError as exc:
+        raise BadInput(f"--preset: {exc}") from None
+    if epochs is not None and epochs < 1:
+        raise BadInput(f"--epochs {epochs} is not a budget; give an integer >= 1")
+    try:
+        get_model(model or preset.model)
+    except ModelError as exc:
+        raise BadInput(f"{'--model' if model else '--preset'}: {exc}") from None
+    changes = {
+        k: v
+        for k, v in {"dataset": dataset, "model": model, "epochs": epochs}.items()
+        if v is not None
+    }
+    return preset.replace(**changes) if changes else preset
+
+
+def load_data(preset: Preset, data_dir: str | None) -> Dataset:
+    try:
+        return load_dataset(preset.dataset, data_dir)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Request:
+    preset: Preset
+    methods: list[str]
+    sparsities: list[float]
+    seeds: list[int]
+    variants: dict[str, list[dict[str, str]]]
+    data_dir: str | None = None
+    device: str = "cpu"
+    # method → target sparsity (as f"{t:g}") → best hyperparameters from `benchsuite tune`
+    tuned: dict[str, dict[str, dict[str, str]]] | None = None
+
+
+def expand(request: Request, data: Dataset) -> list[RunConfig]:
+    """methods × variants × targets × seeds, dense once per seed; every plan checked."""
+    configs = []
+    try:
+        budget = preset_budget(request.preset, data)
+    except DataError as exc:
+        raise BadInput(str(exc)) from None
+    for method in request.methods:
+        cls = get_method(method)
+        targets = [0.0] if cls.one_per_seed else request.sparsities
+        for overrides, target, seed in itertools.product(
+            request.variants[method], targets, request.seeds
+        ):
+            best = (request.tuned or {}).get(method, {}).get(f"{target:g}")
+            tuned = best is not None
+            hps = {**(best or {}), **overrides}
+            config = RunConfig(
+                preset=request.preset,
+                method=method,
+                target=target,
+                seed=seed,
+                hparams=hparam_pairs(hps),
+                calibrated=hparam_pairs(request.preset.calibrated(method, target)),
+                data_dir=request.data_dir,
+                device=request.device,
+                tuned=tuned,
+            )
+            try:
+                cls.plan(budget, config.hp(), target, request.preset.schedule)
+            except BudgetError as exc:
+                raise BadInput(f"{exc} (preset {request.preset.name}; raise --epochs)") from None
+            configs.append(config)
+    return configs

@@ -1,0 +1,1 @@
+"""The tracking store: the only MLflow importer, run claims and the store's safety."""

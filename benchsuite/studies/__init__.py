@@ -1,0 +1,1 @@
+"""The paper's study layouts (Table 1) on any preset."""

@@ -1,0 +1,447 @@
+"""The retraining study of the paper's Table 1: its grid of runs and its board.
+
+Zimmer et al. (2023), Table 1: one-shot IMP, the dense model trained for the full budget,
+pruned once to 70/80/90 % and retrained for 2.22/5.55/11.11 % of the dense budget with FT,
+LRW, SLR, CLR, LLR or ALLR (method ``imp-retrain``). Retraining comes on top of the dense
+budget, so these runs are not budget-equal and get their own board: rows = schedules,
+columns = sparsity × retraining budget, each cell mean ± std over seeds.
+
+The statistics are the leaderboard's (``aggregation.aggregate``): each retraining budget is
+aggregated as one leaderboard whose rows are the schedules, so a column's marks come from the
+same paired t-test between neighbours and the same mark rules, and the leaderboard's fairness
+checks (same preset, data, version and ``train_steps``) hold within every budget. Across
+budgets only ``train_steps`` may differ (T·I + N).
+
+The board's findings compare the small-scale result with the paper's claims
+(``benchsuite.study_findings``); its figure is ``plot.study_plot``.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchsuite.boards.aggregation import aggregate, derive_header, latest
+from benchsuite.boards.leaderboard import Cell, UnfairComparison
+from benchsuite.boards.plot import study_plot
+from benchsuite.boards.publish import write_published
+from benchsuite.boards.render import acc_value, md_marked, n_text, pct, stat_json
+from benchsuite.boards.stats import ALPHA, Comparison, Mark
+from benchsuite.core.record import Kinds, Metrics, Params, RunRecord, Tags, to_float
+from benchsuite.pruning.schedules import RETRAIN_SCHEDULES
+from benchsuite.studies.table1_findings import (
+    Column,
+    column,
+    column_title,
+    compare_with_paper,
+    label,
+)
+
+if TYPE_CHECKING:
+    import rich.table
+
+    from benchsuite.data.base import Dataset
+    from benchsuite.presets import Preset
+    from benchsuite.training.loop import RunConfig
+
+STUDY_METHOD = "imp-retrain"
+SCHEMA = "benchsuite.study/1"
+DEFAULT_SPARSITIES = (0.7, 0.8, 0.9, 0.95, 0.98)  # the paper's three, and where LeNet-5 strains
+DEFAULT_BUDGETS = (0.0222, 0.0555, 0.1111)  # Table 1: 2, 5 and 10 of 90 epochs
+_BUDGET, _SCHEDULE = Params.HP + "retrain_budget", Params.HP + "schedule"  # its variant
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def experiment_name(preset: Preset) -> str:
+    return f"{preset.name}-{preset.epochs}ep-table1"
+
+
+def table1_configs(
+    preset: Preset,
+    data: Dataset,
+    sparsities: Sequence[float],
+    budgets: Sequence[float],
+    schedules: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> list[RunConfig]:
+    """Seeds × sparsities × budgets × schedules of ``imp-retrain``; every plan checked.
+
+    Raises ``grid.BadInput`` for a budget or schedule the preset cannot run.
+    """
+    from benchsuite.execution.grid import Request, expand
+
+    variants = [
+        {"schedule": s, "retrain_budget": repr(float(b))} for b in budgets for s in schedules
+    ]
+    request = Request(
+        preset, [STUDY_METHOD], list(sparsities), list(seeds), {STUDY_METHOD: variants},
+        data_dir, device,
+    )  # fmt: skip
+    return expand(request, data)
+
+
+def parse_budgets(text: str) -> list[float]:
+    from benchsuite.execution.grid import parse_numbers
+
+    return parse_numbers(
+        text, "--budgets", lambda v: math.isfinite(v) and v > 0,
+        "give fractions of the dense budget > 0, e.g. 0.0222,0.0555,0.1111",
+        "must be a fraction of the dense budget > 0",
+    )  # fmt: skip
+
+
+def parse_schedules(text: str) -> list[str]:
+    from benchsuite.execution.grid import BadInput
+
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in RETRAIN_SCHEDULES]
+    if not names or bad:
+        raise BadInput(
+            f"--schedules {', '.join(bad) or '(empty)'}: "
+            f"choose from {', '.join(RETRAIN_SCHEDULES)}"
+        )
+    return [s for s in RETRAIN_SCHEDULES if s in names]
+
+
+# ----------------------------------------------------------------------------- the board
+
+
+@dataclass
+class StudyBoard:
+    experiment: str
+    targets: list[float]
+    budgets: list[float]
+    schedules: list[str]
+    cells: dict[tuple[str, float, float], Cell]  # (schedule, target, budget)
+    columns: list[Column]
+    comparisons: list[Comparison]
+    retrain_steps: dict[float, int | None]  # budget → N
+    dense_steps: int | None
+    problems: list[str]
+    notes: list[str]
+    findings: list[str]
+    headline: str
+    header: dict[str, str]
+    alpha: float = ALPHA
+
+    def cell(self, schedule: str, target: float, budget: float) -> Cell | None:
+        return self.cells.get((schedule, target, budget))
+
+
+def is_study(runs: Iterable[RunRecord]) -> bool:
+    """A study experiment: all its trial runs are the Table 1 setting (mixed with budget-equal
+    methods, the usual leaderboard flags the unequal budgets instead)."""
+    methods = {r.method for r in runs if r.kind == Kinds.RUN}
+    return methods == {STUDY_METHOD}
+
+
+def _budget(r: RunRecord) -> float | None:
+    return to_float(r.params.get(_BUDGET))
+
+
+def _split_steps(total: int, budget: float) -> tuple[int, int]:
+    """(T·I, N) from T·I + N with N = round(budget·T·I): T·I = round(total/(1 + budget))."""
+    dense = round(total / (1.0 + budget))
+    return dense, total - dense
+
+
+def aggregate_study(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float = ALPHA
+                    ) -> StudyBoard:
+    """Cells, marks, fairness and the comparison with the paper, from run records (pure).
+
+    Each retraining budget is aggregated as one leaderboard whose rows are the schedules.
+    """
+    runs = list(runs)
+    experiment = experiment or next((r.experiment for r in runs if r.experiment), "")
+    notes: list[str] = []
+    problems: list[str] = []
+    study = _study_runs(runs, notes)
+    by_budget: dict[float, list[RunRecord]] = {}
+    for r in study:
+        relabelled = dataclasses.replace(r, params={**r.params,
+                                                    Params.VARIANT: r.params[_SCHEDULE]})
+        by_budget.setdefault(_budget(r), []).append(relabelled)  # type: ignore[arg-type]
+    budgets = sorted(by_budget)
+    cells: dict[tuple[str, float, float], Cell] = {}
+    comparisons: list[Comparison] = []
+    targets: set[float] = set()
+    for b in budgets:
+        board = aggregate(by_budget[b], experiment, alpha=alpha)
+        problems += [f"at retraining budget {pct(b)}: {p}" for p in board.problems]
+        notes += [f"at retraining budget {pct(b)}: {n}" for n in board.notes]
+        comparisons += [dataclasses.replace(c, metric=f"test_accuracy@{b!r}")
+                        for c in board.comparisons if c.metric == Metrics.TEST_ACCURACY]
+        targets.update(board.targets)
+        cells.update({(row.variant, t, b): cell for row in board.rows
+                      for t, cell in row.cells.items()})
+    retrain_steps, dense_steps = _steps(by_budget)
+    counted, _ = latest(study, key=lambda r: r.run_key)
+    problems += _study_problems(counted, dense_steps)
+    schedules = [s for s in RETRAIN_SCHEDULES if any(k[0] == s for k in cells)]
+    schedules += sorted({k[0] for k in cells} - set(schedules))
+    columns = [column(cells, schedules, t, b, alpha) for t in sorted(targets) for b in budgets]
+    header = _header(experiment, counted, budgets, retrain_steps, dense_steps)
+    board = StudyBoard(experiment, sorted(targets), budgets, schedules, cells, columns,
+                       comparisons, retrain_steps, next(iter(dense_steps), None)
+                       if len(dense_steps) == 1 else None, problems, notes, [], "", header,
+                       alpha)
+    board.headline, board.findings = compare_with_paper(board)
+    return board
+
+
+def _study_runs(runs: list[RunRecord], notes: list[str]) -> list[RunRecord]:
+    """The study's trial runs that name their retraining budget and schedule."""
+    trial = [r for r in runs if r.kind == Kinds.RUN]
+    others = sorted({str(r.method) for r in trial if r.method != STUDY_METHOD})
+    if others:
+        notes.append(f"runs of other methods in this experiment ignored: {', '.join(others)}")
+    study = [r for r in trial if r.method == STUDY_METHOD]
+    no_budget = [r for r in study if _budget(r) is None or not r.params.get(_SCHEDULE)]
+    if no_budget:
+        notes.append(f"{len(no_budget)} run(s) without hp.retrain_budget/hp.schedule ignored")
+    return [r for r in study if r not in no_budget]
+
+
+def _steps(by_budget: dict[float, list[RunRecord]]
+           ) -> tuple[dict[float, int | None], set[int]]:
+    """Each budget's retraining steps N (None where its runs disagree); the dense T·I seen."""
+    retrain_steps: dict[float, int | None] = {}
+    dense_steps: set[int] = set()
+    for b in sorted(by_budget):
+        totals = {int(v) for r in by_budget[b] if r.finished
+                  and (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None}
+        splits = {_split_steps(total, b) for total in totals}
+        retrain_steps[b] = next(iter(splits))[1] if len(splits) == 1 else None
+        dense_steps.update(d for d, _ in splits)
+    return retrain_steps, dense_steps
+
+
+def _study_problems(counted: list[RunRecord], dense_steps: set[int]) -> list[str]:
+    """Unfair across budgets (within one, the leaderboard's checks hold): only ``train_steps``
+    may differ between budgets, by the retraining steps."""
+    problems = []
+    if len(dense_steps) > 1:
+        problems.append("runs differ in their dense budget (T·I steps): "
+                        + ", ".join(map(str, sorted(dense_steps))))
+    for name, values in (
+        ("preset", [r.params.get(Params.PRESET) for r in counted]),
+        ("epochs", [r.params.get(Params.EPOCHS) for r in counted]),
+        ("data fingerprint (benchsuite.data)", [r.tag(Tags.DATA) for r in counted]),
+        ("benchsuite.version", [r.tag(Tags.VERSION) for r in counted]),
+    ):
+        distinct = sorted({str(v) for v in values if v not in (None, "")})
+        if len(distinct) > 1:
+            problems.append(f"runs differ in {name} across retraining budgets: "
+                            + ", ".join(distinct))
+    return problems
+
+
+def _header(experiment: str, latest: list[RunRecord], budgets: list[float],
+            retrain_steps: dict[float, int | None], dense: set[int]) -> dict[str, str]:
+    h = derive_header(experiment, sorted(latest, key=lambda r: (r.start_time, r.run_id)), [],
+                       [])
+    dense_s = ", ".join(map(str, sorted(dense))) or "unknown"
+    steps = ", ".join(f"{pct(b)} = {'?' if retrain_steps[b] is None else retrain_steps[b]}"
+                      for b in budgets)
+    h["train_steps"] = f"{dense_s} dense + {steps} retraining"
+    h["retraining"] = steps
+    h["dense_steps"] = dense_s
+    return h
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _cell_text(cell: Cell | None) -> str:
+    if cell is None:
+        return "—"
+    text = md_marked(acc_value(cell), cell.marks.get(Metrics.TEST_ACCURACY, Mark()))
+    if cell.short or cell.failed or cell.running:
+        text += f" _({n_text(cell)})_"
+    return text
+
+
+def _titles(board: StudyBoard) -> list[str]:
+    return ["Schedule"] + [column_title(t, b) for t in board.targets for b in board.budgets]
+
+
+def to_markdown(board: StudyBoard) -> str:
+    h = board.header
+    out = [f"# Retraining study (Table 1 layout): {board.experiment}", ""]
+    out += [
+        f"- **Dataset:** {h['dataset']}",
+        f"- **Model:** {h['model']}",
+        f"- **Preset:** {h['preset']}",
+        f"- **Setting:** one-shot IMP (`{STUDY_METHOD}`): dense training for the preset's full "
+        f"budget ({h['epochs']} epochs = {h['dense_steps']} steps, batch size {h['batch_size']}, "
+        "one cached dense run per seed shared by every cell), one global magnitude prune to the "
+        "column's sparsity, then retraining with the row's schedule **on top of** the dense "
+        "budget: not budget-equal, like the paper's Table 1.",
+        f"- **Retraining budgets** (fraction of the dense steps = N steps, the same for every "
+        f"schedule): {h['retraining']}",
+        f"- **Seeds:** {h['seeds']}",
+        f"- **Hardware / device (trials):** {h['device']}",
+        f"- **benchsuite version:** {h['version']}",
+        f"- **Newest run:** {h['newest_run']}",
+        "- **Reproduce** (resumes by run key: finished runs are skipped):",
+        "",
+        "```",
+        *h["command"].splitlines(),
+        "```",
+        "",
+        f"**Headline:** {board.headline}",
+        "",
+    ]
+    if board.problems:
+        out += ["> **Warning: unfair comparison** (published with `--force`):"]
+        out += [f"> - {p}" for p in board.problems] + [""]
+    titles = _titles(board)
+    out += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for s in board.schedules:
+        cells = [_cell_text(board.cell(s, t, b)) for t in board.targets for b in board.budgets]
+        out.append("| " + " | ".join([label(s), *cells]) + " |")
+    out += ["", "## Legend", ""]
+    out += [
+        "- Cells: test top-1 accuracy (%), mean ± sample std over seeds (`n=2 of 3` where a "
+        "cell has fewer seeds than its column; failed and running runs are counted there).",
+        "- Columns: target sparsity · retraining budget (a fraction of the dense budget's "
+        "steps).",
+        "- Marks, within each column: the schedules sorted by mean, each compared with the next "
+        "by a two-sided paired t-test over shared seeds (same seed: same dense model, same "
+        f"batches), α = {board.alpha}. **Bold** with ¹ ² ³: that place, separated from both "
+        "neighbours; ≈: within noise of a neighbour (the leaderboard's rules, "
+        "docs/leaderboards.md).",
+        "- ALLR is *first* when it has the highest mean, *within noise of the first* when the "
+        "paired test against the first is not separated, *behind* otherwise.",
+    ]
+    out += ["", "## Comparison with the paper (computed from the numbers above)", ""]
+    out += [f"- {line}" for line in board.findings]
+    if board.notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in board.notes]
+    return "\n".join(out) + "\n"
+
+
+def _board_dict(board: StudyBoard) -> dict[str, Any]:
+    cells = []
+    for s in board.schedules:
+        for t in board.targets:
+            for b in board.budgets:
+                cell = board.cell(s, t, b)
+                if cell is None:
+                    continue
+                cells.append({
+                    "schedule": s, "target_sparsity": t, "retrain_budget": b,
+                    "n": cell.n, "n_expected": cell.n_expected, "seeds": list(cell.seeds),
+                    "run_ids": {str(k): v for k, v in sorted(cell.run_ids.items())},
+                    "failed": cell.failed, "running": cell.running,
+                    "test_accuracy": stat_json(cell.stats.get(Metrics.TEST_ACCURACY),
+                                                cell.marks.get(Metrics.TEST_ACCURACY)),
+                    "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
+                })
+    return {
+        "schema": SCHEMA,
+        "experiment": board.experiment,
+        "header": board.header,
+        "method": STUDY_METHOD,
+        "targets": board.targets,
+        "budgets": board.budgets,
+        "retrain_steps": {repr(b): n for b, n in board.retrain_steps.items()},
+        "dense_steps": board.dense_steps,
+        "schedules": board.schedules,
+        "alpha": board.alpha,
+        "test": "two-sided paired t-test (scipy.stats.ttest_rel) between neighbours by mean",
+        "headline": board.headline,
+        "findings": board.findings,
+        "problems": board.problems,
+        "notes": board.notes,
+        "columns": [dataclasses.asdict(c) for c in board.columns],
+        "cells": cells,
+        "comparisons": [
+            {"metric": c.metric, "target_sparsity": c.target, "upper": c.upper,
+             "lower": c.lower, "shared_seeds": c.shared_seeds, "diff": c.diff,
+             "t": c.t if c.t is not None and math.isfinite(c.t) else None,
+             "t_infinite": c.t is not None and math.isinf(c.t), "p": c.p, "status": c.status}
+            for c in board.comparisons
+        ],
+    }
+
+
+def to_json(board: StudyBoard) -> str:
+    return json.dumps(_board_dict(board), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def render_rich(board: StudyBoard) -> rich.table.Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    captions = [Text(f"⚠ unfair comparison: {p}", style="bold red") for p in board.problems]
+    captions.append(Text(board.headline, style="bold"))
+    captions += [Text(line, style="dim") for line in board.findings]
+    h = board.header
+    table = Table(title=f"benchsuite study: {board.experiment}\n{h['dataset']}, {h['model']}, "
+                        f"{h['dense_steps']} dense steps + {h['retraining']}, seeds {h['seeds']}",
+                  caption=Text("\n").join(captions), caption_justify="left")
+    for i, title in enumerate(_titles(board)):
+        table.add_column(title.replace(" · ", "\n"), justify="left" if i == 0 else "right")
+    for s in board.schedules:
+        row = [Text(label(s))]
+        for t in board.targets:
+            for b in board.budgets:
+                cell = board.cell(s, t, b)
+                mark = Mark() if cell is None else cell.marks.get(Metrics.TEST_ACCURACY, Mark())
+                text = "—" if cell is None else acc_value(cell) + mark.symbol
+                row.append(Text(text, style="bold green" if mark.rank == 1 else ""))
+        table.add_row(*row)
+    return table
+
+
+def publish(board: StudyBoard, out_dir: Path, *, force: bool = False) -> list[Path]:
+    """The study board's published files; an unfair study is refused unless forced."""
+    if board.problems and not force:
+        raise UnfairComparison("; ".join(board.problems))
+    return write_published(
+        board.experiment, out_dir, to_markdown(board), to_json(board), study_plot(board)
+    )
+
+
+__all__ = [
+    "DEFAULT_BUDGETS",
+    "DEFAULT_SPARSITIES",
+    "SCHEMA",
+    "STUDY_METHOD",
+    "Column",
+    "StudyBoard",
+    "aggregate_study",
+    "board_for",
+    "experiment_name",
+    "is_study",
+    "parse_budgets",
+    "parse_schedules",
+    "publish",
+    "render_rich",
+    "table1_configs",
+    "to_json",
+    "to_markdown",
+]
+
+
+def board_for(tracking_uri: str, experiment: str | None = None) -> Any:
+    """The experiment's board: a ``StudyBoard`` for a study, else the usual ``Leaderboard``."""
+    from benchsuite.boards.publish import default_experiment, load_runs
+
+    name = experiment or default_experiment(tracking_uri)
+    if name is None:
+        raise KeyError(f"no experiment with runs at {tracking_uri}")
+    runs = load_runs(tracking_uri, name)
+    return aggregate_study(runs, name) if is_study(runs) else aggregate(runs, experiment=name)

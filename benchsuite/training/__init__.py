@@ -1,0 +1,3 @@
+"""The one training loop, evaluation, the dense-prefix cache, one config to one recorded run,
+isolated throughput.
+"""

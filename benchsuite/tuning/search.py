@@ -1,0 +1,355 @@
+"""Fair tuning: the same number of full-budget trials per method, scored on validation only.
+
+A method's search space is its ``Hparams`` field metadata (``low``/``high``/``log`` or
+``choices``, see ``method.hparam``) as Ray Tune domains. The search is a Tune searcher
+(``MethodSearch``) run by ``orchestrate.run_grid``: ``num_samples`` trials per (method, target),
+drawn from a random state fixed per (method, target) and ``--seed``, so a re-run draws the same
+trials and resumes by run_key, and adding a method to the request changes no other method's
+draws. The best trial per (method, target) is the ``ResultGrid``'s ``get_best_result`` on the
+finalized model's validation accuracy.
+
+Every trial is a full-budget run (no early stopping: ASHA would compare unfinalized models at
+different sparsities, which favours some methods), trained with a tuning seed (1000 + i) that no
+benchmark run uses, and scored on the *finalized* model's validation accuracy. The test split
+is never read (``RunConfig.evaluate_test=False``). The best configuration per method and
+target is saved where ``benchsuite run --tuned`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from benchsuite import __version__
+from benchsuite.core.budget import Budget, BudgetError
+from benchsuite.core.identity import preset_budget
+from benchsuite.core.method import hparam_fields
+from benchsuite.core.record import Metrics
+from benchsuite.core.registry import get_method
+from benchsuite.data.base import Dataset
+from benchsuite.execution.grid import BadInput, Request
+from benchsuite.presets import Preset
+from benchsuite.training.loop import RunConfig, hparam_pairs
+
+TUNING_SEED = 1000  # trial i trains with seed 1000 + i; benchmark runs use seeds 0..N-1
+TUNED_DIR = Path(".benchsuite/tuned")
+SCORE = Metrics.VAL_ACCURACY  # of the finalized (projected) model, on the validation split
+MAX_DRAWS = 200  # per trial, to find a configuration whose plan fits the budget
+
+
+def search_space(method: str) -> dict[str, Any]:
+    """Ray Tune domains for the method's tunable fields (those with a range or choices)."""
+    from ray import tune
+
+    cls = get_method(method)
+    hints = typing.get_type_hints(cls.Hparams)
+    space: dict[str, Any] = {}
+    for f in hparam_fields(cls.Hparams):
+        meta = f.metadata
+        if meta.get("choices"):
+            space[f.name] = tune.choice(list(meta["choices"]))
+        elif meta.get("low") is not None and meta.get("high") is not None:
+            low, high, log = meta["low"], meta["high"], bool(meta.get("log"))
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise BadInput(
+                    f"{method}.{f.name}: its search space [{low}, {high}] is not a finite range "
+                    "(a bug in the method's Hparams: low/high must be finite, low <= high)"
+                )
+            if hints.get(f.name) is int:
+                space[f.name] = (tune.lograndint if log else tune.randint)(int(low), int(high) + 1)
+            else:
+                space[f.name] = (tune.loguniform if log else tune.uniform)(low, high)
+    return space
+
+
+def tunable_space(method: str, preset: Preset, target: float) -> dict[str, Any]:
+    """The search space at ``target`` less the knobs the preset calibrates there.
+
+    A calibrated knob (STR's and DST's penalty, CS's λ) is what lands the method on the target;
+    tuned on validation accuracy it would trade sparsity for accuracy, so it stays fixed.
+    """
+    fixed = preset.calibrated(method, target)
+    return {k: d for k, d in search_space(method).items() if k not in fixed}
+
+
+def describe_space(method: str, preset: Preset, target: float) -> dict[str, str]:
+    """What the search drew from at ``target``, in words: for the tuned file and the board."""
+    out: dict[str, str] = {}
+    space, hparams = tunable_space(method, preset, target), get_method(method).Hparams
+    hints = typing.get_type_hints(hparams)
+    for f in hparam_fields(hparams):
+        if f.name not in space:
+            continue
+        meta = f.metadata
+        if meta.get("choices"):
+            out[f.name] = "one of " + ", ".join(str(c) for c in meta["choices"])
+        else:
+            kind = "integer" if hints.get(f.name) is int else "real"
+            scale = "log-uniform" if meta.get("log") else "uniform"
+            out[f.name] = f"{scale} {kind} in [{meta['low']:g}, {meta['high']:g}]"
+    return out
+
+
+def _round(value: Any) -> Any:
+    """Floats to 3 significant digits: readable variant names, no loss that matters."""
+    if isinstance(value, float) and value != 0 and math.isfinite(value):
+        return float(f"{value:.3g}")
+    return value
+
+
+def score_name(config: RunConfig) -> str:
+    """The metric a trial of (method, target) reports its score under: one per search."""
+    return f"{SCORE}/{config.method}@{config.target:g}"
+
+
+class MethodSearch(Searcher):
+    """Random search over each method's domains, a random state per (method, target).
+
+    ``bases`` holds one configuration per (method, target); trial i of a base trains with seed
+    ``TUNING_SEED + i``. Trials are suggested round robin over the bases, so every method's
+    trials run side by side; a draw whose plan does not fit the budget is drawn again (the
+    trial is never spent on it).
+    """
+
+    def __init__(self, bases: list[RunConfig], trials: int, budget: Budget, *, seed: int = 0,
+                 key: Callable[[RunConfig], str] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.bases, self.trials, self.budget, self.key = bases, trials, budget, key
+        self.rngs = [np.random.RandomState(zlib.crc32(f"{b.method}@{b.target:g}#{seed}".encode()))
+                     for b in bases]  # fmt: skip
+        self.total = trials * len(bases)
+        self.suggested = 0
+
+    def _draw(self, base: RunConfig, rng: np.random.RandomState, i: int) -> RunConfig:
+        """Trial ``i`` of ``base``: the first draw whose plan fits the budget."""
+        cls = get_method(base.method)
+        space = tunable_space(base.method, base.preset, base.target)
+        for _ in range(MAX_DRAWS):
+            hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
+            config = dataclasses.replace(base, seed=TUNING_SEED + i, hparams=hparam_pairs(hps))
+            try:
+                cls.plan(self.budget, config.hp(), base.target, base.preset.schedule)
+            except (BudgetError, ValueError):
+                continue
+            return config
+        raise BadInput(
+            f"tune: no configuration of {base.method} drawn in {MAX_DRAWS} tries fits a "
+            f"budget of {base.preset.epochs} epochs; raise --epochs"
+        )
+
+    def next_config(self) -> RunConfig | None:
+        """The next trial's configuration (None when all are drawn)."""
+        if self.suggested >= self.total:
+            return None
+        i, b = divmod(self.suggested, len(self.bases))
+        self.suggested += 1
+        return self._draw(self.bases[b], self.rngs[b], i)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:  # fmt: skip
+        return True  # the space is the methods' own; each trial names its score metric
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        config = self.next_config()
+        if config is None:
+            return Searcher.FINISHED
+        assert self.key is not None, "a search run by Tune computes each trial's run key"
+        return {"run": {"key": self.key(config), "config": config, "score": score_name(config)}}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:  # fmt: skip
+        pass  # random search: results do not steer the draws
+
+
+def _tunable(method: str, preset: Preset, target: float) -> bool:
+    return bool(tunable_space(method, preset, target)) and not get_method(method).one_per_seed
+
+
+def tuning_bases(request: Request) -> tuple[list[RunConfig], list[str]]:
+    """One base configuration per tunable (method, target), and the methods with nothing to tune
+    at any target."""
+    bases: list[RunConfig] = []
+    skipped: list[str] = []
+    preset = request.preset
+    for method in request.methods:
+        targets = [t for t in request.sparsities if _tunable(method, preset, t)]
+        if not targets:
+            skipped.append(method)
+        for target in targets:
+            calibrated = hparam_pairs(preset.calibrated(method, target))
+            bases.append(RunConfig(preset, method, target, TUNING_SEED, calibrated=calibrated,
+                                   data_dir=request.data_dir, device=request.device,
+                                   evaluate_test=False))  # fmt: skip
+    return bases, skipped
+
+
+def draw_trials(
+    request: Request, data: Dataset, trials: int, *, seed: int = 0
+) -> tuple[list[RunConfig], list[str]]:
+    """``trials`` configurations per (method, target), as the search suggests them; methods
+    with nothing to tune are skipped. Returns the configurations and the skipped methods.
+
+    Drawing them all up front checks, before anything starts, that every method can fit its
+    trials into the budget (``BadInput`` otherwise)."""
+    bases, skipped = tuning_bases(request)
+    search = MethodSearch(bases, trials, preset_budget(request.preset, data), seed=seed)
+    return list(iter(search.next_config, None)), skipped
+
+
+def searcher(trials: int, preset: Preset, data: Dataset, *, seed: int = 0) -> Callable[..., Any]:
+    """The search for ``orchestrate.run_grid``: given its resolved bases and run-key function."""
+    budget = preset_budget(preset, data)
+
+    def make(bases: list[RunConfig], key: Callable[[RunConfig], str]) -> MethodSearch:
+        return MethodSearch(bases, trials, budget, seed=seed, key=key)
+
+    return make
+
+
+def select_best(
+    results: Any, bases: list[RunConfig], trials: int, finished: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and target: the best trial of the search's ``ResultGrid``
+    (``get_best_result`` on its score; ties go to the earlier trial).
+
+    Failed trials count against the method's budget (they were its trials) but cannot be
+    chosen. ``finished`` (``Tracker.finished``) gives the chosen run's MLflow run id.
+    """
+    best: dict[str, dict[str, dict[str, Any]]] = {}
+    for base in bases:
+        score = score_name(base)
+        scored = [r for r in results or [] if score in (r.metrics or {})]
+        entry: dict[str, Any] = {"trials": trials, "finished": len(scored), SCORE: None,
+                                 "space": describe_space(base.method, base.preset, base.target)}
+        if scored:
+            chosen = results.get_best_result(metric=score, mode="max", scope="last")
+            config: RunConfig = chosen.config["run"]["config"]
+            run = finished.get(chosen.config["run"]["key"], {})
+            entry.update({SCORE: chosen.metrics[score], "hparams": dict(config.hparams),
+                          "run_id": run.get("run_id"), "seed": config.seed})  # fmt: skip
+        best.setdefault(base.method, {})[f"{base.target:g}"] = entry
+    return best
+
+
+def tuned_path(preset: Preset, root: Path = TUNED_DIR) -> Path:
+    """One file per preset and budget: tuned values are only valid for that budget."""
+    return tuned_file(preset.name, preset.epochs, root)
+
+
+def tuned_file(preset: str, epochs: int, root: Path = TUNED_DIR) -> Path:
+    return root / f"{preset}-{epochs}ep.json"
+
+
+def read_tuned(path: Path, expected: dict[str, Any], what: str, hint: str) -> dict[str, Any]:
+    """A tuned-configurations file, refused unless it was tuned for ``expected`` (tuned values
+    hold only for the dataset, model and budget they were tuned on)."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{what}: cannot read {path} ({exc}); {hint}") from None
+    for name, value in expected.items():
+        if str(payload.get(name)) != str(value):
+            raise BadInput(
+                f"{what} was tuned for {name} {payload.get(name)!r}, not {value!r}; {hint}"
+            )
+    return payload
+
+
+def load_for_run(
+    preset: Preset, methods: list[str], targets: list[float], seeds: int, with_hp: bool,
+    path: Path | None = None,
+) -> dict[str, dict[str, dict[str, str]]]:
+    """``run --tuned``: the tuned hyperparameters, after the checks that keep the board honest."""
+    if with_hp:
+        raise BadInput(
+            "--hp with --tuned: a tuned row is the tuning's choice per target; set "
+            "hyperparameters with one or the other"
+        )
+    if seeds > TUNING_SEED:
+        raise BadInput(
+            f"--seeds {seeds} would reuse the tuning seeds ({TUNING_SEED}+) with --tuned; "
+            f"use at most {TUNING_SEED} seeds"
+        )
+    return load_tuned(preset, methods, targets, path=path)
+
+
+def save_tuned(
+    path: Path,
+    preset: Preset,
+    data: Dataset,
+    best: dict[str, dict[str, dict[str, Any]]],
+    *,
+    trials: int,
+    experiment: str,
+) -> None:
+    """Merge into an existing file: tuning one method later keeps the others' results."""
+    payload: dict[str, Any] = {}
+    if path.exists():
+        payload = json.loads(path.read_text())
+    methods = payload.get("methods", {})
+    for method, targets in best.items():
+        for target, entry in targets.items():
+            if entry.get("hparams") is not None:
+                methods.setdefault(method, {})[target] = entry
+    payload.update(
+        {
+            "preset": preset.name,
+            "dataset": preset.dataset,
+            "model": preset.model,
+            "epochs": preset.epochs,
+            "data": data.fingerprint,
+            "score": f"{SCORE} of the finalized model (validation split); test split not read",
+            "trials_per_method": trials,
+            "seeds": [TUNING_SEED + i for i in range(trials)],
+            "experiment": experiment,
+            "benchsuite": __version__,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "methods": methods,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_tuned(
+    preset: Preset, methods: list[str], targets: list[float], root: Path = TUNED_DIR,
+    path: Path | None = None,
+) -> dict[str, dict[str, dict[str, str]]]:
+    """The best hyperparameters per method and target for ``run --tuned`` (Request.tuned), from
+    ``path`` (default: the preset's file under ``root``)."""
+    path = path or tuned_path(preset, root)
+    hint = (
+        f"run `benchsuite tune --preset {preset.name} --epochs {preset.epochs} "
+        f"--methods {','.join(methods)} --sparsity {','.join(f'{t:g}' for t in targets)}` first"
+    )
+    if not path.exists():
+        raise BadInput(f"--tuned: no tuned configuration at {path}; {hint}")
+    expected = {"dataset": preset.dataset, "model": preset.model, "epochs": preset.epochs}
+    payload = read_tuned(path, expected, f"--tuned: {path}", hint)
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    stored = payload.get("methods", {})
+    for method in methods:
+        for target in targets:
+            if not _tunable(method, preset, target):
+                continue  # nothing to tune: runs with its defaults (and calibration), untuned
+            entry = stored.get(method, {}).get(f"{target:g}")
+            if entry is None or entry.get("hparams") is None:
+                raise BadInput(
+                    f"--tuned: {path} has no tuned {method} at sparsity {target:g}; {hint}"
+                )
+            out.setdefault(method, {})[f"{target:g}"] = {
+                k: str(v) for k, v in entry["hparams"].items()
+            }
+    return out
