@@ -37,9 +37,13 @@ def minimal_loop(preset, data, seed: int) -> float:
     model = build_model(preset.model, data.num_classes, data.input_shape)
     opt = preset.optimizer
     sgd = torch.optim.SGD(  # the harness's multi-tensor SGD: the same optimizer on both sides
-        model.parameters(), lr=opt.lr, momentum=opt.momentum,
-        weight_decay=opt.weight_decay, nesterov=opt.use_nesterov, foreach=True,
-    )  # fmt: skip
+        model.parameters(),
+        lr=opt.lr,
+        momentum=opt.momentum,
+        weight_decay=opt.weight_decay,
+        nesterov=opt.use_nesterov,
+        foreach=True,
+    )
     if preset.channels_last:
         model.to(memory_format=torch.channels_last)
     x_all, y_all = data.train_x, data.train_y

@@ -54,10 +54,19 @@ def main() -> None:
         **{f"{m}/no-update": RunConfig(preset, m, 0.9, 0, hparams=never) for m in DYNAMIC},
         **{f"{m}/every-step": RunConfig(preset, m, 0.9, 0, hparams=always) for m in DYNAMIC},
     }
-    times = dict(zip(configs, interleaved_step_times(
-        list(configs.values()), Shape(10, (1, 28, 28)), Budget(10, 8), batches, 421,
-        rounds=args.rounds,
-    )))  # fmt: skip
+    times = dict(
+        zip(
+            configs,
+            interleaved_step_times(
+                list(configs.values()),
+                Shape(10, (1, 28, 28)),
+                Budget(10, 8),
+                batches,
+                421,
+                rounds=args.rounds,
+            ),
+        )
+    )
     dense = times["dense"]
     print(f"dense step {1000 * statistics.median(dense):.2f} ms (median of {args.rounds} rounds)")
     for name in ("gmp", "random", "snip"):

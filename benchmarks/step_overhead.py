@@ -75,10 +75,16 @@ def measure(
     ]
     configs = [RunConfig(preset, m, 0.0 if m == "dense" else args.sparsity, 0) for m in methods]
     times = interleaved_step_times(
-        configs, shape, budget, batches, REAL_STEPS[model_name], rounds=args.rounds,
-        on_round=lambda r: print(f"  {model_name} round {r}/{args.rounds}", file=sys.stderr,
-                                 end="\r"),
-    )  # fmt: skip
+        configs,
+        shape,
+        budget,
+        batches,
+        REAL_STEPS[model_name],
+        rounds=args.rounds,
+        on_round=lambda r: print(
+            f"  {model_name} round {r}/{args.rounds}", file=sys.stderr, end="\r"
+        ),
+    )
     print(file=sys.stderr)
     return dict(zip(methods, times))
 

@@ -80,8 +80,14 @@ def default_run(methods: str) -> tuple[float, float, int]:
 
     work = Path(tempfile.mkdtemp(prefix="bs-overhead-"))
     try:
-        command = [str(Path(sys.executable).with_name("benchsuite")), "run", "--methods", methods,
-                   "--sparsity", "0.9"]  # fmt: skip
+        command = [
+            str(Path(sys.executable).with_name("benchsuite")),
+            "run",
+            "--methods",
+            methods,
+            "--sparsity",
+            "0.9",
+        ]
         start_ms = time.time() * 1000
         t0 = time.perf_counter()
         done = subprocess.run(command, cwd=work, capture_output=True, text=True)
@@ -115,9 +121,14 @@ def trial_overhead(work: Path, epochs: int = 2, seeds: int = 3) -> dict[str, flo
     data = load_dataset("fashion-mnist")
     configs = expand(Request(preset, [method], [0.9], list(range(seeds)), {method: [{}]}), data)
     experiment = f"overhead-{time.time_ns()}"
-    outcome = run_grid(configs, data, f"sqlite:///{work}/mlflow.db", experiment,
-                       console=Console(quiet=True),
-                       resources=Resources(max_concurrent=1))  # fmt: skip
+    outcome = run_grid(
+        configs,
+        data,
+        f"sqlite:///{work}/mlflow.db",
+        experiment,
+        console=Console(quiet=True),
+        resources=Resources(max_concurrent=1),
+    )
     records = sorted(outcome.trials, key=lambda r: r.label)
     for record in records:
         assert record.status == "FINISHED", record.error
@@ -162,9 +173,14 @@ def efficiency(work: Path, epochs: int) -> dict[str, float]:
     for concurrent in (1, 2):
         experiment = f"efficiency-{concurrent}-{time.time_ns()}"
         t0 = time.perf_counter()
-        outcome = run_grid(configs, data, f"sqlite:///{work}/mlflow.db", experiment,
-                           console=Console(quiet=True),
-                           resources=Resources(max_concurrent=concurrent))  # fmt: skip
+        outcome = run_grid(
+            configs,
+            data,
+            f"sqlite:///{work}/mlflow.db",
+            experiment,
+            console=Console(quiet=True),
+            resources=Resources(max_concurrent=concurrent),
+        )
         walls[concurrent] = time.perf_counter() - t0
         assert outcome.finished == 8, [t.error for t in outcome.trials]
     return {
@@ -175,31 +191,40 @@ def efficiency(work: Path, epochs: int) -> dict[str, float]:
     }
 
 
-def ray_round(r: int, args: argparse.Namespace, eff_epochs: int, results: dict[str, list]
-              ) -> None:
+def ray_round(r: int, args: argparse.Namespace, eff_epochs: int, results: dict[str, list]) -> None:
     """One round of the figures that need Ray: per-trial overhead and efficiency."""
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="bs-overhead-"))
     try:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR,
-                 _temp_dir=os.path.join(tempfile.gettempdir(), "ray"))  # fmt: skip
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
+        )
         results["trial"].append(trial_overhead(work))
         t = results["trial"][-1]
-        print(f"[round {r + 1}] trial (mean of {t['trials']} in a warm worker): wall "
-              f"{t['wall']:.2f} s, steps {t['step']:.2f} s, loop {t['train']:.2f} s; first "
-              f"trial's overhead {t['first']:.1%}  (load {load()})")  # fmt: skip
+        print(
+            f"[round {r + 1}] trial (mean of {t['trials']} in a warm worker): wall "
+            f"{t['wall']:.2f} s, steps {t['step']:.2f} s, loop {t['train']:.2f} s; first "
+            f"trial's overhead {t['first']:.1%}  (load {load()})"
+        )
         if args.preset_budget:
             results["preset"].append(trial_overhead(work, epochs=10, seeds=2))
             t = results["preset"][-1]
-            print(f"[round {r + 1}] 10-epoch trial in a warm worker: wall {t['wall']:.1f} s, "
-                  f"steps {t['step']:.1f} s  (load {load()})")  # fmt: skip
+            print(
+                f"[round {r + 1}] 10-epoch trial in a warm worker: wall {t['wall']:.1f} s, "
+                f"steps {t['step']:.1f} s  (load {load()})"
+            )
         results["eff"].append(efficiency(work, eff_epochs))
         e = results["eff"][-1]
-        print(f"[round {r + 1}] 8 runs: 1 at a time {e['one']:.1f} s, 2 at a time "
-              f"{e['two']:.1f} s  (other processes kept {e['busy']:.1f} cores busy "
-              f"just before; load {load()})")  # fmt: skip
+        print(
+            f"[round {r + 1}] 8 runs: 1 at a time {e['one']:.1f} s, 2 at a time "
+            f"{e['two']:.1f} s  (other processes kept {e['busy']:.1f} cores busy "
+            f"just before; load {load()})"
+        )
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -226,14 +251,20 @@ def report(results: dict[str, list], methods: str, note: str, eff_epochs: int) -
     t = min(results["trial"], key=lambda x: x["overhead"])
     print(f"per-trial overhead, fashion-mnist 2 epochs ({t['method']}, 1 thread, a warm worker)")
     print(f"  (trial wall - step time) / step time        {t['overhead']:6.1%}    target <= 10%")
-    print(f"  the same for a worker's first trial         {t['first']:6.1%}    "
-          "(one-time imports and data preparation: start-up, not per trial)")  # fmt: skip
-    print(f"  (trial wall - loop time) / loop time        {t['orchestration']:6.1%}    "
-          "(orchestration alone: the loop's own validation/test/finalize excluded)")  # fmt: skip
+    print(
+        f"  the same for a worker's first trial         {t['first']:6.1%}    "
+        "(one-time imports and data preparation: start-up, not per trial)"
+    )
+    print(
+        f"  (trial wall - loop time) / loop time        {t['orchestration']:6.1%}    "
+        "(orchestration alone: the loop's own validation/test/finalize excluded)"
+    )
     if results["preset"]:
         p = min(results["preset"], key=lambda x: x["overhead"])
-        print(f"  the same at the preset's 10-epoch budget    {p['overhead']:6.1%}    "
-              "(information: the protocol's evaluation weighs less in a longer run)")  # fmt: skip
+        print(
+            f"  the same at the preset's 10-epoch budget    {p['overhead']:6.1%}    "
+            "(information: the protocol's evaluation weighs less in a longer run)"
+        )
     if t["overhead"] > TARGETS["overhead"]:
         missed.append("per-trial overhead")
     e = max(results["eff"], key=lambda x: x["efficiency"])
@@ -251,13 +282,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat; keep each figure's best")
     parser.add_argument("--skip-default", action="store_true", help="skip the default command")
     parser.add_argument(
-        "--efficiency-epochs", type=int, default=None,
+        "--efficiency-epochs",
+        type=int,
+        default=None,
         help="epochs per run of the efficiency grid (default: the preset's, 10)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--preset-budget", action="store_true",
+        "--preset-budget",
+        action="store_true",
         help="also measure the per-trial overhead at the preset's own 10-epoch budget (+~70 s)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     from benchsuite.execution.cluster import quiet_ray_environment
@@ -273,8 +307,10 @@ def main() -> int:
         if not args.skip_default:
             results["default"].append(default_run(methods))
             wall, startup, n = results["default"][-1]
-            print(f"[round {r + 1}] default run: {wall:.1f} s, start-up {startup:.1f} s, {n} runs"
-                  f"  (load {load()})")  # fmt: skip
+            print(
+                f"[round {r + 1}] default run: {wall:.1f} s, start-up {startup:.1f} s, {n} runs"
+                f"  (load {load()})"
+            )
         ray_round(r, args, eff_epochs, results)
 
     missed = report(results, methods, note, eff_epochs)

@@ -158,8 +158,7 @@ class DynamicSparse(PruningMethod):
         old = own.bool_masks()
         grow = self.grow_scores(state)
         new = [
-            drop_grow(m, w, g, round(zeta * int(m.sum())))
-            for m, w, g in zip(old, own.params, grow)
+            drop_grow(m, w, g, round(zeta * int(m.sum()))) for m, w, g in zip(old, own.params, grow)
         ]
         kept = [a & b for a, b in zip(old, new)]
         own.set(kept, state.optimizer)  # zero the dropped and the grown weights and momentum
@@ -203,6 +202,4 @@ class RigL(DynamicSparse):
 
     def grow_scores(self, state: TrainState) -> list[Tensor]:
         state.note_dense_weight_grad()
-        return [
-            torch.zeros_like(p) if p.grad is None else p.grad.abs() for p in self.own.params
-        ]
+        return [torch.zeros_like(p) if p.grad is None else p.grad.abs() for p in self.own.params]

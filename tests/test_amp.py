@@ -19,8 +19,13 @@ def test_a_step_runs_in_the_presets_precision(tiny_preset, tiny_data, amp, expec
     linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
     outputs = []
     linear.register_forward_hook(lambda _m, _i, out: outputs.append(out.dtype))
-    x, y = next(iter(tiny_data.train_batches(config.preset.batch_size, torch.Generator(),
-                                             torch.Generator(), device)))  # fmt: skip
+    x, y = next(
+        iter(
+            tiny_data.train_batches(
+                config.preset.batch_size, torch.Generator(), torch.Generator(), device
+            )
+        )
+    )
     train_step(state, method, x, y, autocast_dtype(config, device))
     assert outputs == [expected]
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -29,10 +34,14 @@ def test_a_step_runs_in_the_presets_precision(tiny_preset, tiny_data, amp, expec
 
 
 def test_an_amp_run_trains_and_records_float32_weights(tiny_preset, tiny_data):
-    result = train_run(RunConfig(tiny_preset.replace(amp=True, epochs=2), "gmp", 0.5, 0),
-                       dataset=tiny_data)  # fmt: skip
+    result = train_run(
+        RunConfig(tiny_preset.replace(amp=True, epochs=2), "gmp", 0.5, 0), dataset=tiny_data
+    )
     assert result.tags["numerics.amp"] == "bfloat16"
     assert result.metrics["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert 0 <= result.metrics["test_accuracy"] <= 100
-    assert all(t.dtype == torch.float32 for t in result.model.state_dict().values()
-               if t.is_floating_point())  # fmt: skip
+    assert all(
+        t.dtype == torch.float32
+        for t in result.model.state_dict().values()
+        if t.is_floating_point()
+    )

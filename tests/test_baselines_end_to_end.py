@@ -14,11 +14,25 @@ pytestmark = pytest.mark.slow
 
 def test_all_methods_finish_with_equal_steps_and_their_target(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchsuite.cli", "run", "--methods", "all", "--sparsity", "0.9",
-         "--epochs", "10", "--no-throughput"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "benchsuite.cli",
+            "run",
+            "--methods",
+            "all",
+            "--sparsity",
+            "0.9",
+            "--epochs",
+            "10",
+            "--no-throughput",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
         env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("digits-10ep")

@@ -14,15 +14,28 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def run(script: str, *args: str, timeout: int = 600) -> str:
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done.stdout
 
 
 def test_step_overhead_prints_a_ratio_per_method():
-    out = run("step_overhead.py", "--models", "lenet5", "--methods", "gmp", "--rounds", "2",
-              "--epochs", "2", "--threads", "1")  # fmt: skip
+    out = run(
+        "step_overhead.py",
+        "--models",
+        "lenet5",
+        "--methods",
+        "gmp",
+        "--rounds",
+        "2",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+    )
     assert "## lenet5: dense step" in out
     rows = [line.split()[0] for line in out.splitlines() if line.startswith(("dense ", "gmp "))]
     assert rows == ["dense", "gmp"]
@@ -34,8 +47,17 @@ def test_harness_overhead_prints_the_ratio():
 
 
 def test_sparse_inference_prints_dense_and_sparse_figures():
-    out = run("sparse_inference.py", "--model", "lenet5", "--sparsity", "0.9",
-              "--seconds", "0.05", "--threads", "1")  # fmt: skip
+    out = run(
+        "sparse_inference.py",
+        "--model",
+        "lenet5",
+        "--sparsity",
+        "0.9",
+        "--seconds",
+        "0.05",
+        "--threads",
+        "1",
+    )
     rows = [line for line in out.splitlines() if line.startswith("lenet5@")]
     assert len(rows) == 4  # dense and 90 %, batch 1 and 128
     assert "sparse beat dense in" in out

@@ -112,8 +112,18 @@ def test_an_address_where_something_else_answers_is_one_line(tmp_path, monkeypat
     threading.Thread(target=answer, daemon=True).start()
     before = set(Path(tempfile.gettempdir()).glob("benchsuite-tune-*"))
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["run", "--methods", "dense", "--address", f"127.0.0.1:{port}",
-                                 "--tracking-uri", "http://127.0.0.1:9"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--methods",
+            "dense",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ],
+    )
     server.close()
     assert result.exit_code == 2, result.output
     assert "something answers there, but not a Ray cluster" in result.stderr

@@ -47,7 +47,7 @@ def test_the_original_training_of_the_schedules_is_the_whole_dense_run():
     record_plan = IMPRetrain.plan(budget, IMPRetrainHparams(schedule="lrw"), 0.9, STEP)
     dense = record_plan.lr[:200]
     lrw = record_plan.lr[200:]
-    np.testing.assert_array_equal(lrw, dense[200 - len(lrw):])  # replays the dense run's tail
+    np.testing.assert_array_equal(lrw, dense[200 - len(lrw) :])  # replays the dense run's tail
     ft = IMPRetrain.plan(budget, IMPRetrainHparams(schedule="ft", retrain_budget=0.1), 0.9, STEP)
     np.testing.assert_allclose(ft.lr[200:], 0.001)  # η_min of the dense run's step schedule
     hp = IMPRetrainHparams(schedule="allr", retrain_budget=0.1)
@@ -85,8 +85,12 @@ def run(preset, data, hparams, target=0.9, **kw):
 
 def test_the_loop_stops_inside_the_last_epoch(tiny_preset, tiny_data):
     seen = []
-    _, result = run(tiny_preset, tiny_data, (("retrain_budget", "0.3"),),
-                    on_epoch=lambda p: seen.append((p.epoch, p.epochs, p.step, p.sparsity)))
+    _, result = run(
+        tiny_preset,
+        tiny_data,
+        (("retrain_budget", "0.3"),),
+        on_epoch=lambda p: seen.append((p.epoch, p.epochs, p.step, p.sparsity)),
+    )
     # 4 × 14 dense steps, then round(0.3 · 56) = 17 steps: one full epoch and 3 steps
     assert [s[:3] for s in seen] == [(e, 6, 14 * e) for e in range(1, 6)] + [(6, 6, 73)]
     assert seen[3][3] == pytest.approx(0.9, abs=1e-3)  # pruned at the end of the dense run
@@ -101,8 +105,13 @@ def test_one_dense_run_per_seed_serves_every_schedule_sparsity_and_budget(
     cache = tmp_path / "cache"
     cells = [("ft", "0.2", 0.9), ("allr", "0.5", 0.95), ("lrw", "0.1", 0.8)]
     results = [
-        run(tiny_preset, tiny_data, (("schedule", s), ("retrain_budget", b)), target=t,
-            cache_dir=cache)[1]
+        run(
+            tiny_preset,
+            tiny_data,
+            (("schedule", s), ("retrain_budget", b)),
+            target=t,
+            cache_dir=cache,
+        )[1]
         for s, b, t in cells
     ]
     assert [r.tags["cached_dense"] for r in results] == ["false", "true", "true"]
@@ -119,4 +128,3 @@ def test_the_run_key_counts_the_extra_steps(tiny_preset, tiny_data):
     assert key_for(base, tiny_data) == run_key(base, tiny_data.fingerprint, 56 + 11)
     imp = RunConfig(tiny_preset, "imp", 0.9, 0)
     assert key_for(imp, tiny_data) == run_key(imp, tiny_data.fingerprint, 56)
-

@@ -564,8 +564,10 @@ def test_runs_recorded_before_collapsed_layers_read_it_from_their_artifact(tmp_p
     try:
         mlflow.create_experiment("old", artifact_location=(tmp_path / "art").as_uri())
         mlflow.set_experiment("old")
-        densities = [{"classifier.1": 1.0, "features.0": 0.9, "features.3": 1.0},
-                     {"classifier.1": 0.99, "features.0": 0.9, "features.3": 0.97}]
+        densities = [
+            {"classifier.1": 1.0, "features.0": 0.9, "features.3": 1.0},
+            {"classifier.1": 0.99, "features.0": 0.9, "features.3": 0.97},
+        ]
         for seed, layers in enumerate(densities):
             _log("dnw", 0.98, seed, 10.0 + seed)
             run_id = mlflow.last_active_run().info.run_id
@@ -612,8 +614,10 @@ def flagged_runs() -> list[RunRecord]:
     for m, vals in accs.items():
         spars = 0.905 if m == "oneshot" else 0.9
         runs += [rec(m, 0.9, s, v, sparsity=spars, collapsed="") for s, v in enumerate(vals)]
-    runs += [rec("x", 0.9, s, 99.0 + s * 0.4, speedup=9.0, collapsed="conv2,fc1" if s == 1 else "")
-             for s in range(3)]
+    runs += [
+        rec("x", 0.9, s, 99.0 + s * 0.4, speedup=9.0, collapsed="conv2,fc1" if s == 1 else "")
+        for s in range(3)
+    ]
     runs += [rec("y", 0.9, s, 98.0 + s * 0.2, speedup=12.0, sparsity=0.92) for s in range(3)]
     return runs
 
@@ -629,7 +633,12 @@ def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None
     # neither is compared nor marked, in either marked column; the others keep their ranks
     assert marks(board, 0.9) == {"a": "¹", "b": "²", "oneshot": "³", "x": "", "y": ""}
     assert marks(board, 0.9, "theoretical_speedup") == {
-        "a": "≈", "b": "≈", "oneshot": "≈", "x": "", "y": ""}
+        "a": "≈",
+        "b": "≈",
+        "oneshot": "≈",
+        "x": "",
+        "y": "",
+    }
     assert not {c.upper for c in board.comparisons} & {"x", "y"}
     assert not {c.lower for c in board.comparisons} & {"x", "y"}
 
@@ -639,8 +648,7 @@ def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None
         m = ACC_RE.match(rows[label][2])
         assert m and m["note"] == note and m["mark"] == (None if note else "¹")
     assert "- [1] x at 90%: layer collapse: conv2, fc1 (1 of 3 seeds)" in md
-    assert ("- [2] y at 90%: sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison"
-            in md)
+    assert "- [2] y at 90%: sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison" in md
     legend = md.split("## Legend", 1)[1]
     assert "Layer collapse" in legend and "Sparsity overshoot" in legend
     assert "`oneshot` is the floor" in legend
@@ -682,16 +690,21 @@ def test_figure_zoom_shows_drops_from_dense_on_log_scales_without_collapsed_cell
     full, zoom = fig.axes[:2]
     assert full.get_xscale() == zoom.get_xscale() == "function"  # log of 1 − sparsity
     assert zoom.get_yscale() == "log" and full.get_yscale() == "linear"
-    assert {c.get_label() for c in full.containers} == {"a", "b", "oneshot (floor)", "x", "y",
-                                                          "z"}
+    assert {c.get_label() for c in full.containers} == {"a", "b", "oneshot (floor)", "x", "y", "z"}
     drops = {c.get_label(): list(c.lines[0].get_ydata()) for c in zoom.containers}
     assert set(drops) == {"_a", "_b", "_oneshot", "_y", "_z"}  # x: collapsed, left out
     assert drops["_a"] == pytest.approx([99.0 - 96.0])
     assert drops["_y"] == pytest.approx([99.0 - 98.2])
     assert drops["_z"] == [DROP_FLOOR_PP]  # 0.5 above dense: drawn at the floor
     assert any(ln.get_marker() == "X" for ln in full.lines)  # the collapsed cell, crossed
-    assert sum(ln.get_marker() == "o" and ln.get_markerfacecolor() == "none"
-               for ax in (full, zoom) for ln in ax.lines) == 2  # y's overshoot, ringed twice
+    assert (
+        sum(
+            ln.get_marker() == "o" and ln.get_markerfacecolor() == "none"
+            for ax in (full, zoom)
+            for ln in ax.lines
+        )
+        == 2
+    )  # y's overshoot, ringed twice
     notes = " ".join(t.get_text() for t in zoom.texts)
     assert "left out (layer collapse): x at 90%" in " ".join(notes.split())
     legend = [t.get_text() for t in zoom.get_legend().get_texts()]
@@ -712,15 +725,30 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     assert [r.label for r in board.rows] == ["dense", "dnw", "gmp (tuned)"]
     assert set(board.row("gmp (tuned)").cells) == {0.9, 0.95}
 
-    chosen = {"0.9": {"hparams": {"ramp_end": 0.5}, "val_accuracy": 91.25, "trials": 6,
-                      "finished": 6, "space": {"ramp_end": "uniform real in [0.2, 0.9]"}},
-              "0.95": {"hparams": {"ramp_end": 0.7}, "val_accuracy": 90.5, "trials": 6,
-                       "finished": 5}}  # fmt: skip
+    chosen = {
+        "0.9": {
+            "hparams": {"ramp_end": 0.5},
+            "val_accuracy": 91.25,
+            "trials": 6,
+            "finished": 6,
+            "space": {"ramp_end": "uniform real in [0.2, 0.9]"},
+        },
+        "0.95": {"hparams": {"ramp_end": 0.7}, "val_accuracy": 90.5, "trials": 6, "finished": 5},
+    }
     configs = tmp_path / "digits-10ep.json"
-    configs.write_text(json.dumps({"preset": "digits", "epochs": 10, "dataset": "digits",
-                                   "model": "smallcnn", "trials_per_method": 6,
-                                   "seeds": list(range(1000, 1006)),
-                                   "methods": {"gmp": chosen}}))  # fmt: skip
+    configs.write_text(
+        json.dumps(
+            {
+                "preset": "digits",
+                "epochs": 10,
+                "dataset": "digits",
+                "model": "smallcnn",
+                "trials_per_method": 6,
+                "seeds": list(range(1000, 1006)),
+                "methods": {"gmp": chosen},
+            }
+        )
+    )
     board.tuning = tuning_for(board, root=tmp_path)
     md = to_markdown(board)
     assert "(see **Tuning** below)" in md
@@ -752,11 +780,15 @@ def test_reproduce_lines_leave_out_where_results_go() -> None:
     published command is what a user types, not the paths of the machine that ran it."""
     from benchsuite.boards.aggregation import reproducing
 
-    ran = ("benchsuite run --preset fashion-mnist --methods str --seeds 3 --max-concurrent 1 "
-           "--tracking-uri sqlite:////work/board/mlflow.db --experiment e --cache-dir=/w/cache "
-           "--no-throughput --cpus-per-trial 2 --retries 1 --in-process --device cpu")  # fmt: skip
-    assert reproducing(ran) == ("benchsuite run --preset fashion-mnist --methods str --seeds 3 "
-                                "--experiment e --cpus-per-trial 2 --device cpu")  # fmt: skip
+    ran = (
+        "benchsuite run --preset fashion-mnist --methods str --seeds 3 --max-concurrent 1 "
+        "--tracking-uri sqlite:////work/board/mlflow.db --experiment e --cache-dir=/w/cache "
+        "--no-throughput --cpus-per-trial 2 --retries 1 --in-process --device cpu"
+    )
+    assert reproducing(ran) == (
+        "benchsuite run --preset fashion-mnist --methods str --seeds 3 "
+        "--experiment e --cpus-per-trial 2 --device cpu"
+    )
     assert reproducing("benchsuite run --hp 'imp.schedule=ft, llr'") == (
         "benchsuite run --hp 'imp.schedule=ft, llr'"
     )

@@ -29,9 +29,7 @@ def prepared(model: nn.Module, wd=0.0, steps=10, **hp):
     def factory():
         return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=wd)
 
-    state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
-    )
+    state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
     method.prepare(state)
     state.optimizer = factory()
     return method, state

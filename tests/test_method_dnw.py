@@ -34,9 +34,7 @@ def prepared(model: nn.Module, target: float, lr: float = 0.1) -> tuple[DNW, Tra
     def factory():
         return torch.optim.SGD(model.parameters(), lr=lr)
 
-    state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
-    )
+    state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
     method.prepare(state)
     state.optimizer = factory()
     return method, state

@@ -33,9 +33,7 @@ def prepared(model: nn.Module, lr=0.1, wd=0.0, **hp):
     def factory():
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
 
-    state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
-    )
+    state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
     method.prepare(state)
     state.optimizer = factory()
     return method, state

@@ -16,7 +16,6 @@ def test_oneshot_is_the_trained_dense_model_projected_once(tiny_preset, tiny_dat
     expected = copy.deepcopy(dense.model)
     project_to_sparsity(expected, 0.8)
     assert achieved_sparsity(floor.model) == achieved_sparsity(expected)
-    for (name, a), (_, b) in zip(floor.model.state_dict().items(),
-                                 expected.state_dict().items()):
+    for (name, a), (_, b) in zip(floor.model.state_dict().items(), expected.state_dict().items()):
         assert torch.equal(a, b), name
     assert floor.metrics["train_steps"] == dense.metrics["train_steps"]

@@ -87,8 +87,7 @@ def make_state(method_cls, hp, target=0.75, steps=40):
     def opt():
         return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
-    state = TrainState(model, budget, plan, plan.lr.copy(), g, opt,
-                       train_batches=batches)
+    state = TrainState(model, budget, plan, plan.lr.copy(), g, opt, train_batches=batches)
     method.prepare(state)
     state.optimizer = opt()
     return model, method, state
@@ -126,8 +125,9 @@ def test_dynamic_updates_keep_layer_counts_and_zero_new_weights(name):
         masks = method.own.bool_masks()
         seen["grown"] = [n & ~o for n, o in zip(masks, before)]
         seen["w"] = [m.weight.detach().clone() for m in (model.a, model.b)]
-        seen["buf"] = [state.optimizer.state[m.weight]["momentum_buffer"].clone()
-                       for m in (model.a, model.b)]
+        seen["buf"] = [
+            state.optimizer.state[m.weight]["momentum_buffer"].clone() for m in (model.a, model.b)
+        ]
         seen["grad"] = [m.weight.grad.clone() for m in (model.a, model.b)]
         seen["masks"] = masks
         return original(*a, **k)
@@ -137,8 +137,9 @@ def test_dynamic_updates_keep_layer_counts_and_zero_new_weights(name):
     state.optimizer.step = original
     assert method.updates == 1
     assert any(bool(g.any()) for g in seen["grown"])
-    for grown, w, buf, grad, m, c in zip(seen["grown"], seen["w"], seen["buf"], seen["grad"],
-                                         seen["masks"], counts):
+    for grown, w, buf, grad, m, c in zip(
+        seen["grown"], seen["w"], seen["buf"], seen["grad"], seen["masks"], counts
+    ):
         assert int(m.sum()) == c  # per-layer count preserved
         assert (w[grown] == 0).all() and (buf[grown] == 0).all()  # grown: weight, momentum 0
         assert (w[~m] == 0).all() and (buf[~m] == 0).all() and (grad[~m] == 0).all()
@@ -222,8 +223,9 @@ def test_step_timing_runs_without_a_dataset(name):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 1, 28, 28, generator=gen)
     batches = [(x, torch.randint(0, 10, (8,), generator=gen))]
-    seconds = plan_step_time(RunConfig(preset, name, 0.9, 0), Shape(10, (1, 28, 28)),
-                             Budget(2, 4), batches, 421)
+    seconds = plan_step_time(
+        RunConfig(preset, name, 0.9, 0), Shape(10, (1, 28, 28)), Budget(2, 4), batches, 421
+    )
     assert 0 < seconds < float("inf")
 
 

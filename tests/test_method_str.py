@@ -31,9 +31,7 @@ def prepared(model: nn.Module, lr=0.1, wd=0.0, momentum=0.0, nesterov=False, **h
             model.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=nesterov
         )
 
-    state = TrainState(
-        model, budget, plan, plan.lr.copy(), torch.Generator(), factory
-    )
+    state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
     method.prepare(state)
     state.optimizer = factory()
     return method, state

@@ -227,7 +227,7 @@ def test_failing_methods_are_isolated(local_ray, plugin_methods, tmp_path, monke
             "3",
             "--experiment",
             "failures",
-        ],  # fmt: skip
+        ],
     )
     assert result.exit_code == 1, result.output
     assert "1 finished, 3 failed" in result.output

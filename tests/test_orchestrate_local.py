@@ -50,8 +50,14 @@ def test_runs_every_config_in_process_and_resumes(tiny_preset, tiny_data, tmp_pa
 def test_threads_per_trial_are_part_of_the_run(tiny_preset, tiny_data, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     configs = [RunConfig(tiny_preset, "dense", 0.0, 0)]
-    outcome = run_local(configs, tiny_data, uri, "t", console=QUIET,
-                        resources=Resources(cpus_per_trial=2, device="cpu"))  # fmt: skip
+    outcome = run_local(
+        configs,
+        tiny_data,
+        uri,
+        "t",
+        console=QUIET,
+        resources=Resources(cpus_per_trial=2, device="cpu"),
+    )
     assert outcome.configs[0].threads == 2 and outcome.finished == 1
     (run,) = runs_of(uri, "t")
     assert run.data.tags["benchsuite.device"] == "cpu:2 threads"
@@ -60,8 +66,13 @@ def test_threads_per_trial_are_part_of_the_run(tiny_preset, tiny_data, tmp_path)
 def test_an_address_is_refused(tiny_preset, tiny_data, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     with pytest.raises(ResourceError, match="in-process"):
-        run_local([RunConfig(tiny_preset, "dense", 0.0, 0)], tiny_data, uri, "x",
-                  resources=Resources(address="auto"))  # fmt: skip
+        run_local(
+            [RunConfig(tiny_preset, "dense", 0.0, 0)],
+            tiny_data,
+            uri,
+            "x",
+            resources=Resources(address="auto"),
+        )
     assert not (tmp_path / "m.db").exists()
 
 
@@ -94,14 +105,16 @@ def test_failures_are_isolated_and_retried(plugin, tmp_path) -> None:
     assert "boom in epoch 2" in failed.error and failed.attempts == 2
 
 
-def test_ctrl_c_ends_the_grid_with_nothing_running(tiny_preset, tiny_data, tmp_path,
-                                                  monkeypatch) -> None:  # fmt: skip
+def test_ctrl_c_ends_the_grid_with_nothing_running(
+    tiny_preset, tiny_data, tmp_path, monkeypatch
+) -> None:
     real = executor.execute
     calls = []
 
     def interrupted(config, tracker, **kwargs):
         calls.append(config)
         if len(calls) == 2:  # the second run: claimed, then Ctrl-C mid-training
+
             def stop(progress):
                 raise KeyboardInterrupt
 
@@ -119,8 +132,20 @@ def test_ctrl_c_ends_the_grid_with_nothing_running(tiny_preset, tiny_data, tmp_p
 
 def test_the_command_runs_in_process(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--in-process", "--methods", "dense", "--epochs",
-                                      "1", "--no-throughput", "--experiment", "cli"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--in-process",
+            "--methods",
+            "dense",
+            "--epochs",
+            "1",
+            "--no-throughput",
+            "--experiment",
+            "cli",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "1 finished, 0 failed" in " ".join(result.stdout.split())
     (run,) = runs_of(f"sqlite:///{tmp_path}/mlflow.db", "cli")
@@ -152,10 +177,16 @@ def test_the_reaper_does_nothing_when_told_done(tmp_path: Path) -> None:
     try:
         (tmp_path / "scratch").mkdir()
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "benchsuite.execution.reaper", str(tmp_path / "scratch"),
-             f"{victim.pid}:{process_start(victim.pid)}"],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "benchsuite.execution.reaper",
+                str(tmp_path / "scratch"),
+                f"{victim.pid}:{process_start(victim.pid)}",
+            ],
             stdin=subprocess.PIPE,
-        )  # fmt: skip
+        )
         reaper.stop(proc)
         assert proc.returncode == 0
         time.sleep(0.2)

@@ -56,9 +56,21 @@ def test_sigkill_then_rerun_completes_without_duplicates(tmp_path: Path) -> None
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     benchsuite = Path(sys.executable).with_name("benchsuite")
     command = [
-        str(benchsuite), "run", "--methods", "dense", "--seeds", str(SEEDS), "--epochs", "6",
-        "--tracking-uri", uri, "--experiment", "resume", "--max-concurrent", "1",
-    ]  # fmt: skip
+        str(benchsuite),
+        "run",
+        "--methods",
+        "dense",
+        "--seeds",
+        str(SEEDS),
+        "--epochs",
+        "6",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "resume",
+        "--max-concurrent",
+        "1",
+    ]
     private_tmp = tempfile.mkdtemp(prefix="bsr")  # short: Ray's socket paths must stay short
     env = {**os.environ, "TMPDIR": private_tmp}
     first = subprocess.Popen(

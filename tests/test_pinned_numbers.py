@@ -56,8 +56,11 @@ def digits():
 
 def digest(curves: list, metrics: dict[str, float], model: torch.nn.Module) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([curves, {k: v for k, v in metrics.items() if k not in TIMING}],
-                        sort_keys=True).encode())  # fmt: skip
+    h.update(
+        json.dumps(
+            [curves, {k: v for k, v in metrics.items() if k not in TIMING}], sort_keys=True
+        ).encode()
+    )
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -208,8 +208,9 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
     assert before != after  # 95 % of a trained model's weights: the projection mattered
 
 
-def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(tiny_preset, tiny_data,
-                                                                   monkeypatch):
+def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(
+    tiny_preset, tiny_data, monkeypatch
+):
     import benchsuite.training.evaluation as evaluation
 
     passes = []
@@ -219,8 +220,7 @@ def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(tiny_preset, t
     assert len(passes) == tiny_preset.epochs + 1  # the epochs' validations and the test
     assert result.metrics["projection_drop"] == 0.0
     assert result.metrics["collapsed_layers"] == 0.0 and result.tags["collapsed"] == ""
-    quiet = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data,
-                      evaluation=False)
+    quiet = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data, evaluation=False)
     assert "projection_drop" not in quiet.metrics
 
 

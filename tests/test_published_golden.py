@@ -27,8 +27,11 @@ def renumbered(runs: list) -> list:
     out = []
     for i, r in enumerate(runs):
         start = 1_700_000_000_000 + i * 1000
-        out.append(dataclasses.replace(r, run_id=f"{r.run_id[0]}{i:04d}", start_time=start,
-                                       end_time=start + 500))
+        out.append(
+            dataclasses.replace(
+                r, run_id=f"{r.run_id[0]}{i:04d}", start_time=start, end_time=start + 500
+            )
+        )
     return out
 
 
@@ -38,15 +41,20 @@ def in_trial_runs() -> list:
     runs = [lb.rec("dense", 0, s, 98.0 + s, speedup=1.0, sparsity=0.0) for s in range(2)]
     runs += [lb.rec("a", 0.9, s, 95.0 + s, ips=30.0 + s) for s in range(2)]
     runs += [lb.rec("b", 0.9, 0, 91.0, run_key="b0"), lb.rec("b", 0.9, 0, 92.0, run_key="b0")]
-    runs += [lb.rec("b", 0.9, 1, None, status="RUNNING"), lb.rec("c", 0.9, 0, 90.0,
-                                                                   version="0.2.0")]
+    runs += [
+        lb.rec("b", 0.9, 1, None, status="RUNNING"),
+        lb.rec("c", 0.9, 0, 90.0, version="0.2.0"),
+    ]
     return runs
 
 
 def boards() -> dict[str, tuple[str, str]]:
     out = {}
-    for name, runs in (("table", lb.table_runs()), ("flagged", lb.flagged_runs()),
-                       ("in-trial", in_trial_runs())):
+    for name, runs in (
+        ("table", lb.table_runs()),
+        ("flagged", lb.flagged_runs()),
+        ("in-trial", in_trial_runs()),
+    ):
         board = leaderboard.aggregate(renumbered(runs), experiment=f"golden-{name}")
         out[f"leaderboard-{name}"] = (leaderboard.to_markdown(board), leaderboard.to_json(board))
     board = study.aggregate_study(renumbered(st.records()), "golden-table1")
@@ -54,8 +62,9 @@ def boards() -> dict[str, tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["leaderboard-table", "leaderboard-flagged",
-                                  "leaderboard-in-trial", "study"])
+@pytest.mark.parametrize(
+    "name", ["leaderboard-table", "leaderboard-flagged", "leaderboard-in-trial", "study"]
+)
 def test_published_files_are_unchanged(name: str) -> None:
     md, js = boards()[name]
     if os.environ.get("BENCHSUITE_GOLDEN") == "write":

@@ -16,8 +16,11 @@ MLFLOW_IMPORT = re.compile(r"^\s*(import mlflow|from mlflow)", re.MULTILINE)
 
 
 def test_only_tracking_imports_mlflow() -> None:
-    sources = [p for folder in ("benchsuite", "methods", "benchmarks")
-               for p in sorted((ROOT / folder).rglob("*.py"))]
+    sources = [
+        p
+        for folder in ("benchsuite", "methods", "benchmarks")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+    ]
     assert len(sources) > 20
     importers = [str(p.relative_to(ROOT)) for p in sources if MLFLOW_IMPORT.search(p.read_text())]
     assert importers == ["benchsuite/store/tracking.py"]
@@ -26,8 +29,9 @@ def test_only_tracking_imports_mlflow() -> None:
 def test_the_reader_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp")
-    run = tracker.start_run("a", {Params.METHOD: "gmp", Params.SEED: 0},
-                            {Tags.KIND: Kinds.RUN, Tags.RUN_KEY: "k1"})
+    run = tracker.start_run(
+        "a", {Params.METHOD: "gmp", Params.SEED: 0}, {Tags.KIND: Kinds.RUN, Tags.RUN_KEY: "k1"}
+    )
     run.log_metrics({Metrics.TEST_ACCURACY: 91.5}, step=3)
     run.log_json(Artifacts.LAYER_SPARSITY, {"fc1": 1.0})
     run.end("FINISHED")
@@ -38,8 +42,13 @@ def test_the_reader_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     runs = {r.run_id: r for r in reader.runs("exp")}
     assert [r.run_id for r in tracker.runs()] == [r.run_id for r in reader.runs("exp")]
     rec = runs[run.run_id]
-    assert (rec.method, rec.seed, rec.kind, rec.run_key, rec.finished) == ("gmp", 0, "run", "k1",
-                                                                          True)
+    assert (rec.method, rec.seed, rec.kind, rec.run_key, rec.finished) == (
+        "gmp",
+        0,
+        "run",
+        "k1",
+        True,
+    )
     assert rec.metrics == {Metrics.TEST_ACCURACY: 91.5} and rec.experiment == "exp"
     assert not any(k.startswith("mlflow.") for k in rec.tags)
     (failed,) = [r for r in runs.values() if r.kind == Kinds.THROUGHPUT]
@@ -58,7 +67,8 @@ def test_sparse_inference_loads_an_experiments_models(tmp_path: Path) -> None:
     from benchsuite.models import build_model
 
     spec = importlib.util.spec_from_file_location(
-        "sparse_inference", ROOT / "benchmarks" / "sparse_inference.py")
+        "sparse_inference", ROOT / "benchmarks" / "sparse_inference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -67,8 +77,16 @@ def test_sparse_inference_loads_an_experiments_models(tmp_path: Path) -> None:
     path = tmp_path / Artifacts.MODEL
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     run = Tracker(uri, "exp").start_run(
-        "gmp", {Params.METHOD: "gmp", Params.VARIANT: "default", Params.TARGET_SPARSITY: 0.9,
-                Params.DATASET: "fashion-mnist", Params.MODEL: "lenet5"}, {Tags.KIND: Kinds.RUN})
+        "gmp",
+        {
+            Params.METHOD: "gmp",
+            Params.VARIANT: "default",
+            Params.TARGET_SPARSITY: 0.9,
+            Params.DATASET: "fashion-mnist",
+            Params.MODEL: "lenet5",
+        },
+        {Tags.KIND: Kinds.RUN},
+    )
     run.log_metrics({Metrics.THEORETICAL_SPEEDUP: 4.0})
     run.log_file(path)
     run.end("FINISHED")
@@ -82,8 +100,7 @@ def names(namespace: type) -> set[str]:
     return {v for k, v in vars(namespace).items() if k.isupper()}
 
 
-def test_a_recorded_run_uses_only_the_records_names(tmp_path: Path, tiny_preset, tiny_data
-                                                    ) -> None:
+def test_a_recorded_run_uses_only_the_records_names(tmp_path: Path, tiny_preset, tiny_data) -> None:
     """Every param, metric, tag and artifact a run writes is named in record.py (a name
     written elsewhere and nowhere here would be a metric the readers cannot know)."""
     from benchsuite.training.loop import RunConfig

@@ -84,7 +84,7 @@ def test_plugin_is_discovered_and_broken_one_reported(plugins):
     assert BUILTIN <= set(found.entries)  # a broken plugin never hides the others
 
 
-TOY = '''
+TOY = """
 import torch.nn as nn
 from benchsuite.data.base import dataset_registry
 from benchsuite.data.builtin import synthetic
@@ -104,7 +104,7 @@ def toy_preset():
 
 
 NOT_A_LOADER = 3
-'''
+"""
 
 
 @pytest.fixture

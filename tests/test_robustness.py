@@ -62,14 +62,21 @@ def test_ctrl_c_at_any_moment_leaves_nothing_running(
         claimed = runs[:1] if where == "before the first trial" else runs[:2]
         for run in claimed:  # trials that claimed their run (one finished, mid-grid)
             c = run["config"]
-            mlflow_run = claim(tracker, run["key"], "run", c.label(), run_params(c),
-                               {**job.owner, "run_key": run["key"], "kind": "run"})  # fmt: skip
+            mlflow_run = claim(
+                tracker,
+                run["key"],
+                "run",
+                c.label(),
+                run_params(c),
+                {**job.owner, "run_key": run["key"], "kind": "run"},
+            )
             if where == "mid-grid" and run is runs[0]:
                 mlflow_run.end("FINISHED")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(orchestrate, "ray_instance", interrupted_ray if where == "starting Ray"
-                        else no_ray)  # fmt: skip
+    monkeypatch.setattr(
+        orchestrate, "ray_instance", interrupted_ray if where == "starting Ray" else no_ray
+    )
     monkeypatch.setattr(orchestrate, "_fit", fit)
     outcome = run_grid(configs, tiny_data, uri, "exp", console=Console(file=open(os.devnull, "w")))
     assert outcome.interrupted == 3 and outcome.finished == 0
@@ -84,10 +91,25 @@ def test_sigint_to_the_command_exits_130_with_nothing_running(tmp_path):
     trials begin): exit 130, no traceback, nothing left RUNNING."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from benchsuite.console import main; main()", "run",
-         "--methods", "dense", "--seeds", "2", "--epochs", "1", "--no-throughput"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from benchsuite.console import main; main()",
+            "run",
+            "--methods",
+            "dense",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--no-throughput",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "mlflow.db").exists() and time.monotonic() < deadline:

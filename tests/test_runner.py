@@ -30,9 +30,13 @@ def test_a_cached_prefix_is_recorded_in_full_and_reported_once(tmp_path, tiny_pr
     for target in (0.5, 0.9):
         config = RunConfig(preset, "imp", target, 0, hparams=hparams)
         reported[target] = []
-        status, result, error = execute(config, tracker, dataset=tiny_data,
-                                        cache_dir=tmp_path / "cache",
-                                        on_epoch=reported[target].append)  # fmt: skip
+        status, result, error = execute(
+            config,
+            tracker,
+            dataset=tiny_data,
+            cache_dir=tmp_path / "cache",
+            on_epoch=reported[target].append,
+        )
         assert status == "FINISHED", error
     assert result.tags["cached_dense"] == "true"
     assert [p.epoch for p in reported[0.5]] == [1, 2, 3, 4, 5, 6]

@@ -117,8 +117,9 @@ def test_a_run_key_is_claimed_once(tmp_path):
     first.end("FINISHED")
     assert claim(tracker, "k", "run", "r", {}, {"run_key": "k"}) == "already finished"
     # another kind (tuning trials) is another claim
-    assert not isinstance(claim(tracker, "k", "tune", "r", {}, {"run_key": "k", "kind": "tune"}),
-                          str)  # fmt: skip
+    assert not isinstance(
+        claim(tracker, "k", "tune", "r", {}, {"run_key": "k", "kind": "tune"}), str
+    )
 
 
 def test_a_dead_commands_claim_is_taken_over(tmp_path):

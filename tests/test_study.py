@@ -35,17 +35,32 @@ def rec(schedule, target, budget, seed, acc, *, steps=None, i=[0]) -> RunRecord:
         run_id=f"r{i[0]}",
         start_time=1_700_000_000_000 + i[0] * 1000,
         params={
-            "method": "imp-retrain", "variant": f"retrain_budget={budget},schedule={schedule}",
-            "target_sparsity": f"{target:g}", "preset": "digits", "dataset": "digits",
-            "model": "small-cnn", "epochs": "10", "batch_size": "32", "seed": str(seed),
-            "hp.schedule": schedule, "hp.retrain_budget": str(budget),
+            "method": "imp-retrain",
+            "variant": f"retrain_budget={budget},schedule={schedule}",
+            "target_sparsity": f"{target:g}",
+            "preset": "digits",
+            "dataset": "digits",
+            "model": "small-cnn",
+            "epochs": "10",
+            "batch_size": "32",
+            "seed": str(seed),
+            "hp.schedule": schedule,
+            "hp.retrain_budget": str(budget),
         },
-        metrics={"test_accuracy": acc, "sparsity": target, "theoretical_speedup": 3.0,
-                 "train_steps": float(total)},
-        tags={"benchsuite.kind": "run", "benchsuite.version": "0.1.0",
-              "benchsuite.run_key": f"{schedule}|{target}|{budget}|{seed}",
-              "benchsuite.data": "fp", "benchsuite.device": "cpu:1 threads",
-              "benchsuite.command": COMMAND},
+        metrics={
+            "test_accuracy": acc,
+            "sparsity": target,
+            "theoretical_speedup": 3.0,
+            "train_steps": float(total),
+        },
+        tags={
+            "benchsuite.kind": "run",
+            "benchsuite.version": "0.1.0",
+            "benchsuite.run_key": f"{schedule}|{target}|{budget}|{seed}",
+            "benchsuite.data": "fp",
+            "benchsuite.device": "cpu:1 threads",
+            "benchsuite.command": COMMAND,
+        },
     )
 
 
@@ -65,8 +80,7 @@ def accuracies() -> dict[tuple[str, float, float], list[float]]:
 
 def records(acc=None) -> list[RunRecord]:
     acc = acc or accuracies()
-    return [rec(s, t, b, seed, v) for (s, t, b), vals in acc.items()
-            for seed, v in enumerate(vals)]
+    return [rec(s, t, b, seed, v) for (s, t, b), vals in acc.items() for seed, v in enumerate(vals)]
 
 
 def test_layout_rows_columns_and_steps():
@@ -119,8 +133,10 @@ def test_allr_per_column_and_the_headline():
 def test_ft_and_lrw_at_the_highest_sparsity_and_shortest_budget():
     board = aggregate_study(records())
     text = "\n".join(board.findings)
-    assert ("FT and LRW at 95% · 2.22% (highest sparsity, shortest budget): FT behind (7.00 "
-            "points below CLR, p = 0)") in text
+    assert (
+        "FT and LRW at 95% · 2.22% (highest sparsity, shortest budget): FT behind (7.00 "
+        "points below CLR, p = 0)"
+    ) in text
     assert "as in the paper" in text
     assert "FT and LRW give identical accuracies seed by seed in 4 of 4 cells" in text
     acc = accuracies()
@@ -161,8 +177,9 @@ def test_is_study():
 
 
 def test_grid_and_input(tiny_preset, tiny_data):
-    configs = table1_configs(tiny_preset, tiny_data, [0.9, 0.95], [0.1, 0.2],
-                             ["ft", "allr"], [0, 1])
+    configs = table1_configs(
+        tiny_preset, tiny_data, [0.9, 0.95], [0.1, 0.2], ["ft", "allr"], [0, 1]
+    )
     assert len(configs) == 2 * 2 * 2 * 2
     assert {c.method for c in configs} == {"imp-retrain"}
     assert {dict(c.hparams)["retrain_budget"] for c in configs} == {"0.1", "0.2"}
@@ -186,13 +203,32 @@ def test_study_command_runs_resumes_and_publishes_on_digits(tmp_path):
 
     def benchsuite(*args):
         return subprocess.run(
-            [sys.executable, "-m", "benchsuite.cli", *args], cwd=tmp_path, capture_output=True,
-            text=True, timeout=900, env={**os.environ, "COLUMNS": "200"},
-        )  # fmt: skip
+            [sys.executable, "-m", "benchsuite.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "COLUMNS": "200"},
+        )
 
-    study = ("study", "table1", "--preset", "digits", "--epochs", "2", "--seeds", "2",
-             "--sparsity", "0.9", "--budgets", "0.05", "--schedules", "ft,allr",
-             "--max-concurrent", "1")
+    study = (
+        "study",
+        "table1",
+        "--preset",
+        "digits",
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--sparsity",
+        "0.9",
+        "--budgets",
+        "0.05",
+        "--schedules",
+        "ft,allr",
+        "--max-concurrent",
+        "1",
+    )
     done = benchsuite(*study)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 finished, 0 failed" in done.stdout
@@ -201,7 +237,11 @@ def test_study_command_runs_resumes_and_publishes_on_digits(tmp_path):
     runs = client.search_runs([exp.experiment_id], "tags.`benchsuite.kind` = 'run'")
     assert {r.data.metrics["train_steps"] for r in runs} == {2 * 40 + 4}  # 0.05 · 80 = 4 steps
     assert sorted(r.data.tags["benchsuite.cached_dense"] for r in runs) == [
-        "false", "false", "true", "true"]  # one dense run per seed
+        "false",
+        "false",
+        "true",
+        "true",
+    ]  # one dense run per seed
     again = benchsuite(*study)
     assert again.returncode == 0 and "4 skipped" in again.stdout
     published = benchsuite("publish", "--experiment", "digits-2ep-table1", "--out", "boards")

@@ -86,8 +86,10 @@ def test_the_search_suggests_the_drawn_trials_then_finishes() -> None:
     suggested = [search.suggest(f"t{i}")["run"] for i in range(4)]
     assert [run["config"] for run in suggested] == drawn
     assert [run["config"].method for run in suggested] == ["imp", "bimp", "imp", "bimp"]
-    assert [run["score"] for run in suggested[:2]] == ["val_accuracy/imp@0.9",
-                                                      "val_accuracy/bimp@0.9"]  # fmt: skip
+    assert [run["score"] for run in suggested[:2]] == [
+        "val_accuracy/imp@0.9",
+        "val_accuracy/bimp@0.9",
+    ]
     assert suggested[0]["key"] == drawn[0].label()
     assert search.suggest("t4") == Searcher.FINISHED
 
@@ -106,9 +108,18 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(grid, "load_data", no_test_split)
     result = CliRunner().invoke(
         app,
-        ["tune", "--methods", "imp,bimp", "--sparsity", "0.9", "--trials-per-method", "3",
-         "--epochs", str(EPOCHS)],
-    )  # fmt: skip
+        [
+            "tune",
+            "--methods",
+            "imp,bimp",
+            "--sparsity",
+            "0.9",
+            "--trials-per-method",
+            "3",
+            "--epochs",
+            str(EPOCHS),
+        ],
+    )
     assert result.exit_code == 0, result.output
     monkeypatch.setattr(grid, "load_data", real_load)
 
@@ -146,8 +157,17 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
             assert chosen.data.params[f"hp.{name}"] == str(value)
 
     # a re-run resumes: every trial already FINISHED, its score read back, the same choice
-    tune_args = ["tune", "--methods", "imp,bimp", "--sparsity", "0.9", "--trials-per-method", "3",
-                 "--epochs", str(EPOCHS)]  # fmt: skip
+    tune_args = [
+        "tune",
+        "--methods",
+        "imp,bimp",
+        "--sparsity",
+        "0.9",
+        "--trials-per-method",
+        "3",
+        "--epochs",
+        str(EPOCHS),
+    ]
     again = CliRunner().invoke(app, tune_args)
     assert again.exit_code == 0, again.output
     assert "0 finished, 0 failed, 6 skipped (already finished)" in " ".join(again.stdout.split())
@@ -157,9 +177,18 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
 
     result = CliRunner().invoke(
         app,
-        ["run", "--in-process", "--methods", "dense,imp,bimp", "--sparsity", "0.9", "--epochs",
-         str(EPOCHS), "--tuned"],
-    )  # fmt: skip
+        [
+            "run",
+            "--in-process",
+            "--methods",
+            "dense,imp,bimp",
+            "--sparsity",
+            "0.9",
+            "--epochs",
+            str(EPOCHS),
+            "--tuned",
+        ],
+    )
     assert result.exit_code == 0, result.output
     exp = client.get_experiment_by_name(f"digits-{EPOCHS}ep")
     kind_run = "tags.`benchsuite.kind` = 'run'"
@@ -176,8 +205,9 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     # the board says how its rows were tuned and publishes the configurations; rerunning from
     # the published file asks for the very same runs (all already finished)
     out = tmp_path / "boards"
-    published = CliRunner().invoke(app, ["publish", "--experiment", f"digits-{EPOCHS}ep",
-                                         "--out", str(out)])  # fmt: skip
+    published = CliRunner().invoke(
+        app, ["publish", "--experiment", f"digits-{EPOCHS}ep", "--out", str(out)]
+    )
     assert published.exit_code == 0, published.output
     md = (out / f"digits-{EPOCHS}ep.md").read_text()
     assert "## Tuning" in md and "dense: no tunable hyperparameters" in md
@@ -188,9 +218,20 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     assert json.loads(configs.read_text())["methods"] == saved["methods"]
     rerun = CliRunner().invoke(
         app,
-        ["run", "--in-process", "--methods", "dense,imp,bimp", "--sparsity", "0.9", "--epochs",
-         str(EPOCHS), "--tuned-configs", str(configs), "--no-throughput"],
-    )  # fmt: skip
+        [
+            "run",
+            "--in-process",
+            "--methods",
+            "dense,imp,bimp",
+            "--sparsity",
+            "0.9",
+            "--epochs",
+            str(EPOCHS),
+            "--tuned-configs",
+            str(configs),
+            "--no-throughput",
+        ],
+    )
     assert rerun.exit_code == 0, rerun.output
     assert "0 finished, 0 failed, 3 skipped (already finished)" in " ".join(rerun.stdout.split())
 
@@ -220,16 +261,20 @@ def test_a_calibrated_knob_is_fixed_not_searched() -> None:
     request = Request(small, ["str", "cs", "dst"], [0.9], [], {})
     bases, skipped = tuning_bases(request)
     assert [b.method for b in bases] == ["cs"] and skipped == ["str", "dst"]
-    drawn, _ = draw_trials(Request(load_preset("digits").replace(epochs=EPOCHS), ["cs"], [0.9],
-                                   [], {}), load_dataset("digits"), 2)  # fmt: skip
+    drawn, _ = draw_trials(
+        Request(load_preset("digits").replace(epochs=EPOCHS), ["cs"], [0.9], [], {}),
+        load_dataset("digits"),
+        2,
+    )
     assert {k for c in drawn for k, _ in c.hparams} == set(search_space("cs"))  # none calibrated
 
 
 def test_run_tuned_refuses_hp_overrides(tmp_path, monkeypatch) -> None:
     """A tuned row is the tuning's choice per target; an override would hide inside it."""
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--methods", "gmp", "--epochs", "4", "--tuned",
-                                      "--hp", "gmp.ramp_end=0.5"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["run", "--methods", "gmp", "--epochs", "4", "--tuned", "--hp", "gmp.ramp_end=0.5"]
+    )
     assert result.exit_code == 2
     assert "--hp with --tuned" in result.output
     assert not (tmp_path / "mlflow.db").exists()
@@ -243,8 +288,16 @@ def test_a_tuned_file_for_another_budget_is_refused(tmp_path) -> None:
     preset = load_preset("digits").replace(epochs=EPOCHS)
     path = tmp_path / "tuned.json"
     entry = {"hparams": {"phases": 2}}
-    path.write_text(json.dumps({"dataset": preset.dataset, "model": preset.model, "epochs": 20,
-                                "methods": {"imp": {"0.9": entry}}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "dataset": preset.dataset,
+                "model": preset.model,
+                "epochs": 20,
+                "methods": {"imp": {"0.9": entry}},
+            }
+        )
+    )
     with pytest.raises(BadInput, match="was tuned for epochs 20, not 4"):
         load_tuned(preset, ["imp"], [0.9], path=path)
     path.write_text(path.read_text().replace('"epochs": 20', f'"epochs": {EPOCHS}'))

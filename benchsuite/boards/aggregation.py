@@ -97,8 +97,9 @@ def _utc(ms: int) -> str:
     return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float = ALPHA
-              ) -> Leaderboard:
+def aggregate(
+    runs: Iterable[RunRecord], experiment: str = "", *, alpha: float = ALPHA
+) -> Leaderboard:
     """Group runs into rows and cells, compute stats, marks and fairness problems (pure).
 
     ``experiment`` defaults to the name carried by the records (set by ``load_runs``).
@@ -110,8 +111,9 @@ def aggregate(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float =
     rows, targets = _rows(trial, notes)
     ordered = sorted(rows.values(), key=_row_order)
     _set_tuned(ordered, trial)
-    tp_latest = _set_throughput(ordered, trial, [r for r in runs if r.kind == Kinds.THROUGHPUT],
-                                notes)
+    tp_latest = _set_throughput(
+        ordered, trial, [r for r in runs if r.kind == Kinds.THROUGHPUT], notes
+    )
     comparisons = _rank(ordered, targets, alpha)
     problems = _problems(trial, ordered, notes)
     header = derive_header(experiment, trial, tp_latest, ordered)
@@ -123,17 +125,22 @@ def _counted(runs: list[RunRecord], notes: list[str]) -> list[RunRecord]:
     trial, superseded = latest((r for r in runs if r.kind == Kinds.RUN), key=lambda r: r.run_key)
     trial.sort(key=lambda r: (r.start_time, r.run_id))
     if superseded:
-        notes.append(f"{superseded} earlier attempt(s) superseded by a retry of the same run_key "
-                     "(only the latest attempt counts)")
+        notes.append(
+            f"{superseded} earlier attempt(s) superseded by a retry of the same run_key "
+            "(only the latest attempt counts)"
+        )
     bad = [r for r in trial if r.method is None or r.target is None or r.seed is None]
     if bad:
-        notes.append(f"{len(bad)} run(s) without method/target_sparsity/seed params ignored: "
-                     + ", ".join(sorted(r.run_id for r in bad)))
+        notes.append(
+            f"{len(bad)} run(s) without method/target_sparsity/seed params ignored: "
+            + ", ".join(sorted(r.run_id for r in bad))
+        )
     return [r for r in trial if r not in bad]
 
 
-def _rows(trial: list[RunRecord], notes: list[str]
-          ) -> tuple[dict[tuple[str, str], Row], list[float]]:
+def _rows(
+    trial: list[RunRecord], notes: list[str]
+) -> tuple[dict[tuple[str, str], Row], list[float]]:
     """Rows by (method, variant), each with its cells; the non-reference targets, sorted."""
     rows: dict[tuple[str, str], Row] = {}
     per_cell: dict[tuple[str, str, float], list[RunRecord]] = defaultdict(list)
@@ -146,8 +153,9 @@ def _rows(trial: list[RunRecord], notes: list[str]
         per_cell[(r.method, r.variant, target)].append(r)
     targets = sorted({t for (m, _, t) in per_cell if m != REFERENCE_METHOD})
     seeds_all = {r.seed for r in trial}
-    seeds_in = {t: {r.seed for (m, _, tt), rs in per_cell.items() if tt == t for r in rs}
-                for t in targets}
+    seeds_in = {
+        t: {r.seed for (m, _, tt), rs in per_cell.items() if tt == t for r in rs} for t in targets
+    }
     for (method, variant, target), recs in sorted(per_cell.items()):
         row = rows[(method, variant)]
         n_expected = len(seeds_all) if row.reference else len(seeds_in[target])
@@ -155,26 +163,41 @@ def _rows(trial: list[RunRecord], notes: list[str]
     return rows, targets
 
 
-def _cell(row: Row, target: float, n_expected: int, recs: list[RunRecord], notes: list[str]
-          ) -> Cell:
+def _cell(
+    row: Row, target: float, n_expected: int, recs: list[RunRecord], notes: list[str]
+) -> Cell:
     """One cell: its finished seeds' statistics, its failed and running attempts, its flags."""
     cell = Cell(target=target, n_expected=n_expected)
     done: dict[int, RunRecord] = {}
     for r in sorted(recs, key=lambda r: (r.start_time, r.run_id)):
         assert r.seed is not None
         if r.status in _FAILED:
-            cell.failed.append({"run_id": r.run_id, "seed": r.seed, "status": r.status,
-                                "error": r.tag(Tags.ERROR, "")})
+            cell.failed.append(
+                {
+                    "run_id": r.run_id,
+                    "seed": r.seed,
+                    "status": r.status,
+                    "error": r.tag(Tags.ERROR, ""),
+                }
+            )
         elif not r.finished:
             cell.running.append(r.run_id)
         elif to_float(r.metrics.get(Metrics.TEST_ACCURACY)) is None:
-            cell.failed.append({"run_id": r.run_id, "seed": r.seed, "status": r.status,
-                                "error": "finished without test_accuracy"})
+            cell.failed.append(
+                {
+                    "run_id": r.run_id,
+                    "seed": r.seed,
+                    "status": r.status,
+                    "error": "finished without test_accuracy",
+                }
+            )
         else:
             if r.seed in done:
-                notes.append(f"{row.label} at {fmt_num(target)}: seed {r.seed} has runs with "
-                             f"different run_keys ({done[r.seed].run_id}, {r.run_id}); "
-                             "the newest is used")
+                notes.append(
+                    f"{row.label} at {fmt_num(target)}: seed {r.seed} has runs with "
+                    f"different run_keys ({done[r.seed].run_id}, {r.run_id}); "
+                    "the newest is used"
+                )
             done[r.seed] = r
     cell.seeds = tuple(sorted(done))
     cell.run_ids = {s: done[s].run_id for s in cell.seeds}
@@ -202,31 +225,45 @@ def _set_tuned(rows: list[Row], trial: list[RunRecord]) -> None:
         row.tuned = None if not flags else "true" in flags
 
 
-def _set_throughput(rows: list[Row], trial: list[RunRecord], tp_all: list[RunRecord],
-                    notes: list[str]) -> list[RunRecord]:
+def _set_throughput(
+    rows: list[Row], trial: list[RunRecord], tp_all: list[RunRecord], notes: list[str]
+) -> list[RunRecord]:
     """Each row's img/s: its isolated record, else the median in-trial figure of its runs.
 
     Returns the latest throughput record of each (method, variant).
     """
     tp_latest, _ = latest(tp_all, key=lambda r: (r.method, r.variant))
-    tp_by_row = {(r.method, r.variant): r for r in tp_latest
-                 if r.finished and to_float(r.metrics.get(Metrics.IMG_PER_S)) is not None}
+    tp_by_row = {
+        (r.method, r.variant): r
+        for r in tp_latest
+        if r.finished and to_float(r.metrics.get(Metrics.IMG_PER_S)) is not None
+    }
     for row in rows:
         rec = tp_by_row.get((row.method, row.variant))
         if rec is not None:
             rounds = json.loads(rec.tag(Tags.IMG_PER_S_ROUNDS) or "[]")
-            row.img_per_s = Throughput(float(rec.metrics[Metrics.IMG_PER_S]), "isolated",
-                                       (rec.run_id,), rec.tag(Tags.DEVICE), rec.tag(Tags.THREADS),
-                                       rounds=tuple(float(v) for v in rounds))
+            row.img_per_s = Throughput(
+                float(rec.metrics[Metrics.IMG_PER_S]),
+                "isolated",
+                (rec.run_id,),
+                rec.tag(Tags.DEVICE),
+                rec.tag(Tags.THREADS),
+                rounds=tuple(float(v) for v in rounds),
+            )
             continue
         pairs = sorted(
-            (r.run_id, v) for r in trial
-            if (r.method, r.variant) == (row.method, row.variant) and r.finished
+            (r.run_id, v)
+            for r in trial
+            if (r.method, r.variant) == (row.method, row.variant)
+            and r.finished
             and (v := to_float(r.metrics.get(Metrics.TRAIN_IMG_PER_S))) is not None
         )
         if pairs:
-            row.img_per_s = Throughput(float(statistics.median(v for _, v in pairs)), "in-trial",
-                                       tuple(i for i, _ in pairs))
+            row.img_per_s = Throughput(
+                float(statistics.median(v for _, v in pairs)),
+                "in-trial",
+                tuple(i for i, _ in pairs),
+            )
     labels = {(row.method, row.variant) for row in rows}
     orphan = sorted(f"{m} ({v})" for (m, v) in tp_by_row if (m, v) not in labels)
     if orphan:
@@ -246,9 +283,11 @@ def _rank(rows: list[Row], targets: list[float], alpha: float) -> list[Compariso
                 if cell is not None and cell.ranked and cell.by_seed.get(metric):
                     entries.append((row, cell.by_seed[metric], cell.marks[metric]))
             comparisons += rank_column(entries, metric, target, alpha)
-    iso = [(row, dict(enumerate(row.img_per_s.rounds)) or {0: row.img_per_s.value},
-            row.img_per_s.mark) for row in candidates
-           if row.img_per_s is not None and row.img_per_s.source == "isolated"]
+    iso = [
+        (row, dict(enumerate(row.img_per_s.rounds)) or {0: row.img_per_s.value}, row.img_per_s.mark)
+        for row in candidates
+        if row.img_per_s is not None and row.img_per_s.source == "isolated"
+    ]
     return comparisons + rank_column(iso, Metrics.IMG_PER_S, None, alpha)
 
 
@@ -257,8 +296,14 @@ def _problems(trial: list[RunRecord], rows: list[Row], notes: list[str]) -> list
     problems: list[str] = []
     checks = [
         ("preset", [r.params.get(Params.PRESET) for r in trial]),
-        ("train_steps", [fmt_num(v) for r in trial if r.finished
-                         and (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None]),
+        (
+            "train_steps",
+            [
+                fmt_num(v)
+                for r in trial
+                if r.finished and (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None
+            ],
+        ),
         ("data fingerprint (benchsuite.data)", [r.tag(Tags.DATA) for r in trial]),
         ("benchsuite.version", [r.tag(Tags.VERSION) for r in trial]),
     ]
@@ -268,8 +313,11 @@ def _problems(trial: list[RunRecord], rows: list[Row], notes: list[str]) -> list
         if len(distinct) > 1:
             counts = ", ".join(f"{v} ({present.count(v)} runs)" for v in distinct)
             problems.append(f"runs differ in {name}: {counts}")
-    iso_env = _distinct(f"{row.img_per_s.device} / {row.img_per_s.threads} threads"
-                        for row in rows if row.img_per_s and row.img_per_s.source == "isolated")
+    iso_env = _distinct(
+        f"{row.img_per_s.device} / {row.img_per_s.threads} threads"
+        for row in rows
+        if row.img_per_s and row.img_per_s.source == "isolated"
+    )
     if len(iso_env) > 1:
         notes.append("isolated img/s measured on different devices: " + "; ".join(iso_env))
     return problems
@@ -278,9 +326,16 @@ def _problems(trial: list[RunRecord], rows: list[Row], notes: list[str]) -> list
 # Options that change where results go or how the grid is scheduled, never a run's numbers
 # (the run key holds everything that does): a published board's Reproduce lines leave them out,
 # so they read as the command a user types, not the paths of the machine that ran them.
-SCHEDULING_OPTIONS = {"--tracking-uri": 1, "--cache-dir": 1, "--max-concurrent": 1,
-                      "--retries": 1, "--address": 1, "--no-throughput": 0, "--throughput": 0,
-                      "--in-process": 0}  # fmt: skip
+SCHEDULING_OPTIONS = {
+    "--tracking-uri": 1,
+    "--cache-dir": 1,
+    "--max-concurrent": 1,
+    "--retries": 1,
+    "--address": 1,
+    "--no-throughput": 0,
+    "--throughput": 0,
+    "--in-process": 0,
+}
 
 
 def reproducing(command: str) -> str:
@@ -302,9 +357,11 @@ def reproducing(command: str) -> str:
     return shlex.join(kept)
 
 
-def derive_header(experiment: str, trial: list[RunRecord], tp: list[RunRecord],
-                  rows: list[Row]) -> dict[str, str]:
+def derive_header(
+    experiment: str, trial: list[RunRecord], tp: list[RunRecord], rows: list[Row]
+) -> dict[str, str]:
     """Everything the published header says, taken from the runs themselves (never 'now')."""
+
     def joined(values: Iterable[Any]) -> str:
         return ", ".join(_distinct(values)) or "unknown"
 
@@ -326,16 +383,22 @@ def derive_header(experiment: str, trial: list[RunRecord], tp: list[RunRecord],
         tuned_s = "no (default hyperparameters, untuned)"
     else:
         tuned_s = "unknown"
-    iso = _distinct(f"{row.img_per_s.device}, {row.img_per_s.threads} threads"
-                    for row in rows if row.img_per_s and row.img_per_s.source == "isolated")
+    iso = _distinct(
+        f"{row.img_per_s.device}, {row.img_per_s.threads} threads"
+        for row in rows
+        if row.img_per_s and row.img_per_s.source == "isolated"
+    )
     return {
         "experiment": experiment,
         "dataset": joined(r.params.get(Params.DATASET) for r in trial),
         "model": joined(r.params.get(Params.MODEL) for r in trial),
         "preset": joined(r.params.get(Params.PRESET) for r in trial),
         "epochs": joined(r.params.get(Params.EPOCHS) for r in trial),
-        "train_steps": joined(fmt_num(v) for r in finished
-                              if (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None),
+        "train_steps": joined(
+            fmt_num(v)
+            for r in finished
+            if (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None
+        ),
         "batch_size": joined(r.params.get(Params.BATCH_SIZE) for r in trial),
         "seeds": f"{len(seeds)} ({', '.join(map(str, seeds))})" if seeds else "none",
         "device": joined(r.tag(Tags.DEVICE) for r in trial),

@@ -49,14 +49,18 @@ class Cell:
         """Why the cell is left out of the marks (the text of its footnote)."""
         out = []
         if self.collapsed:
-            names = list(dict.fromkeys(n for s in sorted(self.collapsed)
-                                       for n in self.collapsed[s]))
-            out.append(f"layer collapse: {', '.join(names)} "
-                       f"({len(self.collapsed)} of {self.n} seeds)")
+            names = list(
+                dict.fromkeys(n for s in sorted(self.collapsed) for n in self.collapsed[s])
+            )
+            out.append(
+                f"layer collapse: {', '.join(names)} ({len(self.collapsed)} of {self.n} seeds)"
+            )
         if self.overshoot:
             mean = self.stats[Metrics.SPARSITY].mean
-            out.append(f"sparsity {mean * 100:.2f} % > target {self.target * 100:.4g} % + "
-                       f"{OVERSHOOT_PP:g} pp: not the same comparison")
+            out.append(
+                f"sparsity {mean * 100:.2f} % > target {self.target * 100:.4g} % + "
+                f"{OVERSHOOT_PP:g} pp: not the same comparison"
+            )
         return out
 
     @property

@@ -85,14 +85,19 @@ def plot(board: Leaderboard) -> Figure:
     for i, row in enumerate(r for r in board.rows if not r.reference):
         _draw_row(full, zoom, i, row, board.targets, ref_acc, drawn)
     if ref_acc is not None and ref is not None:
-        full.axhline(ref_acc.mean, color="0.3", linestyle=":", linewidth=1,
-                     label=f"{ref.label} (reference)")
+        full.axhline(
+            ref_acc.mean, color="0.3", linestyle=":", linewidth=1, label=f"{ref.label} (reference)"
+        )
         if ref_acc.std:
-            full.axhspan(ref_acc.mean - ref_acc.std, ref_acc.mean + ref_acc.std, color="0.5",
-                         alpha=0.15, linewidth=0)
+            full.axhspan(
+                ref_acc.mean - ref_acc.std,
+                ref_acc.mean + ref_acc.std,
+                color="0.5",
+                alpha=0.15,
+                linewidth=0,
+            )
             if ref_acc.std > DROP_FLOOR_PP:  # a drop inside it is within dense's seed spread
-                zoom.axhspan(DROP_FLOOR_PP / 2, ref_acc.std, color="0.5", alpha=0.15,
-                             linewidth=0)
+                zoom.axhspan(DROP_FLOOR_PP / 2, ref_acc.std, color="0.5", alpha=0.15, linewidth=0)
     extra = _draw_flags(full, drawn)
     _set_axes(full, zoom, drawn, ref_acc)
     _notes(zoom, ref_acc, drawn.left_out)
@@ -101,21 +106,36 @@ def plot(board: Leaderboard) -> Figure:
     handles += extra
     labels += [h.get_label() for h in extra]
     if handles:
-        zoom.legend(handles, labels, fontsize="small", loc="upper left",
-                    bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        zoom.legend(
+            handles,
+            labels,
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+        )
     fig.tight_layout()
     return fig
 
 
-def _draw_row(full: Any, zoom: Any, i: int, row: Row, targets: list[float], ref_acc: Stat | None,
-              drawn: _Drawn) -> None:
+def _draw_row(
+    full: Any,
+    zoom: Any,
+    i: int,
+    row: Row,
+    targets: list[float],
+    ref_acc: Stat | None,
+    drawn: _Drawn,
+) -> None:
     """One method's line in both panels (collapsed cells only in the full one)."""
     pts = _plot_points(row, targets)
     if not pts:
         return
     floor_row = row.method == FLOOR_METHOD
     style = {
-        "marker": _MARKERS[i % len(_MARKERS)], "markersize": 4, "capsize": 3,
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "markersize": 4,
+        "capsize": 3,
         "linewidth": 1.2,
         # beyond ten rows the colour cycle repeats: vary the line style too
         "linestyle": "--" if floor_row or i >= 10 else "-",
@@ -157,18 +177,52 @@ def _draw_flags(full: Any, drawn: _Drawn) -> list[Any]:
     extra: list[Any] = []
     if drawn.collapsed:
         cx, cy = zip(*drawn.collapsed, strict=True)
-        full.plot(cx, cy, linestyle="none", marker="X", markersize=11, markeredgecolor="red",
-                  markerfacecolor="none", markeredgewidth=1.5)
-        extra.append(Line2D([], [], linestyle="none", marker="X", markersize=9,
-                            markeredgecolor="red", markerfacecolor="none",
-                            label="layer collapse (not ranked)"))
+        full.plot(
+            cx,
+            cy,
+            linestyle="none",
+            marker="X",
+            markersize=11,
+            markeredgecolor="red",
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+        )
+        extra.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="X",
+                markersize=9,
+                markeredgecolor="red",
+                markerfacecolor="none",
+                label="layer collapse (not ranked)",
+            )
+        )
     if drawn.overshoot:
         for ax, px, py in drawn.overshoot:
-            ax.plot([px], [py], linestyle="none", marker="o", markersize=11,
-                    markeredgecolor="orange", markerfacecolor="none", markeredgewidth=1.5)
-        extra.append(Line2D([], [], linestyle="none", marker="o", markersize=9,
-                            markeredgecolor="orange", markerfacecolor="none",
-                            label=f"sparsity > target + {OVERSHOOT_PP:g} pp (not ranked)"))
+            ax.plot(
+                [px],
+                [py],
+                linestyle="none",
+                marker="o",
+                markersize=11,
+                markeredgecolor="orange",
+                markerfacecolor="none",
+                markeredgewidth=1.5,
+            )
+        extra.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=9,
+                markeredgecolor="orange",
+                markerfacecolor="none",
+                label=f"sparsity > target + {OVERSHOOT_PP:g} pp (not ranked)",
+            )
+        )
     return extra
 
 
@@ -209,8 +263,16 @@ def _notes(zoom: Any, ref_acc: Stat | None, left_out: list[str]) -> None:
         notes.append("grey band: within dense's seed std")
     if left_out:
         notes.append("left out (layer collapse): " + ", ".join(left_out))
-    zoom.text(1.01, 0.0, "\n".join(textwrap.fill(n, 48) for n in notes),
-              transform=zoom.transAxes, fontsize="x-small", va="bottom", ha="left", color="0.3")
+    zoom.text(
+        1.01,
+        0.0,
+        "\n".join(textwrap.fill(n, 48) for n in notes),
+        transform=zoom.transAxes,
+        fontsize="x-small",
+        va="bottom",
+        ha="left",
+        color="0.3",
+    )
 
 
 def study_plot(board: StudyBoard) -> Figure:
@@ -236,9 +298,17 @@ def study_plot(board: StudyBoard) -> Figure:
                     pts.append((b * 100, st.mean, st.std or 0.0))
             if pts:
                 x, y, e = zip(*pts, strict=True)
-                ax.errorbar(x, y, yerr=e, marker=markers[i % len(markers)], markersize=4,
-                            capsize=3, linewidth=1.2, label=label(s),
-                            linestyle="--" if s == "lrw" else "-")  # LRW often lies on FT
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=e,
+                    marker=markers[i % len(markers)],
+                    markersize=4,
+                    capsize=3,
+                    linewidth=1.2,
+                    label=label(s),
+                    linestyle="--" if s == "lrw" else "-",
+                )  # LRW often lies on FT
         ax.set_title(f"sparsity {pct(t)}")
         ax.set_xlabel("retraining budget (% of dense steps)")
         ax.set_ylabel("test accuracy (%)")

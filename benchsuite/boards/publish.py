@@ -75,16 +75,22 @@ def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
 
 
 def _with_collapse(reader: Reader, rec: RunRecord) -> RunRecord:
-    if (rec.kind != Kinds.RUN or not rec.finished or Metrics.COLLAPSED_LAYERS in rec.metrics
-            or TAG + Tags.COLLAPSED in rec.tags):
+    if (
+        rec.kind != Kinds.RUN
+        or not rec.finished
+        or Metrics.COLLAPSED_LAYERS in rec.metrics
+        or TAG + Tags.COLLAPSED in rec.tags
+    ):
         return rec
     densities = reader.read_json(rec.run_id, Artifacts.LAYER_SPARSITY)
     if densities is None:
         return rec
     names = [n for n, v in densities.items() if float(v) >= 1.0]  # the artifact's order
     return dataclasses.replace(
-        rec, metrics={**rec.metrics, Metrics.COLLAPSED_LAYERS: float(len(names))},
-        tags={**rec.tags, TAG + Tags.COLLAPSED: ",".join(names)})
+        rec,
+        metrics={**rec.metrics, Metrics.COLLAPSED_LAYERS: float(len(names))},
+        tags={**rec.tags, TAG + Tags.COLLAPSED: ",".join(names)},
+    )
 
 
 def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderboard:
@@ -123,8 +129,10 @@ def _write_index(out_dir: Path) -> Path:
         tail = rest.split(_INDEX_END, 1)[1]
         text = head + block + tail
     else:
-        text = ("# Published leaderboards\n\n"
-                "Written by `benchsuite publish`; one line per experiment.\n\n" + block + "\n")
+        text = (
+            "# Published leaderboards\n\n"
+            "Written by `benchsuite publish`; one line per experiment.\n\n" + block + "\n"
+        )
     if text != old:
         path.write_text(text, encoding="utf-8")
     return path
@@ -147,8 +155,9 @@ def write_published(
     return [md, js, png, _write_index(out_dir)]
 
 
-def publish(board: Leaderboard, out_dir: Path, header: dict[str, str] | None = None, *,
-            force: bool = False) -> list[Path]:
+def publish(
+    board: Leaderboard, out_dir: Path, header: dict[str, str] | None = None, *, force: bool = False
+) -> list[Path]:
     """The leaderboard's published files; an unfair table is refused unless forced."""
     if board.problems and not force:
         raise UnfairComparison("; ".join(board.problems))

@@ -145,9 +145,11 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "t-test over the rounds.",
     ]
     if _uses_in_trial(board):
-        lines.append("**†**: no isolated measurement for this row; median in-trial "
-                     "`train_img_per_s`, measured while trials shared the cores (contended), "
-                     "not comparable with isolated figures and never marked.")
+        lines.append(
+            "**†**: no isolated measurement for this row; median in-trial "
+            "`train_img_per_s`, measured while trials shared the cores (contended), "
+            "not comparable with isolated figures and never marked."
+        )
     lines.append(
         "**Marks**: within each column the non-reference rows are sorted by mean and each is "
         "compared with the next by a two-sided paired t-test over the seeds both have "
@@ -169,13 +171,17 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "model is not the same comparison (lower accuracy, higher speedup than its column)."
     )
     if any(r.reference for r in board.rows):
-        lines.append(f"`{REFERENCE_METHOD}` is the unpruned reference (sparsity 0), shown in every "
-                     "column group and never ranked.")
+        lines.append(
+            f"`{REFERENCE_METHOD}` is the unpruned reference (sparsity 0), shown in every "
+            "column group and never ranked."
+        )
     if any(r.method == FLOOR_METHOD for r in board.rows):
-        lines.append(f"`{FLOOR_METHOD}` is the floor: dense training for the whole budget, then "
-                     "the harness's final projection to the target, no retraining. It is ranked "
-                     "like any method; a method that does not beat it gained nothing over "
-                     "pruning the trained dense model once.")
+        lines.append(
+            f"`{FLOOR_METHOD}` is the floor: dense training for the whole budget, then "
+            "the harness's final projection to the target, no retraining. It is ranked "
+            "like any method; a method that does not beat it gained nothing over "
+            "pruning the trained dense model once."
+        )
     return lines
 
 
@@ -206,9 +212,13 @@ def _markdown_table(board: Leaderboard) -> list[str]:
             acc += f" _({n})_" if cell.short or cell.failed or cell.running else f" ({n})"
             if (row.label, t) in notes and not row.reference:
                 acc += f" [{notes[(row.label, t)]}]"
-            cells += [acc, _ci_text(cell),
-                      md_marked(_speedup_value(cell), cell.marks[Metrics.THEORETICAL_SPEEDUP]),
-                      _train_cost_text(cell), _sparsity_text(cell)]
+            cells += [
+                acc,
+                _ci_text(cell),
+                md_marked(_speedup_value(cell), cell.marks[Metrics.THEORETICAL_SPEEDUP]),
+                _train_cost_text(cell),
+                _sparsity_text(cell),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -267,8 +277,12 @@ def _finite(x: float | None) -> float | None:
 def stat_json(st: Stat | None, mark: Mark | None = None) -> dict[str, Any] | None:
     if st is None:
         return None
-    out: dict[str, Any] = {"mean": st.mean, "std": st.std, "n": st.n,
-                           "ci95": list(st.ci95) if st.ci95 else None}
+    out: dict[str, Any] = {
+        "mean": st.mean,
+        "std": st.std,
+        "n": st.n,
+        "ci95": list(st.ci95) if st.ci95 else None,
+    }
     if mark is not None:
         out["mark"] = {"rank": mark.rank, "within_noise": mark.within_noise}
     return out
@@ -288,10 +302,13 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                 "run_ids": {str(s): rid for s, rid in sorted(cell.run_ids.items())},
                 "failed": cell.failed,
                 "running": cell.running,
-                "test_accuracy": stat_json(cell.stats.get(Metrics.TEST_ACCURACY),
-                                            cell.marks.get(Metrics.TEST_ACCURACY)),
-                "theoretical_speedup": stat_json(cell.stats.get(Metrics.THEORETICAL_SPEEDUP),
-                                                  cell.marks.get(Metrics.THEORETICAL_SPEEDUP)),
+                "test_accuracy": stat_json(
+                    cell.stats.get(Metrics.TEST_ACCURACY), cell.marks.get(Metrics.TEST_ACCURACY)
+                ),
+                "theoretical_speedup": stat_json(
+                    cell.stats.get(Metrics.THEORETICAL_SPEEDUP),
+                    cell.marks.get(Metrics.THEORETICAL_SPEEDUP),
+                ),
                 "train_cost": stat_json(cell.stats.get(Metrics.TRAIN_COST)),
                 "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
                 "collapsed": {str(s): list(v) for s, v in sorted(cell.collapsed.items())},
@@ -301,18 +318,27 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
                 "flags": [] if row.reference else cell.flags(),
             }
         tp = row.img_per_s
-        rows.append({
-            "label": row.label,
-            "method": row.method,
-            "variant": row.variant,
-            "reference": row.reference,
-            "tuned": row.tuned,
-            "img_per_s": None if tp is None else {
-                "value": tp.value, "source": tp.source, "device": tp.device,
-                "threads": tp.threads, "run_ids": list(tp.run_ids), "rounds": list(tp.rounds),
-                "mark": {"rank": tp.mark.rank, "within_noise": tp.mark.within_noise}},
-            "cells": cells,
-        })
+        rows.append(
+            {
+                "label": row.label,
+                "method": row.method,
+                "variant": row.variant,
+                "reference": row.reference,
+                "tuned": row.tuned,
+                "img_per_s": None
+                if tp is None
+                else {
+                    "value": tp.value,
+                    "source": tp.source,
+                    "device": tp.device,
+                    "threads": tp.threads,
+                    "run_ids": list(tp.run_ids),
+                    "rounds": list(tp.rounds),
+                    "mark": {"rank": tp.mark.rank, "within_noise": tp.mark.within_noise},
+                },
+                "cells": cells,
+            }
+        )
     return {
         "schema": JSON_SCHEMA,
         "experiment": board.experiment,
@@ -321,17 +347,33 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
         "alpha": board.alpha,
         "img_per_s_rel_threshold": IMG_S_REL_THRESHOLD,
         "overshoot_pp": OVERSHOOT_PP,
-        "footnotes": [{"number": k, "label": row.label, "target_sparsity": cell.target,
-                       "text": footnote_text(row, cell)} for k, row, cell in footnotes(board)],
+        "footnotes": [
+            {
+                "number": k,
+                "label": row.label,
+                "target_sparsity": cell.target,
+                "text": footnote_text(row, cell),
+            }
+            for k, row, cell in footnotes(board)
+        ],
         "test": "two-sided paired t-test (scipy.stats.ttest_rel) between neighbours by mean",
         "problems": board.problems,
         "notes": board.notes,
         "rows": rows,
         **({"tuning": board.tuning} if board.tuning else {}),
         "comparisons": [
-            {"metric": c.metric, "target_sparsity": c.target, "upper": c.upper, "lower": c.lower,
-             "shared_seeds": c.shared_seeds, "diff": c.diff, "t": _finite(c.t),
-             "t_infinite": c.t is not None and math.isinf(c.t), "p": c.p, "status": c.status}
+            {
+                "metric": c.metric,
+                "target_sparsity": c.target,
+                "upper": c.upper,
+                "lower": c.lower,
+                "shared_seeds": c.shared_seeds,
+                "diff": c.diff,
+                "t": _finite(c.t),
+                "t_infinite": c.t is not None and math.isinf(c.t),
+                "p": c.p,
+                "status": c.status,
+            }
             for c in board.comparisons
         ],
     }
@@ -339,8 +381,9 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
 
 def to_json(board: Leaderboard, header: dict[str, str] | None = None) -> str:
     """Unrounded numbers behind every table cell, with the MLflow run ids they came from."""
-    return json.dumps(_board_dict(board, header), indent=2, ensure_ascii=False,
-                      allow_nan=False) + "\n"
+    return (
+        json.dumps(_board_dict(board, header), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
 
 
 def render_rich(board: Leaderboard) -> rich.table.Table:
@@ -352,28 +395,45 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
     for p in board.problems:
         captions.append(Text(f"⚠ unfair comparison: {p}", style="bold red"))
     if _uses_in_trial(board):
-        captions.append(Text("† in-trial img/s (contended), no isolated measurement",
-                             style="yellow"))
-    captions.append(Text(f"marks: ¹²³ beyond noise (paired t-test, α={board.alpha}), "
-                         "≈ within noise of a neighbour", style="dim"))
+        captions.append(
+            Text("† in-trial img/s (contended), no isolated measurement", style="yellow")
+        )
+    captions.append(
+        Text(
+            f"marks: ¹²³ beyond noise (paired t-test, α={board.alpha}), "
+            "≈ within noise of a neighbour",
+            style="dim",
+        )
+    )
     marked = footnotes(board)
     for k, row, cell in marked:
-        captions.append(Text(f"[{k}] {footnote_text(row, cell)} (not ranked)",
-                             style="red" if cell.collapsed else "yellow"))
+        captions.append(
+            Text(
+                f"[{k}] {footnote_text(row, cell)} (not ranked)",
+                style="red" if cell.collapsed else "yellow",
+            )
+        )
     if marked:
-        captions.append(Text("[n] cells are left out of the marks: layer collapse, or achieved "
-                             f"sparsity above the target + {OVERSHOOT_PP:g} pp", style="dim"))
+        captions.append(
+            Text(
+                "[n] cells are left out of the marks: layer collapse, or achieved "
+                f"sparsity above the target + {OVERSHOOT_PP:g} pp",
+                style="dim",
+            )
+        )
     for n in board.notes:
         captions.append(Text(n, style="dim"))
     notes = {(row.label, cell.target): k for k, row, cell in marked}
     h = board.header
-    title = (f"benchsuite leaderboard: {board.experiment}\n{h['dataset']}, {h['model']}, "
-             f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}")
-    table = Table(title=title,
-                  caption=Text("\n").join(captions), caption_justify="left")
+    title = (
+        f"benchsuite leaderboard: {board.experiment}\n{h['dataset']}, {h['model']}, "
+        f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}"
+    )
+    table = Table(title=title, caption=Text("\n").join(captions), caption_justify="left")
     for i, title in enumerate(_column_titles(board.targets)):
-        table.add_column(title.replace(" ", "\n", 1) if i > 1 else title,
-                         justify="left" if i == 0 else "right")
+        table.add_column(
+            title.replace(" ", "\n", 1) if i > 1 else title, justify="left" if i == 0 else "right"
+        )
 
     def marked(value: str, mark: Mark) -> Text:
         styles = {1: "bold green", 2: "bold cyan", 3: "bold magenta"}
@@ -396,14 +456,21 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
                 cells += [Text("—")] * 5
                 continue
             acc = marked(acc_value(cell), cell.marks[Metrics.TEST_ACCURACY])
-            style = "bold red" if cell.failed else ("yellow" if cell.short or cell.running
-                                                    else "dim")
+            style = (
+                "bold red" if cell.failed else ("yellow" if cell.short or cell.running else "dim")
+            )
             acc.append(f" ({n_text(cell)})", style=style)
             if not row.reference and (row.label, t) in notes:
-                acc.append(f" [{notes[(row.label, t)]}]",
-                           style="bold red" if cell.collapsed else "bold yellow")
-            cells += [acc, Text(_ci_text(cell)),
-                      marked(_speedup_value(cell), cell.marks[Metrics.THEORETICAL_SPEEDUP]),
-                      Text(_train_cost_text(cell)), Text(_sparsity_text(cell))]
+                acc.append(
+                    f" [{notes[(row.label, t)]}]",
+                    style="bold red" if cell.collapsed else "bold yellow",
+                )
+            cells += [
+                acc,
+                Text(_ci_text(cell)),
+                marked(_speedup_value(cell), cell.marks[Metrics.THEORETICAL_SPEEDUP]),
+                Text(_train_cost_text(cell)),
+                Text(_sparsity_text(cell)),
+            ]
         table.add_row(*cells, end_section=row.reference)
     return table

@@ -165,10 +165,13 @@ def assign_marks(order: list[Mark], links: list[str]) -> None:
 
 
 def rank_column(
-    entries: list[tuple[Row, dict[int, float], Mark]], metric: str, target: float | None,
+    entries: list[tuple[Row, dict[int, float], Mark]],
+    metric: str,
+    target: float | None,
     alpha: float = ALPHA,
 ) -> list[Comparison]:
     """Sort one column's candidates, compare neighbours, set their marks."""
+
     def mean(e: tuple[Row, dict[int, float], Mark]) -> float:
         return float(np.mean(list(e[1].values())))
 
@@ -181,14 +184,17 @@ def rank_column(
         if metric == Metrics.IMG_PER_S and min(len(vals_u), len(vals_l)) < 2:  # no rounds: 5 % rule
             hi, lo = mean((row_u, vals_u, Mark())), mean((row_l, vals_l, Mark()))
             rel = hi / lo - 1.0 if lo > 0 else math.inf
-            status = "tie" if equal(hi, lo) else (
-                "separated" if rel > IMG_S_REL_THRESHOLD else "noise")
-            comps.append(Comparison(metric, target, row_u.label, row_l.label, 0, rel, None, None,
-                                    status))
+            status = (
+                "tie" if equal(hi, lo) else ("separated" if rel > IMG_S_REL_THRESHOLD else "noise")
+            )
+            comps.append(
+                Comparison(metric, target, row_u.label, row_l.label, 0, rel, None, None, status)
+            )
         else:
             shared, diff, t, p, status = paired_test(vals_u, vals_l, alpha)
-            comps.append(Comparison(metric, target, row_u.label, row_l.label, shared, diff, t, p,
-                                    status))
+            comps.append(
+                Comparison(metric, target, row_u.label, row_l.label, shared, diff, t, p, status)
+            )
         links.append(status)
     assign_marks([e[2] for e in ranked], links)
     return comps

@@ -90,10 +90,15 @@ def markdown_lines(tuning: dict[str, Any], targets: list[float], configs_name: s
         f"`benchsuite run --tuned-configs {configs_name} ...`.",
     ]
     if tuning.get("untuned"):
-        out.append("- **Not tuned** (their defaults and the preset's calibration): " + "; ".join(
-            f"{m}: {why}" for m, why in sorted(tuning["untuned"].items())))
-    out += ["", "| Method | Searched | " + " | ".join(f"{t:.0%} chosen" for t in targets) + " |",
-            "|---|---|" + "---|" * len(targets)]  # fmt: skip
+        out.append(
+            "- **Not tuned** (their defaults and the preset's calibration): "
+            + "; ".join(f"{m}: {why}" for m, why in sorted(tuning["untuned"].items()))
+        )
+    out += [
+        "",
+        "| Method | Searched | " + " | ".join(f"{t:.0%} chosen" for t in targets) + " |",
+        "|---|---|" + "---|" * len(targets),
+    ]
     for method, entries in sorted(tuning.get("methods", {}).items()):
         spaces = {k: v for e in entries.values() for k, v in e.get("space", {}).items()}
         searched = "; ".join(f"{k}: {v}" for k, v in sorted(spaces.items()))
@@ -104,7 +109,9 @@ def markdown_lines(tuning: dict[str, Any], targets: list[float], configs_name: s
                 cells.append("—")
                 continue
             values = ", ".join(f"{k}={v}" for k, v in sorted((e.get("hparams") or {}).items()))
-            cells.append(f"{values} (val {_percent(e.get('val_accuracy'))}, "
-                         f"{e.get('finished')}/{e.get('trials')} trials)")  # fmt: skip
+            cells.append(
+                f"{values} (val {_percent(e.get('val_accuracy'))}, "
+                f"{e.get('finished')}/{e.get('trials')} trials)"
+            )
         out.append(f"| {method} | {searched} | " + " | ".join(cells) + " |")
     return out + [""]

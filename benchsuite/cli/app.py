@@ -70,8 +70,6 @@ def default_experiment(preset: str, epochs: int) -> str:
     return f"{preset}-{epochs}ep"
 
 
-
-
 @app.command()
 def run(
     methods: MethodsOption = "all",
@@ -149,8 +147,9 @@ def run(
         fail(str(exc))
         return
     name = experiment or default_experiment(resolved.name, resolved.epochs)
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
-                          in_process=in_process)  # fmt: skip
+    outcome = orchestrate(
+        configs, data, tracking_uri, name, cache_dir, resources, in_process=in_process
+    )
     from benchsuite.boards.publish import aggregate, load_runs, render_rich
 
     if throughput and address is None and not outcome.interrupted:
@@ -164,8 +163,18 @@ def run(
     summarize(outcome, tracking_uri, name)
 
 
-def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Path, resources, *,
-                kind: str = "run", in_process: bool = False, search=None):  # fmt: skip
+def orchestrate(
+    configs,
+    data,
+    tracking_uri: str,
+    experiment: str,
+    cache_dir: Path,
+    resources,
+    *,
+    kind: str = "run",
+    in_process: bool = False,
+    search=None,
+):
     """Run the grid (Ray Tune, or this process with ``--in-process``); Ctrl-C exits 130."""
     from benchsuite.execution.cluster import ResourceError
 
@@ -175,9 +184,18 @@ def orchestrate(configs, data, tracking_uri: str, experiment: str, cache_dir: Pa
         from benchsuite.execution.ray_tune import run_grid
     command = "benchsuite " + shlex.join(sys.argv[1:])
     try:
-        return run_grid(configs, data, tracking_uri, experiment, cache_dir=cache_dir,
-                        command=command, console=console, resources=resources, kind=kind,
-                        **({"search": search} if search else {}))  # fmt: skip
+        return run_grid(
+            configs,
+            data,
+            tracking_uri,
+            experiment,
+            cache_dir=cache_dir,
+            command=command,
+            console=console,
+            resources=resources,
+            kind=kind,
+            **({"search": search} if search else {}),
+        )
     except ResourceError as exc:
         fail(str(exc))
         raise AssertionError("unreachable") from None
@@ -269,8 +287,10 @@ def tune(
         fail(str(exc))
         return
     for method in untunable:
-        console.print(f"{method}: nothing to tune (no ranges, or only knobs the preset calibrates "
-                      "per target); it runs with its defaults and calibration (skipped)")
+        console.print(
+            f"{method}: nothing to tune (no ranges, or only knobs the preset calibrates "
+            "per target); it runs with its defaults and calibration (skipped)"
+        )
     name = experiment or default_experiment(resolved.name, resolved.epochs) + "-tune"
     console.print(
         f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
@@ -279,8 +299,9 @@ def tune(
     )
     search = searcher(trials_per_method, resolved, data, seed=seed)
     bases = tuning_bases(request)[0]
-    outcome = orchestrate(bases, data, tracking_uri, name, cache_dir, resources, kind="tune",
-                          search=search)  # fmt: skip
+    outcome = orchestrate(
+        bases, data, tracking_uri, name, cache_dir, resources, kind="tune", search=search
+    )
     from benchsuite.store.tracking import Tracker
 
     finished = Tracker(absolute_uri(tracking_uri), name).finished(kind="tune")
@@ -445,15 +466,22 @@ def study_table1(
         data_dir = absolute_dir(data_dir)
         data = load_data(resolved, data_dir)
         configs = study.table1_configs(
-            resolved, data, targets, fractions, names, list(range(seeds)),
-            data_dir=data_dir, device=device or "cpu",
-        )  # fmt: skip
+            resolved,
+            data,
+            targets,
+            fractions,
+            names,
+            list(range(seeds)),
+            data_dir=data_dir,
+            device=device or "cpu",
+        )
     except BadInput as exc:
         fail(str(exc))
         return
     name = experiment or study.experiment_name(resolved)
-    outcome = orchestrate(configs, data, tracking_uri, name, cache_dir, resources,
-                          in_process=in_process)  # fmt: skip
+    outcome = orchestrate(
+        configs, data, tracking_uri, name, cache_dir, resources, in_process=in_process
+    )
     from benchsuite.boards.publish import load_runs
 
     board = study.aggregate_study(load_runs(absolute_uri(tracking_uri), name), name)

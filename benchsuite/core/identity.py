@@ -128,8 +128,12 @@ def numerics(config: RunConfig) -> dict[str, Any]:
         name = f"{device.type}:{torch.backends.cpu.get_cpu_capability()}"
         threads = config.threads
     amp = autocast_dtype(config, device)
-    return {"torch": torch.__version__, "device": name, "threads": threads,
-            "amp": None if amp is None else str(amp).removeprefix("torch.")}  # fmt: skip
+    return {
+        "torch": torch.__version__,
+        "device": name,
+        "threads": threads,
+        "amp": None if amp is None else str(amp).removeprefix("torch."),
+    }
 
 
 def run_key(config: RunConfig, fingerprint: str, total_steps: int) -> str:

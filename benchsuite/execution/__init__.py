@@ -1,2 +1,3 @@
-"""A request expanded to run configs and executed: Ray Tune, in-process, cluster checks, progress.
+"""A request expanded to run configs and executed: Ray Tune or in-process; cluster checks,
+progress.
 """

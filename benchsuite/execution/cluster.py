@@ -113,7 +113,8 @@ def ray_instance(resources: Resources, scratch: str | None = None) -> Iterator[C
                 _temp_dir=os.path.join(tempfile.gettempdir(), "ray"),
                 # Tune's trial actors start their own workers: prestarted ones only cost start-up
                 _system_config={
-                    "enable_worker_prestart": False, "prestart_worker_first_driver": False
+                    "enable_worker_prestart": False,
+                    "prestart_worker_first_driver": False,
                 },
             )
             reaper_process = reaper.start(scratch)
@@ -342,8 +343,9 @@ def parse_resources(
             f"--gpus-per-trial {gpus_per_trial:g}: this machine has no GPU; "
             "use --gpus-per-trial 0, or --address to join a cluster with GPUs"
         )
-    return Resources(address, cpus_per_trial, gpus_per_trial, max_concurrent, retries,
-                     device=device)  # fmt: skip
+    return Resources(
+        address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device=device
+    )
 
 
 def check_device(device: str) -> None:

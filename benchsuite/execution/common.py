@@ -75,12 +75,17 @@ class Outcome:
 
     def summary(self) -> str:
         """One line: how many runs finished, failed, were skipped, retried, interrupted."""
-        claimed = (f", {self.claimed} skipped (another command finished or is running them)"
-                   if self.claimed else "")  # fmt: skip
+        claimed = (
+            f", {self.claimed} skipped (another command finished or is running them)"
+            if self.claimed
+            else ""
+        )
         retried = f", {self.retried} retried" if self.retried else ""
         stopped = f", {self.interrupted} interrupted" if self.interrupted else ""
-        return (f"{self.finished} finished, {self.failed} failed, {self.skipped} skipped "
-                f"(already finished){claimed}{retried}{stopped}")  # fmt: skip
+        return (
+            f"{self.finished} finished, {self.failed} failed, {self.skipped} skipped "
+            f"(already finished){claimed}{retried}{stopped}"
+        )
 
     def tally(self, records: list[TrialRecord], started: float) -> Outcome:
         for rec in records:
@@ -122,13 +127,20 @@ class GridState:
             rec.status, rec.started, rec.attempts = "RUNNING", now, rec.attempts + 1
             self.view.start(key, payload.get("label", ""), payload.get("epochs", 0))
         elif event == "epoch":
-            self.view.epoch(key, int(payload["epoch"]), int(payload["epochs"]),
-                            float(payload["val_accuracy"]))  # fmt: skip
+            self.view.epoch(
+                key, int(payload["epoch"]), int(payload["epochs"]), float(payload["val_accuracy"])
+            )
         elif event == "final":
             rec.final(payload)
             rec.wall_s = now - rec.started if rec.started else None
-            self.view.end(key, rec.status, error=rec.error, val_accuracy=rec.val_accuracy,
-                          took=rec.wall_s, warning=payload.get("warning", ""))  # fmt: skip
+            self.view.end(
+                key,
+                rec.status,
+                error=rec.error,
+                val_accuracy=rec.val_accuracy,
+                took=rec.wall_s,
+                warning=payload.get("warning", ""),
+            )
         elif payload.get("hard"):  # "retry" or "error" of a trial whose process died
             rec.status, rec.hard, rec.error = "FAILED", True, payload["error"]
             rec.wall_s = now - rec.started if rec.started else None

@@ -40,9 +40,12 @@ def parse_numbers(
 
 def parse_sparsities(text: str) -> list[float]:
     return parse_numbers(
-        text, "--sparsity", lambda v: 0.0 < v < 1.0, "give values in (0, 1), e.g. 0.9,0.95",
+        text,
+        "--sparsity",
+        lambda v: 0.0 < v < 1.0,
+        "give values in (0, 1), e.g. 0.9,0.95",
         "is outside (0, 1); give values strictly between 0 and 1",
-    )  # fmt: skip
+    )
 
 
 def parse_methods(text: str) -> list[str]:

@@ -71,9 +71,14 @@ def run_local(
         return outcome
     owner, since_ms = claimant(), int(time.time() * 1000) - 1000
     records = {keys[i]: TrialRecord(configs[i].label(), keys[i]) for i in todo}
-    state = GridState(records, GridProgress(
-        ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
-        outcome.skipped, console or Console()))  # fmt: skip
+    state = GridState(
+        records,
+        GridProgress(
+            ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
+            outcome.skipped,
+            console or Console(),
+        ),
+    )
     tracker = None
     threads = torch.get_num_threads()
     try:
@@ -81,8 +86,18 @@ def run_local(
         with state.view:
             for i in todo:
                 torch.set_num_threads(configs[i].threads)
-                _attempts(state, keys[i], configs[i], tracker, data, resources.retries,
-                          cache_dir=cache_dir, command=command, kind=kind, owner=owner)  # fmt: skip
+                _attempts(
+                    state,
+                    keys[i],
+                    configs[i],
+                    tracker,
+                    data,
+                    resources.retries,
+                    cache_dir=cache_dir,
+                    command=command,
+                    kind=kind,
+                    owner=owner,
+                )
     except KeyboardInterrupt:
         for rec in records.values():
             if rec.status in ("PENDING", "RUNNING"):
@@ -94,24 +109,44 @@ def run_local(
     return outcome.tally([records[keys[i]] for i in todo], started)
 
 
-def _attempts(state: GridState, key: str, config: RunConfig, tracker: Tracker, data: Dataset,
-              retries: int, **run: Any) -> None:  # fmt: skip
+def _attempts(
+    state: GridState,
+    key: str,
+    config: RunConfig,
+    tracker: Tracker,
+    data: Dataset,
+    retries: int,
+    **run: Any,
+) -> None:
     """Run one configuration, again while it fails, up to ``retries`` more times, feeding
     ``state`` the same events as the Ray Tune watcher does."""
     for attempt in range(retries + 1):
         if attempt:
             state.apply("retry", key, {"hard": False})
-        state.apply("start", key, {"label": config.label(), "epochs": config.preset.epochs,
-                                   "config": config})  # fmt: skip
+        state.apply(
+            "start",
+            key,
+            {"label": config.label(), "epochs": config.preset.epochs, "config": config},
+        )
         reads, t0 = data.test_reads, time.perf_counter()
 
         def on_epoch(p: Progress) -> None:
-            state.apply("epoch", key, {"epoch": p.epoch, "epochs": p.epochs,
-                                       "val_accuracy": p.val_accuracy})  # fmt: skip
+            state.apply(
+                "epoch", key, {"epoch": p.epoch, "epochs": p.epochs, "val_accuracy": p.val_accuracy}
+            )
 
         status, result, error = execute(config, tracker, dataset=data, on_epoch=on_epoch, **run)
-        state.apply("final", key, final_report(
-            status, result, error, node="local", test_reads=data.test_reads - reads,
-            trial_s=time.perf_counter() - t0))  # fmt: skip
+        state.apply(
+            "final",
+            key,
+            final_report(
+                status,
+                result,
+                error,
+                node="local",
+                test_reads=data.test_reads - reads,
+                trial_s=time.perf_counter() - t0,
+            ),
+        )
         if status != "FAILED":
             break

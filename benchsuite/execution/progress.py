@@ -62,8 +62,15 @@ class _Trial:
 class GridProgress:
     """Fed by trial events: ``start``, ``epoch``, ``end``, ``retry``; thread-safe."""
 
-    def __init__(self, trials: Iterable[tuple[str, str, int]], skipped: int, console: Console,
-                 *, expected: int | None = None, epochs: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        trials: Iterable[tuple[str, str, int]],
+        skipped: int,
+        console: Console,
+        *,
+        expected: int | None = None,
+        epochs: int = 0,
+    ) -> None:
         """``trials``: (key, label, epochs) of every trial to run; or, where a search draws
         them as it goes, ``expected`` trials of ``epochs`` each, added as they start."""
         self.console = console
@@ -73,9 +80,15 @@ class GridProgress:
         self.skipped_before = skipped  # already finished: not among the trials
         self.lock = threading.Lock()
         self.progress = _Progress(
-            self._head, _Name(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=console, refresh_per_second=2,
-        )  # fmt: skip
+            self._head,
+            _Name(),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=2,
+        )
         total = sum(t.epochs for t in self.trials.values()) or self.expected * epochs
         self.overall = self.progress.add_task("epochs, all trials", total=total or None)
 
@@ -104,12 +117,17 @@ class GridProgress:
         ended = c["finished"] + c["failed"] + c["skipped"] - self.skipped_before
         pending = max(self.expected - running - ended, 0)
         return Text.assemble(
-            ("finished ", "bold"), (str(c["finished"]), "green"),
-            ("  running ", "bold"), (str(running), "cyan"),
-            ("  pending ", "bold"), str(pending),
-            ("  failed ", "bold"), (str(c["failed"]), "red" if c["failed"] else ""),
-            ("  skipped ", "bold"), str(c["skipped"]),
-        )  # fmt: skip
+            ("finished ", "bold"),
+            (str(c["finished"]), "green"),
+            ("  running ", "bold"),
+            (str(running), "cyan"),
+            ("  pending ", "bold"),
+            str(pending),
+            ("  failed ", "bold"),
+            (str(c["failed"]), "red" if c["failed"] else ""),
+            ("  skipped ", "bold"),
+            str(c["skipped"]),
+        )
 
     def start(self, key: str, label: str = "", epochs: int = 0) -> None:
         """A trial (or another attempt of it) starts; a trial unknown so far is added."""
@@ -140,9 +158,16 @@ class GridProgress:
             trial.status = "PENDING"
             self._drop(trial)
 
-    def end(self, key: str, status: str, *, error: str | None = None,
-            val_accuracy: float | None = None, took: float | None = None,
-            warning: str = "") -> None:  # fmt: skip
+    def end(
+        self,
+        key: str,
+        status: str,
+        *,
+        error: str | None = None,
+        val_accuracy: float | None = None,
+        took: float | None = None,
+        warning: str = "",
+    ) -> None:
         """One line per ended trial (its last attempt)."""
         with self.lock:
             trial = self.trials[key]
@@ -168,8 +193,9 @@ class GridProgress:
         return self.progress.get_renderable()
 
 
-def _line(label: str, status: str, error: str | None, val: float | None,
-          took: float | None) -> Text:  # fmt: skip
+def _line(
+    label: str, status: str, error: str | None, val: float | None, took: float | None
+) -> Text:
     seconds = f" {took:.1f} s" if took is not None else ""
     if status == "FINISHED":
         acc = f" val {val:.2f}%" if val is not None else ""

@@ -147,8 +147,15 @@ def trial(config: dict[str, Any], job: Job) -> None:
     reads = data.test_reads
 
     def on_epoch(p: Progress) -> None:
-        tune.report({"epoch": p.epoch, "epochs": p.epochs, "val_accuracy": p.val_accuracy,
-                     "sparsity": p.sparsity, "train_loss": p.train_loss})  # fmt: skip
+        tune.report(
+            {
+                "epoch": p.epoch,
+                "epochs": p.epochs,
+                "val_accuracy": p.val_accuracy,
+                "sparsity": p.sparsity,
+                "train_loss": p.train_loss,
+            }
+        )
 
     status, result, error = execute(
         run_config,
@@ -161,10 +168,15 @@ def trial(config: dict[str, Any], job: Job) -> None:
         kind=job.kind,
         owner=job.owner,
     )
-    report = final_report(status, result, error, node=node,
-                          resources=context.get_assigned_resources(),
-                          test_reads=data.test_reads - reads,
-                          trial_s=time.perf_counter() - started)  # fmt: skip
+    report = final_report(
+        status,
+        result,
+        error,
+        node=node,
+        resources=context.get_assigned_resources(),
+        test_reads=data.test_reads - reads,
+        trial_s=time.perf_counter() - started,
+    )
     score = config["run"].get("score")
     if score and status == "SKIPPED" and error == ALREADY_FINISHED:
         runs = _TRACKERS[tracker_key].runs_of(config["run"]["key"], job.kind)  # newest first
@@ -187,8 +199,9 @@ def _error_text(error: Any) -> str:
     return (lines[-1] if lines else text)[:500]
 
 
-def _make_watcher(emit: Event, uri: str, experiment: str, owner: dict[str, str],
-                  since_ms: int) -> Any:  # fmt: skip
+def _make_watcher(
+    emit: Event, uri: str, experiment: str, owner: dict[str, str], since_ms: int
+) -> Any:
     from ray import tune
 
     class Watcher(tune.Callback):
@@ -205,8 +218,11 @@ def _make_watcher(emit: Event, uri: str, experiment: str, owner: dict[str, str],
         def on_trial_start(self, iteration, trials, trial, **info):
             self.finals.discard(trial.trial_id)
             config = trial.config["run"]["config"]
-            emit("start", trial.config["run"]["key"],
-                 {"label": config.label(), "epochs": config.preset.epochs, "config": config})
+            emit(
+                "start",
+                trial.config["run"]["key"],
+                {"label": config.label(), "epochs": config.preset.epochs, "config": config},
+            )
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("final"):
@@ -314,12 +330,24 @@ def run_grid(
     redo = {keys[i] for i in todo}
     prepare = _overlap_startup(uri, experiment, redo if known is not None else None)
     records = {keys[i]: TrialRecord(configs[i].label(), keys[i]) for i in todo}
-    state = GridState(records, GridProgress(
-        ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
-        outcome.skipped, console or Console()))  # fmt: skip
+    state = GridState(
+        records,
+        GridProgress(
+            ((keys[i], configs[i].label(), configs[i].preset.epochs) for i in todo),
+            outcome.skipped,
+            console or Console(),
+        ),
+    )
     owner, since_ms = claimant(), int(time.time() * 1000) - 1000
-    job = Job(data, uri, experiment, str(Path(cache_dir).resolve()) if cache_dir else None,
-              command, kind, owner)  # fmt: skip
+    job = Job(
+        data,
+        uri,
+        experiment,
+        str(Path(cache_dir).resolve()) if cache_dir else None,
+        command,
+        kind,
+        owner,
+    )
     tracker: Tracker | None = None
     scratch = tempfile.mkdtemp(prefix="benchsuite-tune-")  # Tune's storage, removed at the end
     try:
@@ -384,8 +412,13 @@ def _on_device(configs: list[RunConfig], resources: Resources, gpus: float) -> l
     return [c if c.device == device else dataclasses.replace(c, device=device) for c in configs]
 
 
-def _record_deaths(job: Job, tracker: Tracker, records: dict[str, TrialRecord],
-                   configs: dict[str, RunConfig], since_ms: int) -> None:  # fmt: skip
+def _record_deaths(
+    job: Job,
+    tracker: Tracker,
+    records: dict[str, TrialRecord],
+    configs: dict[str, RunConfig],
+    since_ms: int,
+) -> None:
     """A trial whose process died could not end its own MLflow run: the driver ends it FAILED,
     or records a FAILED run where it died before it had one (a run is never dropped)."""
     for key, rec in records.items():
@@ -393,12 +426,26 @@ def _record_deaths(job: Job, tracker: Tracker, records: dict[str, TrialRecord],
             continue
         error = rec.error or "trial died"
         if not tracker.fail_running(key, error, since_ms=since_ms, owner=job.owner):
-            record_failure(configs[key], tracker, job.data, error, command=job.command,
-                           node=rec.node or "unknown", kind=job.kind)  # fmt: skip
+            record_failure(
+                configs[key],
+                tracker,
+                job.data,
+                error,
+                command=job.command,
+                node=rec.node or "unknown",
+                kind=job.kind,
+            )
 
 
-def _fit(job: Job, space: list[dict[str, Any]] | Any, resources: Resources, gpus: float,
-         cluster: Cluster, state: GridState, scratch: str) -> Any:  # fmt: skip
+def _fit(
+    job: Job,
+    space: list[dict[str, Any]] | Any,
+    resources: Resources,
+    gpus: float,
+    cluster: Cluster,
+    state: GridState,
+    scratch: str,
+) -> Any:
     """One ``Tuner.fit``: a grid over the runs (a list of run key and config), or a search
     (a Tune searcher); the records then hold each run's last attempt. Returns the
     ``ResultGrid``."""

@@ -33,10 +33,7 @@ def ramp_end_epoch(
     last = budget.epochs - interval  # at least P epochs at the final sparsity
     if ramp_end is None:
         floor = RAMP_LR_FLOOR * float(lr.max()) * (1 - 1e-9)
-        useful = [
-            e for e in range(interval, last + 1, interval)
-            if lr[budget.steps(e)] >= floor
-        ]  # fmt: skip
+        useful = [e for e in range(interval, last + 1, interval) if lr[budget.steps(e)] >= floor]
         return max(useful, default=interval)
     end = interval * round(ramp_end * budget.epochs / interval)
     if not (0 < ramp_end <= 1) or not interval <= end <= last:

@@ -159,8 +159,11 @@ def process_start(pid: int) -> str:
 def claimant(pid: int | None = None) -> dict[str, str]:
     """Who is running a run: this host, this (or the given) process and when it started."""
     pid = os.getpid() if pid is None else pid
-    return {Tags.CLAIM_HOST: socket.gethostname(), Tags.CLAIM_PID: str(pid),
-            Tags.CLAIM_START: process_start(pid)}  # fmt: skip
+    return {
+        Tags.CLAIM_HOST: socket.gethostname(),
+        Tags.CLAIM_PID: str(pid),
+        Tags.CLAIM_START: process_start(pid),
+    }
 
 
 def alive(tags: dict[str, str], prefix: str = "") -> bool:

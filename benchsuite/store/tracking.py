@@ -27,8 +27,18 @@ if TYPE_CHECKING:
 # overlaps with starting Ray instead of paying it when the command starts.
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-__all__ = ["DEFAULT_TRACKING_URI", "TAG", "Reader", "TrackedRun", "Tracker", "is_sqlite",
-           "open_store", "peek_finished_keys", "preload", "retry_locked"]  # fmt: skip
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "TAG",
+    "Reader",
+    "TrackedRun",
+    "Tracker",
+    "is_sqlite",
+    "open_store",
+    "peek_finished_keys",
+    "preload",
+    "retry_locked",
+]
 
 T = TypeVar("T")
 
@@ -175,10 +185,13 @@ class Tracker:
         from benchsuite.store.claims import owned_by
 
         running = [
-            r for r in self.runs()
-            if r.status == "RUNNING" and key in (None, r.tag(Tags.RUN_KEY))
-            and r.start_time >= since_ms and (owner is None or owned_by(r.tags, owner, TAG))
-        ]  # fmt: skip
+            r
+            for r in self.runs()
+            if r.status == "RUNNING"
+            and key in (None, r.tag(Tags.RUN_KEY))
+            and r.start_time >= since_ms
+            and (owner is None or owned_by(r.tags, owner, TAG))
+        ]
         for r in running:
             TrackedRun(self.client, r.run_id).end(status, error)
         return bool(running)
@@ -191,9 +204,10 @@ class Tracker:
         from benchsuite.store.claims import alive
 
         stale = [
-            r for r in self.runs()
+            r
+            for r in self.runs()
             if r.status == "RUNNING" and r.tag(Tags.RUN_KEY) in keys and not alive(r.tags, TAG)
-        ]  # fmt: skip
+        ]
         for r in stale:
             TrackedRun(self.client, r.run_id).end("KILLED", "left RUNNING by a killed command")
         return len(stale)
@@ -309,9 +323,10 @@ class Reader:
     def experiments(self) -> list[str]:
         """Names of the active experiments that hold at least one run, sorted."""
         return sorted(
-            e.name for e in self._experiments()
+            e.name
+            for e in self._experiments()
             if self.client.search_runs([e.experiment_id], max_results=1)
-        )  # fmt: skip
+        )
 
     def newest_experiment(self) -> str | None:
         """The experiment whose newest run started last: what the user most likely just ran."""
@@ -333,8 +348,11 @@ class Reader:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             raise KeyError(f"no MLflow experiment named {experiment!r} at {self.uri}")
-        found = _paged(lambda t: self.client.search_runs(
-            [exp.experiment_id], filter_string, max_results=1000, page_token=t))
+        found = _paged(
+            lambda t: self.client.search_runs(
+                [exp.experiment_id], filter_string, max_results=1000, page_token=t
+            )
+        )
         return [_record(r, experiment) for r in found]
 
     def download(self, run_id: str, name: str, dst: Path) -> Path:

@@ -16,7 +16,6 @@ The board's findings compare the small-scale result with the paper's claims
 (``benchsuite.study_findings``); its figure is ``plot.study_plot``.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -85,9 +84,14 @@ def table1_configs(
         {"schedule": s, "retrain_budget": repr(float(b))} for b in budgets for s in schedules
     ]
     request = Request(
-        preset, [STUDY_METHOD], list(sparsities), list(seeds), {STUDY_METHOD: variants},
-        data_dir, device,
-    )  # fmt: skip
+        preset,
+        [STUDY_METHOD],
+        list(sparsities),
+        list(seeds),
+        {STUDY_METHOD: variants},
+        data_dir,
+        device,
+    )
     return expand(request, data)
 
 
@@ -95,10 +99,12 @@ def parse_budgets(text: str) -> list[float]:
     from benchsuite.execution.grid import parse_numbers
 
     return parse_numbers(
-        text, "--budgets", lambda v: math.isfinite(v) and v > 0,
+        text,
+        "--budgets",
+        lambda v: math.isfinite(v) and v > 0,
         "give fractions of the dense budget > 0, e.g. 0.0222,0.0555,0.1111",
         "must be a fraction of the dense budget > 0",
-    )  # fmt: skip
+    )
 
 
 def parse_schedules(text: str) -> list[str]:
@@ -108,8 +114,7 @@ def parse_schedules(text: str) -> list[str]:
     bad = [s for s in names if s not in RETRAIN_SCHEDULES]
     if not names or bad:
         raise BadInput(
-            f"--schedules {', '.join(bad) or '(empty)'}: "
-            f"choose from {', '.join(RETRAIN_SCHEDULES)}"
+            f"--schedules {', '.join(bad) or '(empty)'}: choose from {', '.join(RETRAIN_SCHEDULES)}"
         )
     return [s for s in RETRAIN_SCHEDULES if s in names]
 
@@ -156,8 +161,9 @@ def _split_steps(total: int, budget: float) -> tuple[int, int]:
     return dense, total - dense
 
 
-def aggregate_study(runs: Iterable[RunRecord], experiment: str = "", *, alpha: float = ALPHA
-                    ) -> StudyBoard:
+def aggregate_study(
+    runs: Iterable[RunRecord], experiment: str = "", *, alpha: float = ALPHA
+) -> StudyBoard:
     """Cells, marks, fairness and the comparison with the paper, from run records (pure).
 
     Each retraining budget is aggregated as one leaderboard whose rows are the schedules.
@@ -169,8 +175,9 @@ def aggregate_study(runs: Iterable[RunRecord], experiment: str = "", *, alpha: f
     study = _study_runs(runs, notes)
     by_budget: dict[float, list[RunRecord]] = {}
     for r in study:
-        relabelled = dataclasses.replace(r, params={**r.params,
-                                                    Params.VARIANT: r.params[_SCHEDULE]})
+        relabelled = dataclasses.replace(
+            r, params={**r.params, Params.VARIANT: r.params[_SCHEDULE]}
+        )
         by_budget.setdefault(_budget(r), []).append(relabelled)  # type: ignore[arg-type]
     budgets = sorted(by_budget)
     cells: dict[tuple[str, float, float], Cell] = {}
@@ -180,11 +187,15 @@ def aggregate_study(runs: Iterable[RunRecord], experiment: str = "", *, alpha: f
         board = aggregate(by_budget[b], experiment, alpha=alpha)
         problems += [f"at retraining budget {pct(b)}: {p}" for p in board.problems]
         notes += [f"at retraining budget {pct(b)}: {n}" for n in board.notes]
-        comparisons += [dataclasses.replace(c, metric=f"test_accuracy@{b!r}")
-                        for c in board.comparisons if c.metric == Metrics.TEST_ACCURACY]
+        comparisons += [
+            dataclasses.replace(c, metric=f"test_accuracy@{b!r}")
+            for c in board.comparisons
+            if c.metric == Metrics.TEST_ACCURACY
+        ]
         targets.update(board.targets)
-        cells.update({(row.variant, t, b): cell for row in board.rows
-                      for t, cell in row.cells.items()})
+        cells.update(
+            {(row.variant, t, b): cell for row in board.rows for t, cell in row.cells.items()}
+        )
     retrain_steps, dense_steps = _steps(by_budget)
     counted, _ = latest(study, key=lambda r: r.run_key)
     problems += _study_problems(counted, dense_steps)
@@ -192,10 +203,23 @@ def aggregate_study(runs: Iterable[RunRecord], experiment: str = "", *, alpha: f
     schedules += sorted({k[0] for k in cells} - set(schedules))
     columns = [column(cells, schedules, t, b, alpha) for t in sorted(targets) for b in budgets]
     header = _header(experiment, counted, budgets, retrain_steps, dense_steps)
-    board = StudyBoard(experiment, sorted(targets), budgets, schedules, cells, columns,
-                       comparisons, retrain_steps, next(iter(dense_steps), None)
-                       if len(dense_steps) == 1 else None, problems, notes, [], "", header,
-                       alpha)
+    board = StudyBoard(
+        experiment,
+        sorted(targets),
+        budgets,
+        schedules,
+        cells,
+        columns,
+        comparisons,
+        retrain_steps,
+        next(iter(dense_steps), None) if len(dense_steps) == 1 else None,
+        problems,
+        notes,
+        [],
+        "",
+        header,
+        alpha,
+    )
     board.headline, board.findings = compare_with_paper(board)
     return board
 
@@ -213,14 +237,16 @@ def _study_runs(runs: list[RunRecord], notes: list[str]) -> list[RunRecord]:
     return [r for r in study if r not in no_budget]
 
 
-def _steps(by_budget: dict[float, list[RunRecord]]
-           ) -> tuple[dict[float, int | None], set[int]]:
+def _steps(by_budget: dict[float, list[RunRecord]]) -> tuple[dict[float, int | None], set[int]]:
     """Each budget's retraining steps N (None where its runs disagree); the dense T·I seen."""
     retrain_steps: dict[float, int | None] = {}
     dense_steps: set[int] = set()
     for b in sorted(by_budget):
-        totals = {int(v) for r in by_budget[b] if r.finished
-                  and (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None}
+        totals = {
+            int(v)
+            for r in by_budget[b]
+            if r.finished and (v := to_float(r.metrics.get(Metrics.TRAIN_STEPS))) is not None
+        }
         splits = {_split_steps(total, b) for total in totals}
         retrain_steps[b] = next(iter(splits))[1] if len(splits) == 1 else None
         dense_steps.update(d for d, _ in splits)
@@ -232,8 +258,10 @@ def _study_problems(counted: list[RunRecord], dense_steps: set[int]) -> list[str
     may differ between budgets, by the retraining steps."""
     problems = []
     if len(dense_steps) > 1:
-        problems.append("runs differ in their dense budget (T·I steps): "
-                        + ", ".join(map(str, sorted(dense_steps))))
+        problems.append(
+            "runs differ in their dense budget (T·I steps): "
+            + ", ".join(map(str, sorted(dense_steps)))
+        )
     for name, values in (
         ("preset", [r.params.get(Params.PRESET) for r in counted]),
         ("epochs", [r.params.get(Params.EPOCHS) for r in counted]),
@@ -242,18 +270,24 @@ def _study_problems(counted: list[RunRecord], dense_steps: set[int]) -> list[str
     ):
         distinct = sorted({str(v) for v in values if v not in (None, "")})
         if len(distinct) > 1:
-            problems.append(f"runs differ in {name} across retraining budgets: "
-                            + ", ".join(distinct))
+            problems.append(
+                f"runs differ in {name} across retraining budgets: " + ", ".join(distinct)
+            )
     return problems
 
 
-def _header(experiment: str, latest: list[RunRecord], budgets: list[float],
-            retrain_steps: dict[float, int | None], dense: set[int]) -> dict[str, str]:
-    h = derive_header(experiment, sorted(latest, key=lambda r: (r.start_time, r.run_id)), [],
-                       [])
+def _header(
+    experiment: str,
+    latest: list[RunRecord],
+    budgets: list[float],
+    retrain_steps: dict[float, int | None],
+    dense: set[int],
+) -> dict[str, str]:
+    h = derive_header(experiment, sorted(latest, key=lambda r: (r.start_time, r.run_id)), [], [])
     dense_s = ", ".join(map(str, sorted(dense))) or "unknown"
-    steps = ", ".join(f"{pct(b)} = {'?' if retrain_steps[b] is None else retrain_steps[b]}"
-                      for b in budgets)
+    steps = ", ".join(
+        f"{pct(b)} = {'?' if retrain_steps[b] is None else retrain_steps[b]}" for b in budgets
+    )
     h["train_steps"] = f"{dense_s} dense + {steps} retraining"
     h["retraining"] = steps
     h["dense_steps"] = dense_s
@@ -315,8 +349,7 @@ def to_markdown(board: StudyBoard) -> str:
     out += [
         "- Cells: test top-1 accuracy (%), mean ± sample std over seeds (`n=2 of 3` where a "
         "cell has fewer seeds than its column; failed and running runs are counted there).",
-        "- Columns: target sparsity · retraining budget (a fraction of the dense budget's "
-        "steps).",
+        "- Columns: target sparsity · retraining budget (a fraction of the dense budget's steps).",
         "- Marks, within each column: the schedules sorted by mean, each compared with the next "
         "by a two-sided paired t-test over shared seeds (same seed: same dense model, same "
         f"batches), α = {board.alpha}. **Bold** with ¹ ² ³: that place, separated from both "
@@ -340,15 +373,24 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
                 cell = board.cell(s, t, b)
                 if cell is None:
                     continue
-                cells.append({
-                    "schedule": s, "target_sparsity": t, "retrain_budget": b,
-                    "n": cell.n, "n_expected": cell.n_expected, "seeds": list(cell.seeds),
-                    "run_ids": {str(k): v for k, v in sorted(cell.run_ids.items())},
-                    "failed": cell.failed, "running": cell.running,
-                    "test_accuracy": stat_json(cell.stats.get(Metrics.TEST_ACCURACY),
-                                                cell.marks.get(Metrics.TEST_ACCURACY)),
-                    "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
-                })
+                cells.append(
+                    {
+                        "schedule": s,
+                        "target_sparsity": t,
+                        "retrain_budget": b,
+                        "n": cell.n,
+                        "n_expected": cell.n_expected,
+                        "seeds": list(cell.seeds),
+                        "run_ids": {str(k): v for k, v in sorted(cell.run_ids.items())},
+                        "failed": cell.failed,
+                        "running": cell.running,
+                        "test_accuracy": stat_json(
+                            cell.stats.get(Metrics.TEST_ACCURACY),
+                            cell.marks.get(Metrics.TEST_ACCURACY),
+                        ),
+                        "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
+                    }
+                )
     return {
         "schema": SCHEMA,
         "experiment": board.experiment,
@@ -368,10 +410,18 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
         "columns": [dataclasses.asdict(c) for c in board.columns],
         "cells": cells,
         "comparisons": [
-            {"metric": c.metric, "target_sparsity": c.target, "upper": c.upper,
-             "lower": c.lower, "shared_seeds": c.shared_seeds, "diff": c.diff,
-             "t": c.t if c.t is not None and math.isfinite(c.t) else None,
-             "t_infinite": c.t is not None and math.isinf(c.t), "p": c.p, "status": c.status}
+            {
+                "metric": c.metric,
+                "target_sparsity": c.target,
+                "upper": c.upper,
+                "lower": c.lower,
+                "shared_seeds": c.shared_seeds,
+                "diff": c.diff,
+                "t": c.t if c.t is not None and math.isfinite(c.t) else None,
+                "t_infinite": c.t is not None and math.isinf(c.t),
+                "p": c.p,
+                "status": c.status,
+            }
             for c in board.comparisons
         ],
     }
@@ -389,9 +439,12 @@ def render_rich(board: StudyBoard) -> rich.table.Table:
     captions.append(Text(board.headline, style="bold"))
     captions += [Text(line, style="dim") for line in board.findings]
     h = board.header
-    table = Table(title=f"benchsuite study: {board.experiment}\n{h['dataset']}, {h['model']}, "
-                        f"{h['dense_steps']} dense steps + {h['retraining']}, seeds {h['seeds']}",
-                  caption=Text("\n").join(captions), caption_justify="left")
+    table = Table(
+        title=f"benchsuite study: {board.experiment}\n{h['dataset']}, {h['model']}, "
+        f"{h['dense_steps']} dense steps + {h['retraining']}, seeds {h['seeds']}",
+        caption=Text("\n").join(captions),
+        caption_justify="left",
+    )
     for i, title in enumerate(_titles(board)):
         table.add_column(title.replace(" · ", "\n"), justify="left" if i == 0 else "right")
     for s in board.schedules:

@@ -19,8 +19,17 @@ from typing import Any
 import torch
 
 # what an entry holds; an entry without all of them is foreign or truncated
-CACHE_FIELDS = {"model", "optimizer", "method", "order", "augment", "method_rng", "images",
-                "curves", "train_loss"}  # fmt: skip
+CACHE_FIELDS = {
+    "model",
+    "optimizer",
+    "method",
+    "order",
+    "augment",
+    "method_rng",
+    "images",
+    "curves",
+    "train_loss",
+}
 
 
 def prefix_key(prefix: dict[str, Any]) -> str:

@@ -68,8 +68,10 @@ def execute(
     data = dataset or load_dataset(
         config.preset.dataset, config.data_dir, split_seed=config.split_seed
     )
-    tags = {**(owner or claimant()), **run_tags(config, data, command=command, node=node,
-                                                kind=kind)}  # fmt: skip
+    tags = {
+        **(owner or claimant()),
+        **run_tags(config, data, command=command, node=node, kind=kind),
+    }
     run = claim(tracker, tags[Tags.RUN_KEY], kind, config.label(), run_params(config), tags)
     if isinstance(run, str):
         return "SKIPPED", None, run

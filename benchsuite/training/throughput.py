@@ -128,7 +128,11 @@ def interleaved_img_per_s(
 
 
 def record_isolated(
-    configs: list[RunConfig], data: Dataset, tracker: Tracker, *, command: str = "",
+    configs: list[RunConfig],
+    data: Dataset,
+    tracker: Tracker,
+    *,
+    command: str = "",
     rounds: int = ROUNDS,
 ) -> int:
     """Measure each (method, variant) of a grid, alone, and record it in the tracking store.
@@ -155,8 +159,7 @@ def record_isolated(
     for config in configs:
         first.setdefault((config.method, config.variant()), config)
     todo = {
-        key: config for key, config in first.items()
-        if (*key, label) not in done and key in trained
+        key: config for key, config in first.items() if (*key, label) not in done and key in trained
     }  # not measured yet, and trained: a variant whose runs failed has nothing to rank
     try:
         figures = interleaved_img_per_s(list(todo.values()), data, rounds=rounds)
@@ -166,12 +169,22 @@ def record_isolated(
     for ((method, variant), config), per_round in zip(todo.items(), figures):
         run = tracker.start_run(
             f"throughput {method}[{variant}]",
-            {Params.METHOD: method, Params.VARIANT: variant, Params.PRESET: config.preset.name,
-             Params.BATCH_SIZE: config.preset.batch_size, Params.TARGET_SPARSITY: config.target},
-            {Tags.KIND: Kinds.THROUGHPUT, Tags.DEVICE: label, Tags.THREADS: torch.get_num_threads(),
-             Tags.VERSION: __version__, Tags.COMMAND: command,
-             Tags.IMG_PER_S_ROUNDS: json.dumps([round(v, 1) for v in per_round])},
-        )  # fmt: skip
+            {
+                Params.METHOD: method,
+                Params.VARIANT: variant,
+                Params.PRESET: config.preset.name,
+                Params.BATCH_SIZE: config.preset.batch_size,
+                Params.TARGET_SPARSITY: config.target,
+            },
+            {
+                Tags.KIND: Kinds.THROUGHPUT,
+                Tags.DEVICE: label,
+                Tags.THREADS: torch.get_num_threads(),
+                Tags.VERSION: __version__,
+                Tags.COMMAND: command,
+                Tags.IMG_PER_S_ROUNDS: json.dumps([round(v, 1) for v in per_round]),
+            },
+        )
         run.log_metrics({Metrics.IMG_PER_S: sum(per_round) / len(per_round)})
         run.end("FINISHED")
     return len(todo)

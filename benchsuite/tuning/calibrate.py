@@ -167,8 +167,10 @@ def toml_block(method: str, target: float, knob: str, probes: list[Probe]) -> st
     ]
     for p in probes:
         lines.append(
-            f"#   {p.value:.6g} → " + ", ".join(f"{s:.2%}" for s in p.sparsities)
-            + f" → {p.mean:.2%}" + (" ✓" if p.accepted(target) else "")
+            f"#   {p.value:.6g} → "
+            + ", ".join(f"{s:.2%}" for s in p.sparsities)
+            + f" → {p.mean:.2%}"
+            + (" ✓" if p.accepted(target) else "")
         )
     lines.append(f'[calibration.{method}."{target:g}"]')
     lines.append(f"{knob} = {best.value:.6g}")
@@ -191,10 +193,18 @@ def main() -> None:
     args = parser.parse_args()
     fixed = tuple(tuple(f.split("=", 1)) for f in args.fixed)
     probes = calibrate(
-        args.preset, args.method, args.knob, args.target, args.low, args.high,
-        log_scale=not args.linear, increasing=not args.decreasing, fixed=fixed,
-        max_probes=args.max_probes, workers=args.workers,
-    )  # fmt: skip
+        args.preset,
+        args.method,
+        args.knob,
+        args.target,
+        args.low,
+        args.high,
+        log_scale=not args.linear,
+        increasing=not args.decreasing,
+        fixed=fixed,
+        max_probes=args.max_probes,
+        workers=args.workers,
+    )
     print(toml_block(args.method, args.target, args.knob, probes))
 
 

@@ -121,12 +121,21 @@ class MethodSearch(Searcher):
     trial is never spent on it).
     """
 
-    def __init__(self, bases: list[RunConfig], trials: int, budget: Budget, *, seed: int = 0,
-                 key: Callable[[RunConfig], str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bases: list[RunConfig],
+        trials: int,
+        budget: Budget,
+        *,
+        seed: int = 0,
+        key: Callable[[RunConfig], str] | None = None,
+    ) -> None:
         super().__init__()
         self.bases, self.trials, self.budget, self.key = bases, trials, budget, key
-        self.rngs = [np.random.RandomState(zlib.crc32(f"{b.method}@{b.target:g}#{seed}".encode()))
-                     for b in bases]  # fmt: skip
+        self.rngs = [
+            np.random.RandomState(zlib.crc32(f"{b.method}@{b.target:g}#{seed}".encode()))
+            for b in bases
+        ]
         self.total = trials * len(bases)
         self.suggested = 0
 
@@ -155,8 +164,9 @@ class MethodSearch(Searcher):
         self.suggested += 1
         return self._draw(self.bases[b], self.rngs[b], i)
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
-                              **spec: Any) -> bool:  # fmt: skip
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
         return True  # the space is the methods' own; each trial names its score metric
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -166,8 +176,9 @@ class MethodSearch(Searcher):
         assert self.key is not None, "a search run by Tune computes each trial's run key"
         return {"run": {"key": self.key(config), "config": config, "score": score_name(config)}}
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:  # fmt: skip
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         pass  # random search: results do not steer the draws
 
 
@@ -187,9 +198,18 @@ def tuning_bases(request: Request) -> tuple[list[RunConfig], list[str]]:
             skipped.append(method)
         for target in targets:
             calibrated = hparam_pairs(preset.calibrated(method, target))
-            bases.append(RunConfig(preset, method, target, TUNING_SEED, calibrated=calibrated,
-                                   data_dir=request.data_dir, device=request.device,
-                                   evaluate_test=False))  # fmt: skip
+            bases.append(
+                RunConfig(
+                    preset,
+                    method,
+                    target,
+                    TUNING_SEED,
+                    calibrated=calibrated,
+                    data_dir=request.data_dir,
+                    device=request.device,
+                    evaluate_test=False,
+                )
+            )
     return bases, skipped
 
 
@@ -229,14 +249,24 @@ def select_best(
     for base in bases:
         score = score_name(base)
         scored = [r for r in results or [] if score in (r.metrics or {})]
-        entry: dict[str, Any] = {"trials": trials, "finished": len(scored), SCORE: None,
-                                 "space": describe_space(base.method, base.preset, base.target)}
+        entry: dict[str, Any] = {
+            "trials": trials,
+            "finished": len(scored),
+            SCORE: None,
+            "space": describe_space(base.method, base.preset, base.target),
+        }
         if scored:
             chosen = results.get_best_result(metric=score, mode="max", scope="last")
             config: RunConfig = chosen.config["run"]["config"]
             run = finished.get(chosen.config["run"]["key"], {})
-            entry.update({SCORE: chosen.metrics[score], "hparams": dict(config.hparams),
-                          "run_id": run.get("run_id"), "seed": config.seed})  # fmt: skip
+            entry.update(
+                {
+                    SCORE: chosen.metrics[score],
+                    "hparams": dict(config.hparams),
+                    "run_id": run.get("run_id"),
+                    "seed": config.seed,
+                }
+            )
         best.setdefault(base.method, {})[f"{base.target:g}"] = entry
     return best
 
@@ -266,7 +296,11 @@ def read_tuned(path: Path, expected: dict[str, Any], what: str, hint: str) -> di
 
 
 def load_for_run(
-    preset: Preset, methods: list[str], targets: list[float], seeds: int, with_hp: bool,
+    preset: Preset,
+    methods: list[str],
+    targets: list[float],
+    seeds: int,
+    with_hp: bool,
     path: Path | None = None,
 ) -> dict[str, dict[str, dict[str, str]]]:
     """``run --tuned``: the tuned hyperparameters, after the checks that keep the board honest."""
@@ -324,7 +358,10 @@ def save_tuned(
 
 
 def load_tuned(
-    preset: Preset, methods: list[str], targets: list[float], root: Path = TUNED_DIR,
+    preset: Preset,
+    methods: list[str],
+    targets: list[float],
+    root: Path = TUNED_DIR,
     path: Path | None = None,
 ) -> dict[str, dict[str, dict[str, str]]]:
     """The best hyperparameters per method and target for ``run --tuned`` (Request.tuned), from
