@@ -11,13 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchsuite.core.budget import Budget, BudgetError, split_epochs
-from benchsuite.core.method import hparam
-from benchsuite.pruning.schedules import (
+from benchsuite import (
+    Budget,
+    BudgetError,
     LRRecord,
     ScheduleSpec,
+    hparam,
     original_schedule,
     retraining_schedule,
+    split_epochs,
 )
 
 from .imp import IMP

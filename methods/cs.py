@@ -12,7 +12,7 @@ the logits (docs/methods.md). At the end the mask is 1[m > 0] and the stored wei
 soft-scaled w_e (docs/methods.md). Single round: no rewinding of the paper's multi-round form.
 
 As in DST, the penalty's value is never recorded (the loop reports the data loss), so only its
-gradient is computed, in ``after_backward``; all layers' effective weights come from one flat
+gradient is computed, in ``on_backward``; all layers' effective weights come from one flat
 computation with the derivative written out (``pruning/batched.py``), tested against autograd
 of the composed form.
 """
@@ -26,12 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.batched import (
+from benchsuite import (
     BatchedWeight,
     FlatLayout,
     LayerBatch,
+    PruningMethod,
+    TrainState,
     add_l2_gradient,
+    hparam,
     register_batched,
     remove_batched,
 )
@@ -153,7 +155,7 @@ class CS(PruningMethod):
         self.latents: list[Tensor] = []
         self.batch: SoftMasks | None = None
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         w0 = modules[0].weight
         self.temperature.beta = torch.ones((), dtype=w0.dtype, device=w0.device)
@@ -171,7 +173,7 @@ class CS(PruningMethod):
             mask.batch = self.batch
 
     @torch.no_grad()
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         """The latents' and logits' gradients (``SoftMasks``, the penalty λ·Σσ(βm)'s included)
         and, with ``l2_doubled``, ½·wd·Σ‖w‖²'s: wd·w added to the latents'."""
         assert self.batch is not None
@@ -179,10 +181,10 @@ class CS(PruningMethod):
         if self.hp.l2_doubled:
             add_l2_gradient(self.latents, state)
 
-    def after_step(self, state: TrainState) -> None:
+    def on_step_end(self, state: TrainState) -> None:
         self.temperature.set(state.step)  # β for the next forwards (and for validation)
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """Store w · σ(β m) / σ(s₀) where m > 0, exact zeros elsewhere; plain tensors."""
         assert self.batch is not None
         self.temperature.set(state.step)

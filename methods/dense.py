@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchsuite.core.method import PruningMethod
+from benchsuite import PruningMethod
 
 
 class Dense(PruningMethod):

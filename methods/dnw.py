@@ -30,8 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchsuite.core.method import PruningMethod, TrainState
-from benchsuite.pruning.batched import BatchedWeight, LayerBatch, register_batched, remove_batched
+from benchsuite import (
+    BatchedWeight,
+    LayerBatch,
+    PruningMethod,
+    TrainState,
+    register_batched,
+    remove_batched,
+)
 
 
 class StraightThroughMasks(LayerBatch):
@@ -101,7 +107,7 @@ class DNW(PruningMethod):
 
     batch: StraightThroughMasks | None = None
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         parametrizations = [BatchedWeight(None, i) for i in range(len(modules))]
         latents = register_batched(modules, parametrizations)
@@ -116,12 +122,12 @@ class DNW(PruningMethod):
         assert self.batch is not None
         return float(global_threshold(self.batch.inputs, self.k))
 
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         """The latents' gradients: those of the effective weights (straight through)."""
         assert self.batch is not None
         self.batch.backward()
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """Mask at the current τ, keep the raw latents (masked) as plain weights."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

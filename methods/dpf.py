@@ -28,31 +28,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.core.budget import Budget, BudgetError, Plan
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.masks import global_magnitude_masks, keep_count
-from benchsuite.pruning.ramps import check_interval, cubic_schedule, ramp_end_epoch
-from benchsuite.pruning.schedules import ScheduleSpec
+from benchsuite import (
+    Budget,
+    BudgetError,
+    Plan,
+    RampHparams,
+    ScheduledMagnitude,
+    ScheduleSpec,
+    TrainState,
+    global_magnitude_masks,
+    hparam,
+    keep_count,
+)
 
 
 @dataclass(frozen=True)
-class DPFHparams:
-    pruning_interval: int = hparam(
-        1,
-        "chosen here: the same cubic ramp as gmp's default (P = 1 epoch), valid for every "
-        "budget of >= 2 epochs (2P <= T)",
-        low=1,
-        high=5,
-        help="P, epochs between target updates of GMP's cubic schedule",
-    )
-    ramp_end: float | None = hparam(
-        None,
-        "chosen here, as gmp's: None derives the end of the ramp from the preset's schedule "
-        "(the last target update followed by an LR of at least 10 % of the peak)",
-        low=0.2,
-        high=0.9,
-        help="fraction of the budget at whose end the target is reached",
-    )
+class DPFHparams(RampHparams):
     refresh_interval: int = hparam(
         16,
         "reference code: hard-coded 16 (docs/methods.md)",
@@ -60,7 +51,7 @@ class DPFHparams:
     )
 
 
-class DPF(PruningMethod):
+class DPF(ScheduledMagnitude):
     name = "dpf"
     source = (
         "Lin, Stich, Barba, Dmitriev & Jaggi, Dynamic Model Pruning with Feedback, ICLR 2020 "
@@ -70,23 +61,17 @@ class DPF(PruningMethod):
 
     @classmethod
     def plan(cls, budget: Budget, hp: DPFHparams, target: float, schedule: ScheduleSpec) -> Plan:
-        check_interval(cls.name, budget, hp.pruning_interval)
         if hp.refresh_interval < 1:
             raise BudgetError(f"dpf: refresh_interval={hp.refresh_interval} needs to be >= 1")
-        plan = super().plan(budget, hp, target, schedule)
-        ramp_end_epoch(plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name)  # refuses
-        return plan
+        return super().plan(budget, hp, target, schedule)
 
     def __init__(self, hp: DPFHparams, target: float, plan: Plan) -> None:
-        super().__init__(hp, target, plan)
-        last = ramp_end_epoch(plan.lr, plan.budget, hp.pruning_interval, hp.ramp_end, self.name)
-        self.schedule = cubic_schedule(last, hp.pruning_interval, target)
-        self.current = 0.0  # the target of the current mask
+        super().__init__(hp, target, plan)  # self.current: the target of the current mask
         self.params: list[nn.Parameter] = []
         self.masks: list[Tensor] | None = None  # None: keep everything (target 0)
         self.dense: list[Tensor] | None = None  # set aside while the parameters hold w ⊙ m
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         self.params = [m.weight for _, m in state.prunable()]
         self.n = sum(p.numel() for p in self.params)
 
@@ -116,25 +101,22 @@ class DPF(PruningMethod):
         self.masks = [torch.empty_like(w).copy_(b) for w, b in zip(weights, bools)]
 
     # --- hooks ------------------------------------------------------------------------------
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         self._unmask_weights()  # the gradient taken at w ⊙ m now updates the dense w
 
-    def after_step(self, state: TrainState) -> None:
+    def on_step_end(self, state: TrainState) -> None:
         if state.step % self.hp.refresh_interval == 0 and self.current > 0:
             self._refresh()
         self._mask_weights()
 
-    def on_epoch_end(self, state: TrainState) -> None:
-        goal = self.schedule.get(state.epoch)
-        if goal is None:
-            return
+    def reach(self, state: TrainState, goal: float) -> None:
+        """A new target: the mask recomputed from scratch over the dense w."""
         self.current = goal
         self._unmask_weights()
         self._refresh()
         self._mask_weights()
-        state.log("dpf_scheduled_sparsity", goal)
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """w ← w ⊙ m with the last computed mask; the dense copy is dropped."""
         if self.dense is None:
             self._mask_weights()

@@ -20,7 +20,7 @@ end the mask comes from t and the raw w is kept, masked (docs/methods.md).
 
 All layers' masked weights come from one computation over the flat latents, recomputed when
 the latents or thresholds change (``pruning/batched.py``): one op per formula step for all
-layers, the reset check per layer, and the gradients written out in ``after_backward``;
+layers, the reset check per layer, and the gradients written out in ``on_backward``;
 tested against the composed autograd form.
 """
 
@@ -32,13 +32,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.batched import (
+from benchsuite import (
     BatchedWeight,
     FlatLayout,
     LayerBatch,
+    PruningMethod,
+    TrainState,
     add_l2_gradient,
     add_to_grads,
+    hparam,
     register_batched,
     remove_batched,
 )
@@ -199,7 +201,7 @@ class DST(PruningMethod):
         self.thresholds: list[nn.Parameter] = []
         self.batch: MaskedWeights | None = None
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         masks = [ThresholdMask(m.weight.shape[0], m.weight, i) for i, m in enumerate(modules)]
         self.latents = register_batched(modules, masks)
@@ -209,7 +211,7 @@ class DST(PruningMethod):
             mask.batch = self.batch
 
     @torch.no_grad()
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         """The latents' and thresholds' gradients (``MaskedWeights``), then the penalty's
         added: −α·exp(−t) to t's and, with ``l2_doubled``, wd·w to the latent weights' (see
         the module docstring)."""
@@ -220,7 +222,7 @@ class DST(PruningMethod):
         if self.hp.l2_doubled:
             add_l2_gradient(self.latents, state)
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """Mask from the thresholds (after the reset check, as in a forward); raw w kept."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

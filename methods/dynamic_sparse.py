@@ -8,12 +8,12 @@ gradient of the current batch is largest in magnitude. Regrown weights start at 
 momentum. ζ_t = ζ₀/2 · (1 + cos(π t / T_end)) (RigL, eq. 1).
 
 The dense gradient: the loop's hard masks would zero the gradients of inactive weights before
-``after_backward``, so these methods keep their own ``HardMasks`` (not the harness's): the
-autograd gradient of a zero weight is already the dense one, and ``after_backward`` reads it
+``on_backward``, so these methods keep their own ``HardMasks`` (not the harness's): the
+autograd gradient of a zero weight is already the dense one, and ``on_backward`` reads it
 at an update step, updates the masks, then masks the gradients itself, one fused multiply as
 the harness would. The other methods' steps are untouched.
 
-The mask update happens in ``after_backward`` of the update step, before that step's
+The mask update happens in ``on_backward`` of the update step, before that step's
 optimizer step, so the grown weights (at 0, momentum 0) receive this step's gradient under
 the new mask and the dropped ones none: every counted step is an ordinary optimizer step.
 """
@@ -26,11 +26,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchsuite.core.budget import Budget, BudgetError, Plan
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.distributions import DISTRIBUTIONS, distribution_masks
-from benchsuite.pruning.masks import HardMasks
-from benchsuite.pruning.schedules import ScheduleSpec
+from benchsuite import (
+    DISTRIBUTIONS,
+    Budget,
+    BudgetError,
+    HardMasks,
+    Plan,
+    PruningMethod,
+    ScheduleSpec,
+    TrainState,
+    distribution_masks,
+    hparam,
+)
 
 PAPER_INTERVAL = 100  # ΔT of Evci et al. 2020, §4.1 (ImageNet and CIFAR-10)
 MIN_UPDATES = 20  # chosen here: fewer mask updates than this and ΔT is scaled down
@@ -134,7 +141,7 @@ class DynamicSparse(PruningMethod):
         self.own: HardMasks | None = None
         self.updates = 0
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         weights = [m.weight for _, m in state.prunable()]
         scores = [torch.rand(w.shape, generator=state.generator).to(w.device) for w in weights]
         self.own = HardMasks(weights)  # the method's own: the loop must not mask the grads
@@ -145,7 +152,7 @@ class DynamicSparse(PruningMethod):
     def grow_scores(self, state: TrainState) -> list[Tensor]:
         raise NotImplementedError
 
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         assert self.own is not None
         if is_update_step(state.step, self.interval, self.t_end):
             self.update(state)

@@ -33,11 +33,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from benchsuite.core.budget import Budget, Plan
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.masks import latent_weight, prune_remaining
-from benchsuite.pruning.ramps import check_interval, cubic_schedule, ramp_end_epoch
-from benchsuite.pruning.schedules import ScheduleSpec
+from benchsuite import (
+    RampHparams,
+    ScheduledMagnitude,
+    TrainState,
+    hparam,
+    latent_weight,
+    prune_remaining,
+)
 
 
 class ForwardMask(nn.Module):
@@ -52,24 +55,7 @@ class ForwardMask(nn.Module):
 
 
 @dataclass(frozen=True)
-class GMPHparams:
-    pruning_interval: int = hparam(
-        1,
-        "chosen here: the finest epoch-granular cubic ramp, valid for every budget of >= 2 "
-        "epochs (2P <= T); also the reference code's MNIST smoke-test value (docs/methods.md)",
-        low=1,
-        high=5,
-        help="P, epochs between prunes; prunes at the ends of epochs P, 2P, .., E",
-    )
-    ramp_end: float | None = hparam(
-        None,
-        "chosen here: None derives E from the preset's schedule, the last prune followed by an "
-        "LR of at least 10 % of the peak (Zhu & Gupta 2017 §3: pruning ends while the LR is "
-        "still high enough to recover); the reference code's (⌊T/P⌋ − 1)·P is ramp_end = 1 − P/T",
-        low=0.2,
-        high=0.9,
-        help="fraction of the budget at whose end the target is reached (E ≈ ramp_end·T)",
-    )
+class GMPHparams(RampHparams):
     allow_recovering: bool = hparam(
         False,
         "chosen here: hard masks, as in Zhu & Gupta 2017 (pruned weights never return); "
@@ -78,7 +64,7 @@ class GMPHparams:
     )
 
 
-class GMP(PruningMethod):
+class GMP(ScheduledMagnitude):
     name = "gmp"
     source = (
         "Zhu & Gupta, To prune, or not to prune: exploring the efficacy of pruning for model "
@@ -86,41 +72,19 @@ class GMP(PruningMethod):
     )
     Hparams = GMPHparams
 
-    @classmethod
-    def plan(cls, budget: Budget, hp: GMPHparams, target: float, schedule: ScheduleSpec) -> Plan:
-        check_interval(cls.name, budget, hp.pruning_interval)
-        plan = super().plan(budget, hp, target, schedule)
-        ramp_end_epoch(plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name)  # refuses
-        return plan
-
-    def __init__(self, hp: GMPHparams, target: float, plan: Plan) -> None:
-        super().__init__(hp, target, plan)
-        last = ramp_end_epoch(plan.lr, plan.budget, hp.pruning_interval, hp.ramp_end, self.name)
-        self.schedule = cubic_schedule(last, hp.pruning_interval, target)
-        self.last_epoch = max(self.schedule)
-        self.current = 0.0  # the bookkeeping "current sparsity" S_prev
-
     # --- allow_recovering: a forward mask over w_orig --------------------------------------
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         if self.hp.allow_recovering:
             for _, module in state.prunable():
                 parametrize.register_parametrization(module, "weight", ForwardMask(module.weight))
 
-    def on_epoch_end(self, state: TrainState) -> None:
-        goal = self.schedule.get(state.epoch)
-        if goal is None:
+    def reach(self, state: TrainState, goal: float) -> None:
+        if not self.hp.allow_recovering:
+            super().reach(state, goal)
             return
-        fraction = 1.0 - (1.0 - goal) / (1.0 - self.current)
-        if self.hp.allow_recovering:
-            self._prune_recovering(state, fraction)
-            # reference rule: the bookkeeping returns to 0 after every prune but the last
-            self.current = goal if state.epoch == self.last_epoch else 0.0
-        else:
-            masks = state.hard_masks()
-            new = prune_remaining(masks.params, fraction, masks.bool_masks())
-            masks.set(new, state.optimizer)  # zeroes the pruned weights and their momentum
-            self.current = goal
-        state.log("gmp_scheduled_sparsity", goal)
+        self._prune_recovering(state, 1.0 - (1.0 - goal) / (1.0 - self.current))
+        # reference rule: the bookkeeping returns to 0 after every prune but the last
+        self.current = goal if state.epoch == self.last_epoch else 0.0
 
     def _prune_recovering(self, state: TrainState, fraction: float) -> None:
         modules = [m for _, m in state.prunable()]
@@ -132,7 +96,7 @@ class GMP(PruningMethod):
                 module.parametrizations.weight[0].mask.copy_(m)
         state.zero_momentum(weights, new)
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """Make the last mask permanent: plain weights w_orig ⊙ m (hard masks already are)."""
         for _, module in state.prunable():
             if parametrize.is_parametrized(module, "weight"):

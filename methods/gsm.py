@@ -27,9 +27,15 @@ from dataclasses import dataclass
 
 import torch
 
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.schedules import REFERENCE_TOTAL_PULL, coefficient_for_pull
-from benchsuite.pruning.scores import FlatScores, top_count
+from benchsuite import (
+    REFERENCE_TOTAL_PULL,
+    FlatScores,
+    PruningMethod,
+    TrainState,
+    coefficient_for_pull,
+    hparam,
+    top_count,
+)
 
 
 @dataclass(frozen=True)
@@ -53,21 +59,23 @@ class GSM(PruningMethod):
     )
     Hparams = GSMHparams
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         self.flat = FlatScores(state.model)
         n_prunable = sum(m.weight.numel() for _, m in state.prunable())
         self.q = top_count(n_prunable, self.target)
-        self.decay_: float | None = self.hp.decay
+        self.resolved_decay: float | None = self.hp.decay
 
     def decay(self, state: TrainState) -> float:
         """The non-selected entries' own decay, scaled to the budget on first use."""
-        if self.decay_ is None:
+        if self.resolved_decay is None:
             assert state.optimizer is not None
             momentum = float(state.optimizer.param_groups[0].get("momentum", 0.0))
-            self.decay_ = coefficient_for_pull(self.plan_.lr, momentum, REFERENCE_TOTAL_PULL)
-        return self.decay_
+            self.resolved_decay = coefficient_for_pull(
+                state.plan.lr, momentum, REFERENCE_TOTAL_PULL
+            )
+        return self.resolved_decay
 
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         decay = self.decay(state)
         params, grads = self.flat.current()
         if not params:

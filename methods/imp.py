@@ -13,11 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchsuite.core.budget import Budget, BudgetError, Phase, Plan, split_epochs
-from benchsuite.core.method import PruningMethod, TrainState, hparam, preset_record
-from benchsuite.pruning.masks import prune_remaining
-from benchsuite.pruning.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec, allr_initial_lr
-from benchsuite.pruning.schedules import retraining_schedule as phase_schedule
+from benchsuite import (
+    RETRAIN_SCHEDULES,
+    Budget,
+    BudgetError,
+    LRRecord,
+    Phase,
+    Plan,
+    PruningMethod,
+    ScheduleSpec,
+    TrainState,
+    allr_initial_lr,
+    hparam,
+    preset_record,
+    prune_remaining,
+    split_epochs,
+)
+from benchsuite import retraining_schedule as phase_schedule
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class IMP(PruningMethod):
         self.eta_max = float(plan.lr[: self.original_steps].max())
 
     def on_epoch_end(self, state: TrainState) -> None:
-        boundaries = [p.start_epoch for p in self.plan_.phases[1:]]
+        boundaries = [p.start_epoch for p in state.plan.phases[1:]]
         if state.epoch not in boundaries:
             return
         j = boundaries.index(state.epoch)  # 0-based index of the phase about to start
@@ -136,8 +148,8 @@ class IMP(PruningMethod):
             self.rescale_allr(state, j, drop)
 
     def rescale_allr(self, state: TrainState, j: int, drop: float) -> None:
-        phase = self.plan_.phases[j + 1]
-        steps = self.plan_.phase_steps(phase)
+        phase = state.plan.phases[j + 1]
+        steps = state.plan.phase_steps(phase)
         eta_max = self.eta_max
         last = j == self.n_phases - 1
         if not last and self.hp.allr_last_phase_only:

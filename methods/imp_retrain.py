@@ -18,9 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchsuite.core.budget import Budget, BudgetError, Phase, Plan
-from benchsuite.core.method import hparam, preset_record
-from benchsuite.pruning.schedules import RETRAIN_SCHEDULES, LRRecord, ScheduleSpec
+from benchsuite import (
+    RETRAIN_SCHEDULES,
+    Budget,
+    BudgetError,
+    LRRecord,
+    Phase,
+    Plan,
+    ScheduleSpec,
+    hparam,
+    preset_record,
+)
 
 from .imp import IMP
 
@@ -70,10 +78,6 @@ class IMPRetrain(IMP):
                 "steps gives no retraining step; give a fraction > 0 that leaves >= 1 step"
             )
         return n
-
-    @classmethod
-    def total_steps(cls, budget: Budget, hp: IMPRetrainHparams) -> int:
-        return budget.total_steps + cls.retrain_steps(budget, hp)
 
     @classmethod
     def plan(

@@ -34,9 +34,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.schedules import coefficient_for_pull
-from benchsuite.pruning.scores import FlatScores, top_count
+from benchsuite import (
+    FlatScores,
+    PruningMethod,
+    TrainState,
+    coefficient_for_pull,
+    hparam,
+    top_count,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class LC(PruningMethod):
     )
     Hparams = LCHparams
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         self.flat = FlatScores(state.model)
         n_prunable = sum(m.weight.numel() for _, m in state.prunable())
         self.k = top_count(n_prunable, self.target)
@@ -94,11 +99,11 @@ class LC(PruningMethod):
             assert state.optimizer is not None
             momentum = float(state.optimizer.param_groups[0].get("momentum", 0.0))
             self.mu = penalty_schedule(
-                self.plan_.lr, state.budget.steps_per_epoch, momentum, self.hp
+                state.plan.lr, state.budget.steps_per_epoch, momentum, self.hp
             )
         return float(self.mu[min(state.step, len(self.mu) - 1)])
 
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         mu = self.penalty(state)
         params, grads = self.flat.current()
         if not params or mu == 0.0 or not math.isfinite(mu):

@@ -8,7 +8,7 @@ does not beat this row has gained nothing over pruning the trained dense model o
 
 from __future__ import annotations
 
-from benchsuite.core.method import PruningMethod
+from benchsuite import PruningMethod
 
 
 class OneShot(PruningMethod):

@@ -1,7 +1,7 @@
 """Pruning at initialisation: a one-shot mask before the first step, then sparse training
 (docs/methods.md, random and SNIP).
 
-Both fix the mask in ``prepare``, before the optimizer exists, through the harness's hard
+Both fix the mask in ``on_start``, before the optimizer exists, through the harness's hard
 masks: the pruned weights are zeroed once and their gradients masked every step, so every
 counted step trains the sparse network and the mask never changes. The achieved sparsity is
 the target exactly (the layer-wise distributions keep exact counts).
@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.distributions import DISTRIBUTIONS, distribution_masks
+from benchsuite import DISTRIBUTIONS, PruningMethod, TrainState, distribution_masks, hparam
 
 
 class AtInit(PruningMethod):
@@ -25,7 +24,7 @@ class AtInit(PruningMethod):
     def scores(self, state: TrainState) -> list[Tensor]:
         raise NotImplementedError
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         masks = distribution_masks(self.hp.distribution, self.scores(state), self.target)
         state.hard_masks().set(masks)  # no optimizer yet: no momentum to clear
 

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.batched import (
+from benchsuite import (
     BatchedWeight,
     FlatLayout,
     LayerBatch,
+    PruningMethod,
+    TrainState,
+    hparam,
     register_batched,
     remove_batched,
 )
@@ -145,7 +147,7 @@ class STR(PruningMethod):
         """The threshold logits s: one entry per layer, or the one global s."""
         return next(m.s for m in model.modules() if isinstance(m, SoftThreshold))
 
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         modules = [m for _, m in state.prunable()]
         w = modules[0].weight
         entries = 1 if self.hp.use_global_threshold else len(modules)
@@ -158,7 +160,7 @@ class STR(PruningMethod):
         for p in parametrizations:
             p.batch = self.batch
 
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         """The latents' and thresholds' gradients (``SoftThresholds``). With ``weight_decay``
         set: SGD's coupled decay λ instead of the preset's, on every parameter (written into
         the optimizer's groups before each step, so it also holds for a replaced optimizer;
@@ -171,7 +173,7 @@ class STR(PruningMethod):
         for group in state.optimizer.param_groups:
             group["weight_decay"] = self.hp.weight_decay
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """Store the shrunk weights sign(w)·relu(|w| − σ(s)); plain tensors, exact zeros."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

@@ -35,6 +35,6 @@ def hand_state(
         generator=torch.Generator().manual_seed(0),
         optimizer_factory=factory,
     )
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = factory()
     return method, state

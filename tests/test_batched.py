@@ -68,7 +68,7 @@ def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -
 
     def step() -> list[list[float]]:
         net(x).sum().backward()
-        method.after_backward(state)
+        method.on_backward(state)
         return latent.grad.tolist()
 
     assert step() == expected
@@ -78,7 +78,7 @@ def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -
     net[0].weight.grad = None  # the leaf's gradient dropped: autograd makes a new one
     assert step() == expected
     state.optimizer.zero_grad(set_to_none=True)
-    method.after_backward(state)  # no backward since: nothing to add
+    method.on_backward(state)  # no backward since: nothing to add
     assert latent.grad is None
 
 
@@ -101,7 +101,7 @@ def test_a_prepared_model_moved_to_another_dtype_computes_there() -> None:
         )
         assert torch.equal(layer.weight.detach(), expected)
     out.sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     assert layer.parametrizations.weight.original.grad.dtype == torch.float64
 
 
@@ -118,7 +118,7 @@ def test_logit_gradients_from_a_kept_buffer_are_not_double_counted() -> None:
 
     def step() -> torch.Tensor:
         net(x).sum().backward()
-        method.after_backward(state)
+        method.on_backward(state)
         return logits.grad.clone()
 
     first = step()

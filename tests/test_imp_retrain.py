@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from benchsuite.core.budget import Budget, BudgetError, Phase, Plan
+from benchsuite.core.identity import run_key
 from benchsuite.execution.grid import parse_methods
 from benchsuite.pruning.schedules import RETRAIN_SCHEDULES, ScheduleSpec, allr_initial_lr
 from benchsuite.training.loop import RunConfig, train_run
@@ -36,7 +37,6 @@ def test_every_schedule_gets_the_same_steps_at_a_budget(fraction):
     for name in RETRAIN_SCHEDULES:
         hp = IMPRetrainHparams(schedule=name, retrain_budget=fraction)
         plan = IMPRetrain.plan(budget, hp, 0.9, STEP)
-        assert plan.total_steps == IMPRetrain.total_steps(budget, hp)  # what the run key counts
         steps.add((plan.extra_steps, plan.total_steps, plan.cache_key, plan.cache_epoch))
     n = round(fraction * 4210)
     assert steps == {(n, 4210 + n, "preset-schedule-dense-10ep", 10)}
@@ -68,7 +68,6 @@ def test_budget_equal_plans_are_unchanged():
     plan = IMP.plan(budget, IMPHparams(), 0.9, STEP)
     assert plan.extra_steps == 0 and plan.total_steps == budget.total_steps
     assert plan.epochs == 10 and plan.phase_steps(plan.phases[-1]) == slice(36, 40)
-    assert IMP.total_steps(budget, IMPHparams()) == 40
     with pytest.raises(BudgetError, match="3 learning rates for 2 steps"):
         Plan(Budget(1, 2), (Phase("train", 0, 1),), np.zeros(3))
 
@@ -123,8 +122,7 @@ def test_the_run_key_counts_the_extra_steps(tiny_preset, tiny_data):
     base = RunConfig(tiny_preset, "imp-retrain", 0.9, 0, hparams=(("retrain_budget", "0.2"),))
     other = RunConfig(tiny_preset, "imp-retrain", 0.9, 0, hparams=(("retrain_budget", "0.2"),))
     assert key_for(base, tiny_data) == key_for(other, tiny_data)
-    from benchsuite.training.loop import run_key
 
     assert key_for(base, tiny_data) == run_key(base, tiny_data.fingerprint, 56 + 11)
-    imp = RunConfig(tiny_preset, "imp", 0.9, 0)
-    assert key_for(imp, tiny_data) == run_key(imp, tiny_data.fingerprint, 56)
+    dense = RunConfig(tiny_preset, "dense", 0.9, 0)
+    assert key_for(dense, tiny_data) == run_key(dense, tiny_data.fingerprint, 56)

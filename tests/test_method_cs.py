@@ -30,7 +30,7 @@ def prepared(model: nn.Module, wd=0.0, steps=10, **hp):
         return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=wd)
 
     state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = factory()
     return method, state
 
@@ -58,10 +58,10 @@ def test_beta_anneals_geometrically_per_step():
     method, state = prepared(layer, steps=10, beta_final=100.0)
     assert float(method.temperature.beta) == 1.0
     state.step = 5
-    method.after_step(state)
+    method.on_step_end(state)
     assert float(method.temperature.beta) == pytest.approx(10.0)  # 100^(5/10)
     state.step = 10
-    method.after_step(state)
+    method.on_step_end(state)
     assert float(method.temperature.beta) == pytest.approx(100.0)
 
 
@@ -71,7 +71,7 @@ def test_effective_weight_by_hand():
     with torch.no_grad():
         logits(layer).copy_(torch.tensor([[1.0, -1.0], [0.5, 0.0]]))
     state.step = 1
-    method.after_step(state)  # β = 4^(1/2) = 2
+    method.on_step_end(state)  # β = 4^(1/2) = 2
     gates = [[sig(2.0), sig(-2.0)], [sig(1.0), 0.5]]
     expected = [[0.5 * gates[0][0] / 0.5, -0.2 * gates[0][1] / 0.5], [gates[1][0] / 0.5, 2.0]]
     assert layer.weight.tolist() == [[pytest.approx(v) for v in row] for row in expected]
@@ -91,10 +91,10 @@ def test_gradients_equal_autograd_of_the_composed_loss(l2_doubled):
         for m in layers:
             logits(m).copy_(torch.randn(logits(m).shape, generator=gen))
     state.step = 1
-    method.after_step(state)  # β = 4^(1/2) = 2
+    method.on_step_end(state)  # β = 4^(1/2) = 2
     x = torch.randn(5, 2, 4, 4, generator=gen)
     net(x).square().sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     params = [latent_weight(m) for m in layers] + [logits(m) for m in layers]
     fast = [p.grad.clone() for p in params]
 
@@ -123,7 +123,7 @@ def test_finalize_stores_soft_scaled_weights_masked_at_m_positive():
     with torch.no_grad():
         logits(layer).copy_(torch.tensor([[0.5, -0.5, 0.0]]))
     state.step = 2
-    method.finalize(state)  # β = 9: kept only m > 0
+    method.on_finish(state)  # β = 9: kept only m > 0
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter
     assert layer.weight.tolist() == [[pytest.approx(0.5 * sig(4.5) / 0.5), 0.0, 0.0]]

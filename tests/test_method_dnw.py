@@ -35,7 +35,7 @@ def prepared(model: nn.Module, target: float, lr: float = 0.1) -> tuple[DNW, Tra
         return torch.optim.SGD(model.parameters(), lr=lr)
 
     state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = factory()
     return method, state
 
@@ -55,7 +55,7 @@ def test_straight_through_gradient_reaches_pruned_latents():
     method, state = prepared(net, 0.5)
     x = torch.tensor([[1.0, 2.0]])
     net(x).sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     # h = W1_e x = [−0.5·2, 0.3·1] = [−1.0, 0.3]; ∂L/∂W2_e = hᵀ; ∂L/∂W1_e = W2_eᵀ xᵀ
     g1 = latent_weight(net[0]).grad
     g2 = latent_weight(net[1]).grad
@@ -68,9 +68,9 @@ def test_tau_follows_every_step_and_a_pruned_latent_reenters():
     net = tiny()
     method, state = prepared(net, 0.5, lr=2.0)
     net(torch.tensor([[1.0, 2.0]])).sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     state.optimizer.step()  # W2 ← [0.2 + 2·1.0, −0.4 − 2·0.3] = [2.2, −1.0]; W1[1] ← [1.1, 1.55]
-    method.after_step(state)
+    method.on_step_end(state)
     # |w| now 0.1, 0.5, 1.1, 1.55 | 2.2, 1.0 → τ = 3rd smallest = 1.0
     assert method.tau() == pytest.approx(1.0)
     assert float(net[1].weight[0, 0].detach()) == pytest.approx(2.2)  # the pruned 0.2 re-entered
@@ -95,7 +95,7 @@ def test_a_hand_edit_is_seen_by_the_next_forward():
 def test_finalize_keeps_raw_masked_latents_as_plain_weights():
     net = tiny()
     method, state = prepared(net, 0.5)
-    method.finalize(state)
+    method.on_finish(state)
     for m in net:
         assert not parametrize.is_parametrized(m)
         assert type(m.weight) is nn.Parameter
@@ -124,7 +124,7 @@ def test_two_backward_passes_add_up_and_eval_reuses_the_weights():
     x = torch.tensor([[1.0, 2.0]])
     for _ in range(2):  # two forward/backward passes without a step: gradients add up
         net(x).sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     assert latent_weight(net[1]).grad.tolist() == [[pytest.approx(-2.0), pytest.approx(0.6)]]
     with torch.no_grad():
         first = net[0].weight
@@ -170,7 +170,7 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
                 assert conv.weight.stride(1) == 1  # channels_last, also with one input channel
         inputs = channels_last_input(x) if channels_last else x
         model(inputs).square().sum().backward()
-        hooks.after_backward(state)
+        hooks.on_backward(state)
         results.append(
             [(c.weight.detach().contiguous(), latent_weight(c).grad.contiguous()) for c in convs]
         )
@@ -182,7 +182,7 @@ def test_channels_last_weights_stay_channels_last_with_the_same_values(method) -
 def test_finalized_weights_have_storage_of_their_own() -> None:
     net = tiny()
     method, state = prepared(net, 0.5)
-    method.finalize(state)
+    method.on_finish(state)
     with torch.no_grad():
         net[0].weight.fill_(1.0)
     assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]  # not a view of a shared buffer

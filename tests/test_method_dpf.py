@@ -74,7 +74,7 @@ def test_forward_at_masked_point_updates_dense_weights() -> None:
     pruned = mask == 0
     assert bool((dense_of(method)[pruned] != dense[pruned]).all())  # pruned weights moved
     assert torch.equal(layer.weight.detach(), dense_of(method) * mask)  # same mask: no refresh
-    method.finalize(state)
+    method.on_finish(state)
     assert method.dense is None and type(layer.weight) is nn.Parameter
     assert torch.allclose(layer.weight.detach(), expected * mask, atol=1e-6)
 
@@ -110,7 +110,7 @@ def test_mask_refresh_after_every_16th_step_only() -> None:
     for _ in range(5):
         train_step(layer, method, state, loss_fn)
     final_dense = dense_of(method)
-    method.finalize(state)
+    method.on_finish(state)
     assert torch.equal(layer.weight.detach(), final_dense * torch.tensor([[1, 0, 0, 1.0]]))
 
 

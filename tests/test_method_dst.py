@@ -34,7 +34,7 @@ def prepared(model: nn.Module, lr=0.1, wd=0.0, **hp):
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
 
     state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = factory()
     return method, state
 
@@ -138,7 +138,7 @@ def test_penalty_gradients_by_hand():
         with torch.no_grad():
             thresholds(net[0]).copy_(torch.tensor([0.0, math.log(2.0)]))
             thresholds(net[1]).copy_(torch.tensor([math.log(4.0)]))
-        method.after_backward(state)  # no backward: the gradients are the penalty's alone
+        method.on_backward(state)  # no backward: the gradients are the penalty's alone
         return [t.grad.tolist() for t in method.thresholds], [
             None if w.grad is None else w.grad.tolist() for w in method.latents
         ]
@@ -172,7 +172,7 @@ def test_finalize_masks_from_t_and_keeps_raw_weights():
     method, state = prepared(layer)
     with torch.no_grad():
         thresholds(layer).copy_(torch.tensor([0.25, 0.305]))
-    method.finalize(state)
+    method.on_finish(state)
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter
     expected = [[0.5, 0.0, 0.0, -0.9], [0.0, -0.31, 0.0, 0.0]]
@@ -201,7 +201,7 @@ def test_penalty_gradients_equal_the_composed_expression(l2_doubled):
     params = (*method.thresholds, *method.latents)
     x = torch.randn(5, 2, 4, 4, generator=gen)
     net(x).square().sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     fast = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None

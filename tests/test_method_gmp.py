@@ -127,7 +127,7 @@ def test_sparsity_after_each_pruning_epoch_and_zeroed_momentum() -> None:
         state.optimizer.step()
         assert torch.equal(layer.weight.detach() == 0, (w == 0).view_as(layer.weight))
         fill_momentum(state.optimizer)
-    method.finalize(state)
+    method.on_finish(state)
     assert type(layer.weight) is nn.Parameter and int((layer.weight == 0).sum()) == 180
 
 
@@ -169,7 +169,7 @@ def test_recovering_decays_masked_w_orig_and_reranks_everything() -> None:
     method.on_epoch_end(state)
     assert method.current == 0.9  # ... except after the last prune
     assert int((layer.weight == 0).sum()) == 180
-    method.finalize(state)
+    method.on_finish(state)
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter and int((layer.weight == 0).sum()) == 180
 

@@ -82,7 +82,7 @@ def test_only_the_global_top_q_saliencies_keep_their_gradient() -> None:
     for p, g in grads.items():
         p.grad = g.clone()
     before = {p: p.detach().clone() for p in grads}
-    method.after_backward(state)
+    method.on_backward(state)
     selected = {
         lin.weight: torch.tensor([[False, True, False], [False, False, False]]),
         lin.bias: torch.tensor([True, False]),
@@ -112,7 +112,7 @@ def test_own_decay_hits_only_the_non_selected_entries() -> None:
     saliency = torch.cat([(before[p] * grads[p]).abs().flatten() for p in grads])
     top = torch.zeros_like(saliency, dtype=torch.bool)
     top[saliency.topk(3).indices] = True
-    method.after_backward(state)
+    method.on_backward(state)
     offset = 0
     for p, grad in grads.items():
         chosen = top[offset : offset + p.numel()].view(p.shape)
@@ -135,7 +135,7 @@ def test_parameters_without_gradient_are_skipped() -> None:
     lin, bn = model
     lin.weight.grad = torch.ones(2, 3)
     bn.bias.grad = torch.ones(2)
-    method.after_backward(state)  # saliency over the 8 entries that have a gradient
+    method.on_backward(state)  # saliency over the 8 entries that have a gradient
     assert int((lin.weight.grad != 0).sum()) + int((bn.bias.grad != 0).sum()) == 3
     assert torch.equal(bn.bias.grad, torch.tensor([0.0, 1.0]))  # |−3| is the largest |w·g|
     assert lin.bias.grad is None and bn.weight.grad is None
@@ -151,7 +151,7 @@ def test_channels_last_gradients_select_the_same_entries() -> None:
             x = x.contiguous(memory_format=torch.channels_last)
         method, state = hand_state(model, 0.9)
         model(x).pow(2).sum().backward()
-        method.after_backward(state)
+        method.on_backward(state)
         return [p.grad.clone() for p in model.parameters()]
 
     plain, last = run(False), run(True)

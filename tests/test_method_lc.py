@@ -72,7 +72,7 @@ def test_penalty_hits_only_the_entries_outside_the_top_k() -> None:
     before = {p: p.detach().clone() for p in top}
     mu = method.penalty(state)
     assert mu == pytest.approx(float(method.mu[0])) and mu > 0
-    method.after_backward(state)
+    method.on_backward(state)
     for p, grad in grads.items():
         # the gradient of μ/2·‖w − Π(w)‖²: μ·w outside the top-k, nothing on it
         expected = torch.where(top[p], grad, grad + mu * before[p])

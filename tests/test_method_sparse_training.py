@@ -88,7 +88,7 @@ def make_state(method_cls, hp, target=0.75, steps=40):
         return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
     state = TrainState(model, budget, plan, plan.lr.copy(), g, opt, train_batches=batches)
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = opt()
     return model, method, state
 

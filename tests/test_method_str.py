@@ -32,7 +32,7 @@ def prepared(model: nn.Module, lr=0.1, wd=0.0, momentum=0.0, nesterov=False, **h
         )
 
     state = TrainState(model, budget, plan, plan.lr.copy(), torch.Generator(), factory)
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = factory()
     return method, state
 
@@ -58,7 +58,7 @@ def test_gradients_of_w_and_s_are_exact():
     c = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     (layer.weight * c).sum().backward()
     assert latent_weight(layer).grad is None  # the latents' gradients come from the hook
-    method.after_backward(state)
+    method.on_backward(state)
     s = layer.parametrizations.weight[0].s
     # ∂L/∂w = c·1[|w| > σ]; ∂L/∂s = Σ c·(−sign w)·1[|w| > σ] · σ(1 − σ) = (−1 + 2)·0.09
     assert latent_weight(layer).grad.tolist() == [[1.0, 2.0, 0.0, 0.0]]
@@ -73,7 +73,7 @@ def test_weight_decay_acts_on_s():
     assert any(p is s for p in state.optimizer.param_groups[0]["params"])  # in the single group
     c = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     (layer.weight * c).sum().backward()
-    method.after_backward(state)
+    method.on_backward(state)
     state.optimizer.step()
     # first Nesterov step: d = g + wd·s; buf = d; update = d + μ·buf = (1 + μ)(g + wd·s)
     expected = S0 - lr * (1 + mu) * (0.09 + wd * S0)
@@ -102,7 +102,7 @@ def test_one_threshold_per_layer_or_one_global():
 def test_finalize_stores_the_shrunk_weights_as_plain_tensors():
     layer = tiny()
     method, state = prepared(layer)
-    method.finalize(state)
+    method.on_finish(state)
     assert not parametrize.is_parametrized(layer)
     assert type(layer.weight) is nn.Parameter
     assert layer.weight.tolist() == [[pytest.approx(0.4), pytest.approx(-0.1), 0.0, 0.0]]
@@ -135,7 +135,7 @@ def test_weight_decay_override_is_sgd_with_that_decay():
         for _ in range(3):
             state.optimizer.zero_grad(set_to_none=True)
             net(x).square().sum().backward()
-            method.after_backward(state)
+            method.on_backward(state)
             state.optimizer.step()
         results.append([p.detach().clone() for p in net.parameters()])
     for a, b in zip(*results):
@@ -158,7 +158,7 @@ def test_written_out_backward_equals_autograd_of_the_composed_form(use_global):
     method, state = prepared(net, s_initial=s0, use_global_threshold=str(use_global))
     for _ in range(2):  # two backward passes add up before the hook, as autograd's do
         sum((layer.weight * u).sum() for layer, u in zip(net, up)).backward()
-    method.after_backward(state)
+    method.on_backward(state)
     s = method.thresholds(net)
     w, v = w0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
     s_ref = torch.full((1 if use_global else 2,), s0, requires_grad=True)

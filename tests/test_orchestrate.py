@@ -51,7 +51,7 @@ class NanLoss(PruningMethod):
     name = "nanloss"
     source = "test"
 
-    def after_step(self, state):
+    def on_step_end(self, state):
         if state.epoch == 1:  # during epoch 2: the weights, then the loss, turn NaN
             with torch.no_grad():
                 for p in state.model.parameters():

@@ -18,11 +18,11 @@ class Recorder(PruningMethod):
     name = "recorder"
     log: dict = {}
 
-    def prepare(self, state):
+    def on_start(self, state):
         Recorder.log["init"] = {k: v.clone() for k, v in state.model.state_dict().items()}
         Recorder.log["batches"] = []
 
-    def after_step(self, state):
+    def on_step_end(self, state):
         if state.step <= 3:
             Recorder.log["batches"].append(state.model.training)
 
@@ -81,7 +81,7 @@ def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data,
         def on_epoch_end(self, state):
             reads_at_finalize.append(tiny_data.test_reads)
 
-        def finalize(self, state):
+        def on_finish(self, state):
             reads_at_finalize.append(tiny_data.test_reads)
 
     monkeypatch.setitem(registry().entries, "probe", Probe)
@@ -149,7 +149,7 @@ def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
     class Shrink(PruningMethod):
         name = "shrink"
 
-        def finalize(self, state):
+        def on_finish(self, state):
             with torch.no_grad():
                 for p in state.model.parameters():
                     p.mul_(0.5)
@@ -177,7 +177,7 @@ class Keep(PruningMethod):
     scale = 1.0
     kept: nn.Module | None = None
 
-    def finalize(self, state):
+    def on_finish(self, state):
         with torch.no_grad():
             for p in state.model.parameters():
                 p.mul_(Keep.scale)
@@ -228,7 +228,7 @@ def test_a_run_records_its_collapsed_layers(tiny_preset, tiny_data, monkeypatch)
     class Wipe(PruningMethod):
         name = "wipe"
 
-        def finalize(self, state):
+        def on_finish(self, state):
             with torch.no_grad():
                 state.model.features[2].weight.zero_()
                 state.model.classifier[1].weight.zero_()

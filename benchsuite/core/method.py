@@ -213,26 +213,48 @@ class TrainState:
 class PruningMethod:
     """Base class: a no-op method that trains with the preset schedule for the whole budget.
 
-    Subclasses set ``name`` and ``Hparams`` and override what they need. ``targets_sparsity``
-    is False where sparsity emerges from hyperparameters (STR, DST); the harness then still
-    projects to the target, which yields max(achieved, target).
+    Subclasses set ``name`` (equal to the entry-point name) and ``Hparams`` and override the
+    hooks they need. ``targets_sparsity`` is False where sparsity emerges from hyperparameters
+    (STR, DST); the harness then still projects to the target, which yields
+    max(achieved, target).
+
+    The plan comes first, before anything is built: ``plan(budget, hp, target, schedule)``
+    lays out the phases and the learning rate of every step (raising ``BudgetError`` for a
+    budget too short); its ``total_steps`` is the run's step count, in its run key. The loop
+    then calls the hooks in this order (``training/loop.py``)::
+
+        method = Method(hp, target, plan)
+        method.on_start(state)                   # wrap layers, add parameters; no optimizer yet
+        (the optimizer is built)
+        for each epoch, for each counted step:
+            state.lr[step] is set on the optimizer
+            loss = cross_entropy(model(x), y) + method.loss_term(state)   # None adds nothing
+            optimizer.zero_grad(); loss.backward()
+            state.masks.mask_grads()             # the harness's hard masks, where used
+            method.on_backward(state)            # edit gradients
+            optimizer.step(); state.step += 1
+            method.on_step_end(state)
+        then, after the epoch's steps: method.on_epoch_end(state); validation
+        method.on_finish(state)                  # plain weights with exact zeros
+        (the harness projects to the target, then reads the test split once)
+
+    Every hook reads the run through ``state`` (``state.plan`` is the plan).
     """
 
     name: ClassVar[str]
     Hparams: ClassVar[type] = NoHparams
     targets_sparsity: ClassVar[bool] = True
     source: ClassVar[str] = ""  # citation of the method's paper
-    one_per_seed: ClassVar[bool] = (
-        False  # True for the dense reference: one run per seed, no target
-    )
+    # True for the dense reference: one run per seed, no target
+    one_per_seed: ClassVar[bool] = False
     # False for a study setting that trains longer than the budget (imp-retrain): left out of
     # ``--methods all`` so a leaderboard never mixes budgets by default
     budget_equal: ClassVar[bool] = True
 
     def __init__(self, hp: Any, target: float, plan: Plan) -> None:
+        """``plan`` is the one ``plan`` returned; a hook reads it again as ``state.plan``."""
         self.hp = hp
         self.target = target
-        self.plan_ = plan
 
     @classmethod
     def plan(cls, budget: Budget, hp: Any, target: float, schedule: ScheduleSpec) -> Plan:
@@ -240,28 +262,23 @@ class PruningMethod:
         lr = original_schedule(schedule, budget.epochs, budget.steps_per_epoch)
         return Plan(budget, (Phase("train", 0, budget.epochs),), lr)
 
-    @classmethod
-    def total_steps(cls, budget: Budget, hp: Any) -> int:
-        """Steps a run takes (its run key's budget): the budget's, unless the plan declares
-        ``extra_steps``; cheaper than building the plan (no LR schedule)."""
-        return budget.total_steps
-
-    def prepare(self, state: TrainState) -> None:
+    def on_start(self, state: TrainState) -> None:
         """Wrap layers / create parameters of ``state.model``; runs before the optimizer exists."""
 
-    def regularization(self, state: TrainState) -> Tensor | None:
+    def loss_term(self, state: TrainState) -> Tensor | None:
+        """An extra term added to this step's loss (a penalty), or None."""
         return None
 
-    def after_backward(self, state: TrainState) -> None:
+    def on_backward(self, state: TrainState) -> None:
         """Edit gradients: after hard-mask gradient masking, before the optimizer step."""
 
-    def after_step(self, state: TrainState) -> None:
-        pass
+    def on_step_end(self, state: TrainState) -> None:
+        """Per-step work after the optimizer step (mask refreshes, temperatures)."""
 
     def on_epoch_end(self, state: TrainState) -> None:
-        pass
+        """After an epoch's counted steps, before its validation (prunes, phase ends)."""
 
-    def finalize(self, state: TrainState) -> None:
+    def on_finish(self, state: TrainState) -> None:
         """Leave ``state.model`` with plain weights and exact zeros; remove reparametrizations."""
 
     def state_dict(self) -> dict[str, Any]:

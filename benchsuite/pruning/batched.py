@@ -9,7 +9,7 @@ layers' effective weights are views of one flat result (``LayerBatch``), recompu
 when an input changed. ``torch.nn.utils.parametrize`` attaches each to its layer
 (``BatchedWeight``), so ``layer.weight`` is the effective weight everywhere. The effective
 weights are leaves of the autograd graph: their gradients accumulate into one flat buffer,
-and the method's ``after_backward`` turns that into the latents' gradients with the
+and the method's ``on_backward`` turns that into the latents' gradients with the
 formula's derivative written out (tested against autograd of the composed form). Measured on
 LeNet-5 (``benchmarks/step_overhead.py``; docs/performance.md): the flat buffer made DST's
 step 5 % faster than per-layer multi-tensor ops; leaves instead of a custom autograd function
@@ -133,7 +133,7 @@ class LayerBatch:
     ``gradients(g, out)`` writes ∂L/∂w for the latents from g = ∂L/∂w_e and returns the extra
     inputs' gradients. The layers' weights are views of one flat buffer, leaves of the
     autograd graph whose gradients accumulate into one flat buffer too; ``backward`` (the
-    method's ``after_backward``) turns them into the latents' and extras' gradients. Next to
+    method's ``on_backward``) turns them into the latents' and extras' gradients. Next to
     a custom autograd function this saves its graph node, the per-layer view nodes and the
     per-output gradient gathering, ~5 % of a LeNet-5 step (``benchmarks/step_overhead.py``).
 

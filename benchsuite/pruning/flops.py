@@ -152,7 +152,7 @@ class TrainFlops:
     of the effective weight): the forward pass once and the backward pass (gradients of the
     activations and of the weights) twice. A step that used the dense weight gradient (RigL's
     mask updates, ``TrainState.note_dense_weight_grad``) adds B·Σ_l D_l·(1 − d_l): its weight
-    gradient ran dense. d_l is sampled once per epoch, at its start (after ``prepare`` or
+    gradient ran dense. d_l is sampled once per epoch, at its start (after ``on_start`` or
     after the previous epoch's hooks), and holds for all that epoch's steps: exact for
     methods whose masks change only at epoch ends (GMP, IMP, BIMP) or keep each layer's count
     (random, SNIP, SET, RigL, dense), the left endpoint for methods whose sparsity moves

@@ -89,7 +89,7 @@ def project_to_sparsity(model: nn.Module, target: float) -> None:
     """The harness's final projection (docs/protocol.md): global magnitude prune to ``target``.
 
     Zeros already present rank lowest, so an already sparser model keeps its mask: the
-    result is max(achieved, target). Works on plain weights (after ``finalize``).
+    result is max(achieved, target). Works on plain weights (after ``on_finish``).
     """
     weights = [latent_weight(m) for _, m in prunable_modules(model)]
     n = sum(w.numel() for w in weights)

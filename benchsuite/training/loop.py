@@ -3,7 +3,7 @@
 The loop owns the protocol (docs/protocol.md): it counts steps and images, draws initial weights,
 data order, augmentation and method randomness from separate seed-derived generators,
 evaluates only the validation split during training, applies the final projection to the
-target after ``finalize``, and reads the test split once, at the very end. It knows no
+target after ``on_finish``, and reads the test split once, at the very end. It knows no
 tracking store: it reports every epoch through one callback (``Progress``) and returns the
 final result; recording it is the caller's job (``runner.py``).
 """
@@ -143,11 +143,6 @@ def setup(
     method_cls = config.method_cls()
     hp = config.hp()
     plan = method_cls.plan(budget, hp, config.target, preset.schedule)
-    if plan.total_steps != method_cls.total_steps(budget, hp):  # the run key counts these steps
-        raise RuntimeError(
-            f"{config.method}: plan of {plan.total_steps} steps, the method declares "
-            f"{method_cls.total_steps(budget, hp)}"
-        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(config.seed, "init"))
         model = build_model(preset.model, data.num_classes, data.input_shape)
@@ -165,7 +160,7 @@ def setup(
         train_batches=train_batches
         or (lambda gen: data.train_batches(preset.batch_size, gen, gen, device)),
     )
-    method.prepare(state)
+    method.on_start(state)
     state.optimizer = make_optimizer(model, config)
     return model, method, state
 
@@ -186,7 +181,7 @@ def train_step(
         x = channels_last_input(x)
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss = F.cross_entropy(state.model(x), y)
-        reg = method.regularization(state)
+        reg = method.loss_term(state)
         total = loss if reg is None else loss + reg
     backward_and_step(state, method, total)
     return loss.detach()
@@ -198,10 +193,10 @@ def backward_and_step(state: TrainState, method: PruningMethod, total: torch.Ten
     total.backward()
     if state.masks is not None:
         state.masks.mask_grads()
-    method.after_backward(state)
+    method.on_backward(state)
     state.optimizer.step()
     state.step += 1
-    method.after_step(state)
+    method.on_step_end(state)
 
 
 @dataclass
@@ -407,7 +402,7 @@ def end_epoch(loop: Loop, train_loss: float) -> None:
 
 
 def finalize_and_project(loop: Loop) -> dict[str, float]:
-    """``finalize``, the projection to the target, the optional BatchNorm recalibration, and
+    """``on_finish``, the projection to the target, the optional BatchNorm recalibration, and
     the validation of the result; the metrics they measure."""
     model, config = loop.model, loop.config
     # The last epoch's validation already measured these weights; if finalize leaves them
@@ -415,7 +410,7 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
     validated = (
         {k: t.detach().clone() for k, t in model.state_dict().items()} if loop.evaluation else None
     )
-    loop.method.finalize(loop.state)
+    loop.method.on_finish(loop.state)
     zeros_finalized, total = count_zeros(effective_weights(model))
     # what the method reached on its own
     measured = {Metrics.SPARSITY_BEFORE_PROJECTION: zeros_finalized / total}

@@ -42,8 +42,10 @@ def run_params(config: RunConfig) -> dict[str, Any]:
 
 
 def key_for(config: RunConfig, data: Dataset) -> str:
+    """The run's key: its configuration and the steps its plan takes on ``data``."""
     budget = preset_budget(config.preset, data)
-    return run_key(config, data.fingerprint, config.method_cls().total_steps(budget, config.hp()))
+    plan = config.method_cls().plan(budget, config.hp(), config.target, config.preset.schedule)
+    return run_key(config, data.fingerprint, plan.total_steps)
 
 
 def execute(

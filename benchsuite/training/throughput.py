@@ -42,7 +42,7 @@ def plan_step_time(
 
     ``data`` needs only ``num_classes`` and ``input_shape``; ``budget`` is the miniature
     budget (the real number of epochs, few steps each). A method that samples training
-    batches in ``prepare`` (SNIP) gets ``batches``.
+    batches in ``on_start`` (SNIP) gets ``batches``.
     """
     device = device or torch.device(config.device)
     model, method, state = setup(config, data, budget, device, lambda _: iter(batches))
