@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from benchsuite.core.budget import Budget
-from benchsuite.core.registry import list_methods
+from benchsuite.core.method import list_methods
 from benchsuite.presets import load_preset
 from benchsuite.training.loop import RunConfig
 from benchsuite.training.throughput import interleaved_step_times

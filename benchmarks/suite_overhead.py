@@ -63,7 +63,7 @@ def busy_cores(seconds: float = 2.0) -> float:
 
 def default_methods() -> tuple[str, str]:
     """bimp,gmp,dpf when they are registered; otherwise the built-ins that exist (said so)."""
-    from benchsuite.core.registry import list_methods
+    from benchsuite.core.method import list_methods
 
     known = set(list_methods())
     wanted = ["bimp", "gmp", "dpf"]
@@ -109,7 +109,7 @@ def trial_overhead(work: Path, epochs: int = 2, seeds: int = 3) -> dict[str, flo
     normalisation), which belong to start-up; the others are what every further trial costs."""
     from rich.console import Console
 
-    from benchsuite.core.registry import list_methods
+    from benchsuite.core.method import list_methods
     from benchsuite.data.base import load_dataset
     from benchsuite.execution.cluster import Resources
     from benchsuite.execution.grid import Request, expand

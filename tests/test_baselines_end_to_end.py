@@ -7,7 +7,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchsuite.core.registry import get_method, list_methods
+from benchsuite.core.method import get_method, list_methods
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,7 @@ runner = CliRunner()
         (["--hp", "gmp.x=1", "--methods", "imp"], "method 'gmp' is not in --methods"),
         (["--hp", "imp.schedule", "--methods", "imp"], "is not METHOD.NAME=V1"),
         (["--seeds", "0"], "--seeds 0 must be >= 1"),
-        # issue 16: non-finite and mistyped hyperparameters name the field and the type
+        # non-finite and mistyped hyperparameters name the field and the type
         (
             ["--methods", "imp", "--hp", "imp.retrain_fraction=nan"],
             "retrain_fraction='nan': expected a finite number, not nan",
@@ -142,7 +142,7 @@ def test_a_store_that_is_not_a_database_is_one_line(tmp_path, monkeypatch):
 
 
 def test_a_read_only_folder_is_one_line_before_training(tmp_path, monkeypatch):
-    from benchsuite.store import claims as store
+    from benchsuite.store import sqlite as store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(store.os, "access", lambda path, mode: False)  # as root, chmod is moot
@@ -206,3 +206,30 @@ def test_the_command_line_imports_no_heavy_library_to_start() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "nosuch", "--knob", "x"], "--method: unknown method 'nosuch'; choose from"),
+        (
+            ["--method", "str", "--knob", "nosuch"],
+            "str has no hyperparameter 'nosuch'; choose from",
+        ),
+        (
+            ["--method", "str", "--knob", "weight_decay", "--target", "1.2"],
+            "--target 1.2 is outside",
+        ),
+        (["--method", "str", "--knob", "weight_decay", "--low", "-1"], "needs both > 0"),
+        (["--method", "str", "--knob", "weight_decay", "--high", "1e-3"], "two different"),
+        (["--method", "str", "--knob", "weight_decay", "--preset", "nosuch"], "unknown preset"),
+    ],
+)
+def test_calibrate_refuses_bad_input_in_one_line(args, needle):
+    base = {"--target": "0.9", "--low": "1e-3", "--high": "2e-3"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    result = runner.invoke(app, ["calibrate", *(part for pair in base.items() for part in pair)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from benchsuite.cli.app import app
 from benchsuite.core.errors import BadInput
-from benchsuite.core.registry import get_method, list_methods, registry
+from benchsuite.core.method import get_method, list_methods, method_registry
 from benchsuite.data.base import dataset_registry, load_dataset
 from benchsuite.execution.grid import parse_methods, resolve_preset
 from benchsuite.models import build_model, model_registry
@@ -29,7 +29,7 @@ def blocks(language: str) -> list[str]:
 @pytest.fixture
 def fresh_tables():
     """Registrations made by a test vanish with it: the tables are discovered again."""
-    tables = (registry, model_registry, dataset_registry, preset_registry)
+    tables = (method_registry, model_registry, dataset_registry, preset_registry)
     for table in tables:
         table.cache_clear()
     yield
@@ -42,7 +42,7 @@ def test_the_documented_examples_register_and_work(fresh_tables):
     for code in blocks("python"):
         exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own docs
     # the method passes the registry's checks and is then selectable by name and pattern
-    registry().register("prune-once", namespace["PruneOnce"])
+    method_registry().register("prune-once", namespace["PruneOnce"])
     assert get_method("prune-once") is namespace["PruneOnce"]
     assert "prune-once" in parse_methods("prune-*")
     # the model and its template build; the dataset loads with its option

@@ -19,9 +19,9 @@ import pytest
 from benchsuite.boards.publish import (
     UnfairComparison,
     aggregate,
-    default_experiment,
     experiments,
     load_runs,
+    newest_experiment,
     plot,
     publish,
     render_rich,
@@ -534,7 +534,7 @@ def test_real_mlflow_store(tmp_path: Path) -> None:
         mlflow.set_tracking_uri(previous)
 
     assert experiments(uri) == ["newer", "older"]
-    assert default_experiment(uri) == "newer"
+    assert newest_experiment(uri) == "newer"
     runs = load_runs(uri, "newer")
     assert len(runs) == 7
     board = aggregate(runs)

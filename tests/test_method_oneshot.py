@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from benchsuite.core.registry import get_method
+from benchsuite.core.method import get_method
 from benchsuite.pruning.masks import achieved_sparsity, project_to_sparsity
 from benchsuite.training.loop import RunConfig, train_run
 

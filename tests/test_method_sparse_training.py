@@ -104,7 +104,7 @@ def run_steps(model, method, state, n):
 
 @pytest.mark.parametrize("name", ["set", "rigl"])
 def test_dynamic_updates_keep_layer_counts_and_zero_new_weights(name):
-    from benchsuite.core.registry import get_method
+    from benchsuite.core.method import get_method
     from benchsuite.pruning.masks import keep_count
 
     cls = get_method(name)
@@ -171,7 +171,7 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
 
 @pytest.mark.parametrize("name", ["random", "snip"])
 def test_at_init_masks_are_exact_and_static(name):
-    from benchsuite.core.registry import get_method
+    from benchsuite.core.method import get_method
     from benchsuite.pruning.masks import keep_count
 
     cls = get_method(name)

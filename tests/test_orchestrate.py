@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from benchsuite.cli.app import app
-from benchsuite.core import registry as registry_module
+from benchsuite.core import method as method_module
 from benchsuite.data.base import load_dataset
 from benchsuite.execution.cluster import Cluster, ResourceError, Resources, check_resources
 from benchsuite.execution.grid import Request, expand
@@ -123,10 +123,10 @@ def local_ray(plugin_dir: Path):
 def plugin_methods(plugin_dir: Path):
     """The test methods in this process's registry, for this test only."""
     sys.path.insert(0, str(plugin_dir))
-    registry_module.registry.cache_clear()
+    method_module.method_registry.cache_clear()
     yield
     sys.path.remove(str(plugin_dir))
-    registry_module.registry.cache_clear()
+    method_module.method_registry.cache_clear()
 
 
 def digits_request(methods, sparsities, seeds, epochs=2, variants=None) -> tuple:

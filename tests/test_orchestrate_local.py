@@ -20,7 +20,7 @@ from benchsuite.execution import local as executor
 from benchsuite.execution import reaper
 from benchsuite.execution.cluster import ResourceError, Resources
 from benchsuite.execution.local import run_local
-from benchsuite.store.claims import process_start
+from benchsuite.store.owners import process_start
 from benchsuite.training.loop import RunConfig
 from tests.test_orchestrate import digits_request, write_plugin
 
@@ -78,16 +78,16 @@ def test_an_address_is_refused(tiny_preset, tiny_data, tmp_path) -> None:
 
 @pytest.fixture
 def plugin(tmp_path_factory: pytest.TempPathFactory):
-    from benchsuite.core import registry as registry_module
+    from benchsuite.core import method as method_module
 
     root = write_plugin(tmp_path_factory.mktemp("plugin"))
     sys.modules.pop("bs_testplugin", None)  # another test's copy has used its flaky marker
     sys.path.insert(0, str(root))
-    registry_module.registry.cache_clear()
+    method_module.method_registry.cache_clear()
     yield root
     sys.path.remove(str(root))
     sys.modules.pop("bs_testplugin", None)
-    registry_module.registry.cache_clear()
+    method_module.method_registry.cache_clear()
 
 
 def test_failures_are_isolated_and_retried(plugin, tmp_path) -> None:

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.core.method import PruningMethod
-from benchsuite.core.registry import registry
+from benchsuite.core.method import PruningMethod, method_registry
 from benchsuite.models import build_model
 from benchsuite.training.loop import RunConfig, make_generator, make_optimizer, seed_for, train_run
 
@@ -29,7 +28,7 @@ class Recorder(PruningMethod):
 
 @pytest.fixture
 def with_recorder(monkeypatch):
-    monkeypatch.setitem(registry().entries, "recorder", Recorder)
+    monkeypatch.setitem(method_registry().entries, "recorder", Recorder)
     return Recorder
 
 
@@ -84,7 +83,7 @@ def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data,
         def on_finish(self, state):
             reads_at_finalize.append(tiny_data.test_reads)
 
-    monkeypatch.setitem(registry().entries, "probe", Probe)
+    monkeypatch.setitem(method_registry().entries, "probe", Probe)
     before = tiny_data.test_reads
     train_run(RunConfig(tiny_preset, "probe", 0.5, 0), dataset=tiny_data)
     assert reads_at_finalize == [before] * (tiny_preset.epochs + 1)
@@ -154,7 +153,7 @@ def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
                 for p in state.model.parameters():
                     p.mul_(0.5)
 
-    monkeypatch.setitem(registry().entries, "shrink", Shrink)
+    monkeypatch.setitem(method_registry().entries, "shrink", Shrink)
     val = lambda r: real(r.model, tiny_data.val_batches(256, "cpu"))[0]  # noqa: E731
     epochs = tiny_preset.epochs
     dense = train_run(RunConfig(tiny_preset, "dense", 0.0, 0), dataset=tiny_data)
@@ -197,7 +196,7 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
     passes = []
     real = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
-    monkeypatch.setitem(registry().entries, "keep", Keep)
+    monkeypatch.setitem(method_registry().entries, "keep", Keep)
     monkeypatch.setattr(Keep, "scale", scale)
     val = lambda m: real(m, tiny_data.val_batches(256, "cpu"))[0]  # noqa: E731
     result = train_run(RunConfig(tiny_preset, "keep", 0.95, 0), dataset=tiny_data)
@@ -233,7 +232,7 @@ def test_a_run_records_its_collapsed_layers(tiny_preset, tiny_data, monkeypatch)
                 state.model.features[2].weight.zero_()
                 state.model.classifier[1].weight.zero_()
 
-    monkeypatch.setitem(registry().entries, "wipe", Wipe)
+    monkeypatch.setitem(method_registry().entries, "wipe", Wipe)
     result = train_run(RunConfig(tiny_preset, "wipe", 0.5, 0), dataset=tiny_data)
     assert result.metrics["collapsed_layers"] == 2.0
     assert result.tags["collapsed"] == "features.2,classifier.1"

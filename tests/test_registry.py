@@ -10,8 +10,9 @@ from importlib.resources import files
 import pytest
 import torch
 
-from benchsuite.core import registry as reg
-from benchsuite.core.registry import Registry, UnknownName, broken_plugins
+from benchsuite.cli.app import broken_plugins
+from benchsuite.core import method as method_module
+from benchsuite.core.registry import Registry, UnknownName, discover
 from benchsuite.data.base import DataError, dataset_registry, load_dataset, options
 from benchsuite.execution.grid import resolve_preset
 from benchsuite.models import build_model, list_models, model_registry
@@ -64,19 +65,19 @@ def plugins(tmp_path, monkeypatch):
     make_plugin(tmp_path, "earlyprune", PLUGIN, "EarlyPrune")
     make_plugin(tmp_path, "broken", "raise ImportError('missing dependency xyz')\n", "Nope")
     monkeypatch.syspath_prepend(str(tmp_path))
-    reg.registry.cache_clear()
+    method_module.method_registry.cache_clear()
     yield tmp_path
-    reg.registry.cache_clear()
+    method_module.method_registry.cache_clear()
 
 
 def test_builtin_methods_register_through_entry_points():
-    found = reg.discover(reg.Registry("method", reg.GROUP, reg._check_method))
+    found = discover(Registry("method", method_module.METHODS_GROUP, method_module._check_method))
     assert BUILTIN <= set(found.entries)
     assert {found.sources[m] for m in BUILTIN} == {"benchsuite"}
 
 
 def test_plugin_is_discovered_and_broken_one_reported(plugins):
-    found = reg.registry()
+    found = method_module.method_registry()
     assert found.entries["earlyprune"].__name__ == "EarlyPrune"
     assert found.sources["earlyprune"] == "earlyprune-pkg"
     (broken,) = [b for b in found.broken if b.name == "broken"]
@@ -178,8 +179,8 @@ def test_a_table_registers_gets_and_names_the_choices():
 
 
 def test_unknown_method_lists_the_registered_ones():
-    with pytest.raises(reg.UnknownName, match="choose from .*bimp.*dense.*imp"):
-        reg.get_method("nosuch")
+    with pytest.raises(UnknownName, match="choose from .*bimp.*dense.*imp"):
+        method_module.get_method("nosuch")
 
 
 def cli(args, env_path=None, cwd=None):

@@ -23,7 +23,8 @@ from benchsuite.execution import ray_tune as orchestrate
 from benchsuite.execution.cluster import Cluster, Resources, resolve_numerics
 from benchsuite.execution.progress import GridProgress
 from benchsuite.execution.ray_tune import run_grid
-from benchsuite.store.claims import check_store, claim
+from benchsuite.store.claims import claim
+from benchsuite.store.sqlite import check_store
 from benchsuite.store.tracking import Tracker
 from benchsuite.training.loop import RunConfig, numerics, train_run
 from benchsuite.training.runner import key_for, run_params
@@ -94,7 +95,7 @@ def test_sigint_to_the_command_exits_130_with_nothing_running(tmp_path):
         [
             sys.executable,
             "-c",
-            "from benchsuite.console import main; main()",
+            "from benchsuite.cli.console import main; main()",
             "run",
             "--methods",
             "dense",
@@ -187,8 +188,8 @@ def test_the_interval_never_leaves_the_metrics_range():
 
 def test_cli_reports_runs_another_command_holds(tmp_path, monkeypatch):
     """A run claimed by another live command is skipped and the summary says so."""
-    from benchsuite.execution.cluster import absolute_uri
     from benchsuite.execution.common import Outcome
+    from benchsuite.store.sqlite import absolute_uri
 
     def grid(configs, data, uri, experiment, **kwargs):
         Tracker(absolute_uri(uri), experiment)  # the other command's experiment

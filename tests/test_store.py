@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchsuite.store import claims as store
-from benchsuite.store.claims import StoreError, check_store, check_uri, claim, claimant
+from benchsuite.store import sqlite as store
+from benchsuite.store.claims import claim
+from benchsuite.store.owners import claimant
+from benchsuite.store.sqlite import StoreError, check_store, check_uri
 from benchsuite.store.tracking import TAG, Tracker
 from benchsuite.training.loop import RunConfig
 from benchsuite.training.runner import execute, key_for
@@ -60,7 +62,7 @@ def test_concurrent_commands_create_a_fresh_store_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     code = """
         import sys
-        from benchsuite.store.claims import check_store
+        from benchsuite.store.sqlite import check_store
         from benchsuite.store.tracking import Tracker
         check_store(sys.argv[1])
         run = Tracker(sys.argv[1], "exp").start_run("r", {"p": 1}, {"run_key": sys.argv[2]})
@@ -158,7 +160,7 @@ def test_two_commands_at_once_train_each_run_once(tmp_path, tiny_preset):
         from benchsuite.data.base import load_dataset
         from benchsuite.presets import load_preset
         from benchsuite.training.runner import execute
-        from benchsuite.store.claims import check_store
+        from benchsuite.store.sqlite import check_store
         from benchsuite.store.tracking import Tracker
         from benchsuite.training.loop import RunConfig
         data = load_dataset("synthetic", n=256, n_test=32, shape=(1, 8, 8))

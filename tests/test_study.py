@@ -7,7 +7,6 @@ import json
 import pytest
 
 from benchsuite.boards.leaderboard import UnfairComparison
-from benchsuite.boards.plot import study_plot as plot
 from benchsuite.core.record import RunRecord
 from benchsuite.execution.grid import BadInput
 from benchsuite.studies.table1 import (
@@ -21,6 +20,7 @@ from benchsuite.studies.table1 import (
     to_json,
     to_markdown,
 )
+from benchsuite.studies.table1_plot import study_plot as plot
 
 SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
 NOISE = (0.0, 0.3, -0.2)  # per seed, shared by every schedule (paired)

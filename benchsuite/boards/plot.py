@@ -1,15 +1,15 @@
 """The published figures: the leaderboard's (accuracy over achieved sparsity, and the drop
-from dense) and the study board's (accuracy over retraining budget)."""
+from dense)."""
 
 from __future__ import annotations
 
-import math
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchsuite.boards.format import percent
 from benchsuite.boards.leaderboard import (
     FLOOR_METHOD,
     OVERSHOOT_PP,
@@ -18,15 +18,12 @@ from benchsuite.boards.leaderboard import (
     Leaderboard,
     Row,
 )
-from benchsuite.boards.render import pct
 from benchsuite.boards.stats import Stat
 from benchsuite.core.record import Metrics
-from benchsuite.studies.table1_findings import label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from benchsuite.studies.table1 import StudyBoard
 
 # chosen here: drops below a tenth of a point are below what 3 seeds resolve (stds 0.1-0.5 pp)
 DROP_FLOOR_PP = 0.1
@@ -153,7 +150,7 @@ def _draw_row(
     if ref_acc is None:
         return
     kept = [p for p in pts if not p[3].collapsed]
-    drawn.left_out += [f"{row.label} at {pct(p[3].target)}" for p in pts if p[3].collapsed]
+    drawn.left_out += [f"{row.label} at {percent(p[3].target)}" for p in pts if p[3].collapsed]
     if not kept:
         return
     zx, zy, zlo, zhi = [], [], [], []
@@ -273,56 +270,3 @@ def _notes(zoom: Any, ref_acc: Stat | None, left_out: list[str]) -> None:
         ha="left",
         color="0.3",
     )
-
-
-def study_plot(board: StudyBoard) -> Figure:
-    """Accuracy against retraining budget, one panel per sparsity, one line per schedule."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = max(1, len(board.targets))
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.0 * ncols + (0 if n % ncols else 1.6), 3.4 * nrows), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    markers = "os^DvP"
-    for k, t in enumerate(board.targets):
-        ax = axes[k // ncols][k % ncols]
-        for i, s in enumerate(board.schedules):
-            pts = []
-            for b in board.budgets:
-                cell = board.cell(s, t, b)
-                st = None if cell is None else cell.stats.get(Metrics.TEST_ACCURACY)
-                if st is not None:
-                    pts.append((b * 100, st.mean, st.std or 0.0))
-            if pts:
-                x, y, e = zip(*pts, strict=True)
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=e,
-                    marker=markers[i % len(markers)],
-                    markersize=4,
-                    capsize=3,
-                    linewidth=1.2,
-                    label=label(s),
-                    linestyle="--" if s == "lrw" else "-",
-                )  # LRW often lies on FT
-        ax.set_title(f"sparsity {pct(t)}")
-        ax.set_xlabel("retraining budget (% of dense steps)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_xticks([b * 100 for b in board.budgets])
-        ax.grid(True, alpha=0.3)
-    spare = [axes[k // ncols][k % ncols] for k in range(n, nrows * ncols)]
-    for ax in spare:
-        ax.set_axis_off()
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles and spare:  # the legend in the first empty panel
-        spare[0].legend(handles, labels, loc="center", title="schedule")
-    elif handles:
-        fig.legend(handles, labels, loc="center right", fontsize="small")
-    fig.suptitle(f"{board.experiment}: accuracy vs retraining budget (error bars: std)")
-    right = 1.0 if spare else 1.0 - 1.3 / (4.0 * ncols + 1.6)
-    fig.tight_layout(rect=(0, 0, right, 0.95))
-    return fig

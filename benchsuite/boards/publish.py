@@ -15,22 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchsuite.boards.aggregation import aggregate
+from benchsuite.boards.format import configs_name, published_stem
 from benchsuite.boards.leaderboard import UnfairComparison
 from benchsuite.boards.plot import plot
-from benchsuite.boards.render import JSON_SCHEMA, published_stem, render_rich, to_json, to_markdown
-from benchsuite.boards.tuning_section import configs_name
+from benchsuite.boards.render import JSON_SCHEMA, render_rich, to_json, to_markdown
 from benchsuite.core.record import TAG, Artifacts, Kinds, Metrics, RunRecord, Tags
+from benchsuite.store.tracking import Reader
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from benchsuite.boards.leaderboard import Leaderboard
-    from benchsuite.store.tracking import Reader
-
 __all__ = [
     "UnfairComparison",
     "aggregate",
-    "default_experiment",
+    "newest_experiment",
     "experiments",
     "leaderboard_for",
     "load_runs",
@@ -49,15 +48,11 @@ _INDEX_SCHEMAS = (JSON_SCHEMA, "benchsuite.study/1")  # boards listed in the ind
 
 def experiments(tracking_uri: str) -> list[str]:
     """Names of the active experiments that hold at least one run, sorted."""
-    from benchsuite.store.tracking import Reader
-
     return Reader(tracking_uri).experiments()
 
 
-def default_experiment(tracking_uri: str) -> str | None:
+def newest_experiment(tracking_uri: str) -> str | None:
     """The experiment whose newest run started last: what the user most likely just ran."""
-    from benchsuite.store.tracking import Reader
-
     return Reader(tracking_uri).newest_experiment()
 
 
@@ -68,8 +63,6 @@ def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
     ``layer_sparsity.json`` artifact, so a board regenerated from resumed runs still shows
     its layer collapses.
     """
-    from benchsuite.store.tracking import Reader
-
     reader = Reader(tracking_uri)
     return [_with_collapse(reader, r) for r in reader.runs(experiment)]
 
@@ -95,7 +88,7 @@ def _with_collapse(reader: Reader, rec: RunRecord) -> RunRecord:
 
 def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderboard:
     """Load and aggregate one experiment (the most recent one if none is named)."""
-    name = experiment or default_experiment(tracking_uri)
+    name = experiment or newest_experiment(tracking_uri)
     if name is None:
         raise KeyError(f"no experiment with runs at {tracking_uri}")
     return aggregate(load_runs(tracking_uri, name), experiment=name)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import TYPE_CHECKING, Any
 
+from benchsuite.boards.format import configs_name, img_per_s_text, percent, two_dp
 from benchsuite.boards.leaderboard import (
     FLOOR_METHOD,
     OVERSHOOT_PP,
@@ -23,7 +23,6 @@ from benchsuite.boards.leaderboard import (
     Row,
 )
 from benchsuite.boards.stats import IMG_S_REL_THRESHOLD, Mark, Stat
-from benchsuite.boards.tuning_section import configs_name
 from benchsuite.boards.tuning_section import markdown_lines as tuning_lines
 from benchsuite.core.record import Metrics
 
@@ -31,18 +30,6 @@ if TYPE_CHECKING:  # rich stays lazy: the CLI imports this module often
     import rich.table
 
 JSON_SCHEMA = "benchsuite.leaderboard/1"
-
-
-def pct(target: float) -> str:
-    return f"{target * 100:.4g}%"
-
-
-def f2(x: float) -> str:
-    return f"{x:.2f}"
-
-
-def fmt_ips(x: float) -> str:
-    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
 
 def n_text(cell: Cell) -> str:
@@ -58,19 +45,19 @@ def acc_value(cell: Cell) -> str:
     st = cell.stats.get(Metrics.TEST_ACCURACY)
     if st is None:
         return "—"
-    return f2(st.mean) if st.std is None else f"{f2(st.mean)} ± {f2(st.std)}"
+    return two_dp(st.mean) if st.std is None else f"{two_dp(st.mean)} ± {two_dp(st.std)}"
 
 
 def _ci_text(cell: Cell | None) -> str:
     st = None if cell is None else cell.stats.get(Metrics.TEST_ACCURACY)
     if st is None or st.ci95 is None:
         return "—"
-    return f"[{f2(st.ci95[0])}, {f2(st.ci95[1])}]"
+    return f"[{two_dp(st.ci95[0])}, {two_dp(st.ci95[1])}]"
 
 
 def _speedup_value(cell: Cell) -> str:
     st = cell.stats.get(Metrics.THEORETICAL_SPEEDUP)
-    return "—" if st is None else f"{f2(st.mean)}×"
+    return "—" if st is None else f"{two_dp(st.mean)}×"
 
 
 def _train_cost_text(cell: Cell | None) -> str:
@@ -80,7 +67,7 @@ def _train_cost_text(cell: Cell | None) -> str:
 
 def _sparsity_text(cell: Cell | None) -> str:
     st = None if cell is None else cell.stats.get(Metrics.SPARSITY)
-    return "—" if st is None else f"{f2(st.mean * 100)}%"
+    return "—" if st is None else f"{two_dp(st.mean * 100)}%"
 
 
 def md_marked(value: str, mark: Mark) -> str:
@@ -92,7 +79,7 @@ def md_marked(value: str, mark: Mark) -> str:
 def _column_titles(targets: list[float]) -> list[str]:
     titles = ["Method", "img/s"]
     for t in targets:
-        p = pct(t)
+        p = percent(t)
         titles += [f"{p} Acc", f"{p} CI", f"{p} Speedup", f"{p} Train cost", f"{p} Sparsity"]
     return titles
 
@@ -113,7 +100,7 @@ def _footnote_numbers(board: Leaderboard) -> dict[tuple[str, float], int]:
 
 
 def footnote_text(row: Row, cell: Cell) -> str:
-    return f"{row.label} at {pct(cell.target)}: " + "; ".join(cell.flags())
+    return f"{row.label} at {percent(cell.target)}: " + "; ".join(cell.flags())
 
 
 def _uses_in_trial(board: Leaderboard) -> bool:
@@ -198,9 +185,9 @@ def _markdown_table(board: Leaderboard) -> list[str]:
         if tp is None:
             ips = "—"
         elif tp.source == "in-trial":
-            ips = fmt_ips(tp.value) + "†"
+            ips = img_per_s_text(tp.value) + "†"
         else:
-            ips = md_marked(fmt_ips(tp.value), tp.mark)
+            ips = md_marked(img_per_s_text(tp.value), tp.mark)
         cells = [_md_escape(row.label + (" (reference)" if row.reference else "")), ips]
         for t in board.targets:
             cell = row.cell(t)
@@ -221,11 +208,6 @@ def _markdown_table(board: Leaderboard) -> list[str]:
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
-
-
-def published_stem(experiment: str) -> str:
-    """The published files' name: the experiment's, reduced to characters safe in any path."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
 
 
 def to_markdown(board: Leaderboard, header: dict[str, str] | None = None) -> str:
@@ -446,9 +428,9 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         if tp is None:
             ips = Text("—")
         elif tp.source == "in-trial":
-            ips = Text(fmt_ips(tp.value) + "†", style="yellow")
+            ips = Text(img_per_s_text(tp.value) + "†", style="yellow")
         else:
-            ips = marked(fmt_ips(tp.value), tp.mark)
+            ips = marked(img_per_s_text(tp.value), tp.mark)
         cells: list[Text] = [Text(row.label, style="italic" if row.reference else ""), ips]
         for t in board.targets:
             cell = row.cell(t)

@@ -45,15 +45,19 @@ import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from scipy import stats
 
 from benchsuite.core.record import Metrics
 
-if TYPE_CHECKING:
-    from benchsuite.boards.leaderboard import Row
+
+class Labelled(Protocol):
+    """What a compared entry needs: a label (a board's row)."""
+
+    label: str
+
 
 ALPHA = 0.05
 IMG_S_REL_THRESHOLD = 0.05
@@ -165,14 +169,14 @@ def assign_marks(order: list[Mark], links: list[str]) -> None:
 
 
 def rank_column(
-    entries: list[tuple[Row, dict[int, float], Mark]],
+    entries: list[tuple[Labelled, dict[int, float], Mark]],
     metric: str,
     target: float | None,
     alpha: float = ALPHA,
 ) -> list[Comparison]:
     """Sort one column's candidates, compare neighbours, set their marks."""
 
-    def mean(e: tuple[Row, dict[int, float], Mark]) -> float:
+    def mean(e: tuple[Labelled, dict[int, float], Mark]) -> float:
         return float(np.mean(list(e[1].values())))
 
     # Rounded key (12 significant digits): float noise in a mean must not reorder a tie;

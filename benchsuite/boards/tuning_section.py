@@ -10,18 +10,11 @@ and which methods were not tuned and why. The file itself is published beside th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from benchsuite.boards.leaderboard import Leaderboard
-
-
-def configs_name(experiment: str) -> str:
-    """The tuned configurations' file, published beside the board (no board schema: the
-    leaderboards index skips it)."""
-    from benchsuite.boards.render import published_stem
-
-    return f"{published_stem(experiment)}.configs.json"
+from benchsuite.boards.leaderboard import Leaderboard
+from benchsuite.presets import load_preset
+from benchsuite.tuning.search import TUNED_DIR, describe_space, read_tuned, search_space, tuned_file
 
 
 def tuning_for(
@@ -30,8 +23,6 @@ def tuning_for(
     """The tuning behind ``board``'s tuned rows (None when it has none), from ``path`` (default
     the preset's file under ``root``, .benchsuite/tuned); checked against the board's preset
     and budget."""
-    from benchsuite.tuning.search import TUNED_DIR, read_tuned, tuned_file
-
     if not any(row.tuned for row in board.rows):
         return None
     h = board.header
@@ -48,9 +39,6 @@ def tuning_for(
 
 def _fill_spaces(payload: dict[str, Any]) -> None:
     """Files from before the search space was saved with each entry: describe it from the code."""
-    from benchsuite.presets import load_preset
-    from benchsuite.tuning.search import describe_space
-
     preset = None
     for method, targets in payload.get("methods", {}).items():
         for target, entry in targets.items():
@@ -60,8 +48,6 @@ def _fill_spaces(payload: dict[str, Any]) -> None:
 
 
 def _why_untuned(method: str) -> str:
-    from benchsuite.tuning.search import search_space
-
     try:
         space = search_space(method)
     except KeyError:

@@ -7,37 +7,30 @@ budgets, data) before the tracking store is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from benchsuite import __version__
+from benchsuite.cli.checks import absolute_dir, check_writable, parse_resources
 from benchsuite.cli.options import (
-    AddressOption,
-    CacheDirOption,
-    CpusOption,
-    DataDirOption,
-    DatasetOption,
-    DeviceOption,
-    EpochsOption,
-    GpusOption,
+    GridOptions,
     InProcessOption,
-    MaxConcurrentOption,
     MethodsOption,
-    ModelOption,
     PresetOption,
-    RetriesOption,
     SparsityOption,
     TrackingOption,
     TunedConfigsOption,
+    grid_options,
 )
 from benchsuite.core.errors import BadInput
-from benchsuite.execution.cluster import absolute_dir, absolute_uri, check_writable, parse_resources
+from benchsuite.store.sqlite import absolute_uri
 from benchsuite.store.tracking import DEFAULT_TRACKING_URI
 
 # Everything that imports torch (the grid, methods, presets) is imported inside the commands,
@@ -50,14 +43,23 @@ console = Console()
 err = Console(stderr=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
-def report_broken_plugins() -> None:
-    from benchsuite.core.registry import broken_plugins
+def broken_plugins() -> list:
+    """Every plugin of the four tables (methods, models, datasets, presets) that failed to load."""
+    from benchsuite.core.method import method_registry
+    from benchsuite.data.base import dataset_registry
+    from benchsuite.models import model_registry
+    from benchsuite.presets import preset_registry
 
+    tables = (method_registry(), model_registry(), dataset_registry(), preset_registry())
+    return [b for table in tables for b in table.broken]
+
+
+def report_broken_plugins() -> None:
     for broken in broken_plugins():
         kind = broken.group.rsplit(".", 1)[-1].removesuffix("s")
         err.print(
@@ -66,36 +68,26 @@ def report_broken_plugins() -> None:
         )
 
 
-def default_experiment(preset: str, epochs: int) -> str:
+def experiment_name(preset: str, epochs: int) -> str:
+    """A benchmark's default experiment: ``<preset>-<epochs>ep``."""
     return f"{preset}-{epochs}ep"
 
 
 @app.command()
+@grid_options
 def run(
+    opts: GridOptions,
     methods: MethodsOption = "all",
     sparsity: SparsityOption = "0.9",
-    preset: PresetOption = "digits",
-    dataset: DatasetOption = None,
-    model: ModelOption = None,
-    epochs: EpochsOption = None,
     seeds: Annotated[
         int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")
     ] = 1,
     hp: Annotated[
         list[str] | None, typer.Option(help="METHOD.NAME=V1,V2: one variant per value.")
     ] = None,
-    data_dir: DataDirOption = None,
-    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep).")
     ] = None,
-    device: DeviceOption = None,
-    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
-    address: AddressOption = None,
-    cpus_per_trial: CpusOption = 1.0,
-    gpus_per_trial: GpusOption = None,
-    max_concurrent: MaxConcurrentOption = None,
-    retries: RetriesOption = 0,
     in_process: InProcessOption = False,
     tuned: Annotated[
         bool,
@@ -110,65 +102,85 @@ def run(
     ] = True,
 ) -> None:
     """Train every requested method on the same data, start and budget; record each in MLflow."""
-    from benchsuite.execution.grid import (
-        Request,
-        expand,
-        load_data,
-        parse_hp_options,
-        parse_methods,
-        parse_sparsities,
-        resolve_preset,
-    )
+    from benchsuite.execution.grid import Request, expand, parse_hp_options, parse_methods
 
     report_broken_plugins()
     try:
-        if seeds < 1:
-            raise BadInput(f"--seeds {seeds} must be >= 1")
+        check_seeds(seeds)
         names = parse_methods(methods)
         targets = parse_sparsities(sparsity)
-        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
         variants = parse_hp_options(hp or [], names)
-        resources = parse_resources(
-            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
-        )
-        data_dir = absolute_dir(data_dir)
-        data = load_data(resolved, data_dir)
+        preset, resources, data_dir, data = load_grid(opts)
         best = None
         if tuned or tuned_configs:
             from benchsuite.tuning.search import load_for_run
 
-            best = load_for_run(resolved, names, targets, seeds, bool(hp), tuned_configs)
+            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs)
         request = Request(
-            resolved, names, targets, list(range(seeds)), variants, data_dir, device or "cpu", best
+            preset,
+            names,
+            targets,
+            list(range(seeds)),
+            variants,
+            data_dir,
+            opts.device or "cpu",
+            best,
         )
         configs = expand(request, data)
-        check_writable(tracking_uri, cache_dir)
+        check_writable(opts.tracking_uri, opts.cache_dir)
     except BadInput as exc:
         fail(str(exc))
-        return
-    name = experiment or default_experiment(resolved.name, resolved.epochs)
-    outcome = orchestrate(
-        configs, data, tracking_uri, name, cache_dir, resources, in_process=in_process
-    )
+    name = experiment or experiment_name(preset.name, preset.epochs)
+    outcome = run_grid_or_exit(configs, data, opts, name, resources, in_process=in_process)
     from benchsuite.boards.publish import aggregate, load_runs, render_rich
 
-    if throughput and address is None and not outcome.interrupted:
+    uri = absolute_uri(opts.tracking_uri)
+    if throughput and opts.address is None and not outcome.interrupted:
         from benchsuite.store.tracking import Tracker
         from benchsuite.training.throughput import record_isolated
 
         with console.status("timing each method variant alone (isolated img/s)"):
-            record_isolated(configs, data, Tracker(absolute_uri(tracking_uri), name))
+            record_isolated(configs, data, Tracker(uri, name))
 
-    console.print(render_rich(aggregate(load_runs(absolute_uri(tracking_uri), name))))
-    summarize(outcome, tracking_uri, name)
+    console.print(render_rich(aggregate(load_runs(uri, name))))
+    summarize(outcome, opts.tracking_uri, name)
 
 
-def orchestrate(
+def check_seeds(seeds: int) -> None:
+    if seeds < 1:
+        raise BadInput(f"--seeds {seeds} must be >= 1")
+
+
+def parse_sparsities(text: str) -> list[float]:
+    from benchsuite.execution.grid import parse_sparsities
+
+    return parse_sparsities(text)
+
+
+def load_grid(opts: GridOptions):
+    """The validated shared options: the resolved preset, the resources, the data directory
+    and the data (``BadInput`` for any bad one, before anything is started)."""
+    from benchsuite.execution.grid import load_data, resolve_preset
+
+    preset = resolve_preset(opts.preset, dataset=opts.dataset, model=opts.model, epochs=opts.epochs)
+    resources = parse_resources(
+        opts.address,
+        opts.cpus_per_trial,
+        opts.gpus_per_trial,
+        opts.max_concurrent,
+        opts.retries,
+        opts.device,
+        opts.tracking_uri,
+    )
+    data_dir = absolute_dir(opts.data_dir)
+    return preset, resources, data_dir, load_data(preset, data_dir)
+
+
+def run_grid_or_exit(
     configs,
     data,
-    tracking_uri: str,
+    opts: GridOptions,
     experiment: str,
-    cache_dir: Path,
     resources,
     *,
     kind: str = "run",
@@ -187,18 +199,17 @@ def orchestrate(
         return run_grid(
             configs,
             data,
-            tracking_uri,
+            opts.tracking_uri,
             experiment,
-            cache_dir=cache_dir,
+            cache_dir=opts.cache_dir,
             command=command,
             console=console,
             resources=resources,
             kind=kind,
-            **({"search": search} if search else {}),
+            search=search,
         )
     except ResourceError as exc:
         fail(str(exc))
-        raise AssertionError("unreachable") from None
     except KeyboardInterrupt:  # run_grid ends its runs itself; this is Ctrl-C around it
         err.print("interrupted", markup=False)
         raise typer.Exit(130) from None
@@ -217,42 +228,25 @@ def summarize(outcome, tracking_uri: str, experiment: str) -> None:
 
 
 @app.command()
+@grid_options
 def tune(
+    opts: GridOptions,
     methods: MethodsOption = "all",
     sparsity: SparsityOption = "0.9",
     trials_per_method: Annotated[
         int, typer.Option(help="Full-budget trials per method and target.")
     ] = 8,
-    preset: PresetOption = "digits",
-    dataset: DatasetOption = None,
-    model: ModelOption = None,
-    epochs: EpochsOption = None,
-    data_dir: DataDirOption = None,
-    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     experiment: Annotated[
         str | None,
         typer.Option(help="MLflow experiment of the trials (default <preset>-<epochs>ep-tune)."),
     ] = None,
-    device: DeviceOption = None,
-    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
-    address: AddressOption = None,
-    cpus_per_trial: CpusOption = 1.0,
-    gpus_per_trial: GpusOption = None,
-    max_concurrent: MaxConcurrentOption = None,
-    retries: RetriesOption = 0,
     seed: Annotated[
         int, typer.Option(help="Random state of the search (the same seed draws the same trials).")
     ] = 0,
 ) -> None:
     """Equal tuning budget: N full-budget random-search trials per method, scored on validation."""
     from benchsuite.cli.tables import best_table
-    from benchsuite.execution.grid import (
-        Request,
-        load_data,
-        parse_methods,
-        parse_sparsities,
-        resolve_preset,
-    )
+    from benchsuite.execution.grid import Request, parse_methods
     from benchsuite.tuning.search import (
         TUNING_SEED,
         draw_trials,
@@ -269,57 +263,49 @@ def tune(
             raise BadInput(f"--trials-per-method {trials_per_method} must be >= 1")
         names = parse_methods(methods)
         targets = parse_sparsities(sparsity)
-        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
-        resources = parse_resources(
-            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
-        )
-        data_dir = absolute_dir(data_dir)
-        data = load_data(resolved, data_dir)
-        request = Request(resolved, names, targets, [], {}, data_dir, device or "cpu")
+        preset, resources, data_dir, data = load_grid(opts)
+        request = Request(preset, names, targets, [], {}, data_dir, opts.device or "cpu")
         configs, untunable = draw_trials(request, data, trials_per_method, seed=seed)
         if not configs:
             raise BadInput(
                 f"--methods: {', '.join(untunable)} declare no tunable hyperparameters "
                 "(no low/high or choices); nothing to tune"
             )
-        check_writable(tracking_uri, cache_dir)
+        check_writable(opts.tracking_uri, opts.cache_dir)
     except BadInput as exc:
         fail(str(exc))
-        return
     for method in untunable:
         console.print(
             f"{method}: nothing to tune (no ranges, or only knobs the preset calibrates "
             "per target); it runs with its defaults and calibration (skipped)"
         )
-    name = experiment or default_experiment(resolved.name, resolved.epochs) + "-tune"
+    name = experiment or experiment_name(preset.name, preset.epochs) + "-tune"
     console.print(
         f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
         f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
         f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
     )
-    search = searcher(trials_per_method, resolved, data, seed=seed)
+    search = searcher(trials_per_method, preset, data, seed=seed)
     bases = tuning_bases(request)[0]
-    outcome = orchestrate(
-        bases, data, tracking_uri, name, cache_dir, resources, kind="tune", search=search
-    )
+    outcome = run_grid_or_exit(bases, data, opts, name, resources, kind="tune", search=search)
     from benchsuite.store.tracking import Tracker
 
-    finished = Tracker(absolute_uri(tracking_uri), name).finished(kind="tune")
+    finished = Tracker(absolute_uri(opts.tracking_uri), name).finished(kind="tune")
     best = select_best(outcome.results, outcome.configs, trials_per_method, finished)
-    path = tuned_path(resolved)
-    save_tuned(path, resolved, data, best, trials=trials_per_method, experiment=name)
+    path = tuned_path(preset)
+    save_tuned(path, preset, data, best, trials=trials_per_method, experiment=name)
     console.print(best_table(best, trials_per_method))
     console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
-    summarize(outcome, tracking_uri, name)
+    summarize(outcome, opts.tracking_uri, name)
 
 
 @app.command("methods")
 def methods_cmd() -> None:
     """Registered methods, where each comes from, hyperparameters, defaults and their sources."""
     from benchsuite.cli.tables import methods_table
-    from benchsuite.core.registry import registry
+    from benchsuite.core.method import method_registry
 
-    reg = registry()
+    reg = method_registry()
     console.print(methods_table(reg))
     for broken in reg.broken:
         console.print(
@@ -337,23 +323,28 @@ def presets() -> None:
 
 def load_board(tracking_uri: str, experiment: str | None):
     """The experiment's leaderboard, or its study board when its runs are a study's."""
-    from benchsuite.boards.publish import experiments
-    from benchsuite.store.claims import StoreError, check_store
-    from benchsuite.studies.table1 import board_for
+    from benchsuite.boards.aggregation import aggregate
+    from benchsuite.boards.publish import experiments, load_runs, newest_experiment
+    from benchsuite.store.sqlite import StoreError, check_store
+    from benchsuite.studies.table1 import aggregate_study, is_study
 
     try:
         check_store(tracking_uri, write=False)
     except StoreError as exc:
         fail(str(exc))
 
+    name = experiment or newest_experiment(tracking_uri)
     try:
-        return board_for(tracking_uri, experiment)
+        runs = [] if name is None else load_runs(tracking_uri, name)
     except KeyError:
-        known = experiments(tracking_uri)
-        fail(
-            f"--experiment {experiment!r} has no runs at {tracking_uri}; "
-            f"choose from {', '.join(known) or '(none: run `benchsuite run` first)'}"
+        runs = []
+    if not runs:
+        what = (
+            f"--experiment {experiment!r} has no runs" if experiment else "no experiment has runs"
         )
+        known = ", ".join(experiments(tracking_uri)) or "(none: run `benchsuite run` first)"
+        fail(f"{what} at {tracking_uri}; choose from {known}")
+    return aggregate_study(runs, name) if is_study(runs) else aggregate(runs, experiment=name)
 
 
 @app.command()
@@ -401,10 +392,8 @@ def publish(
         paths = write(board, out, force=force)
     except UnfairComparison as exc:
         fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
-        return
     except BadInput as exc:
         fail(str(exc))
-        return
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -416,8 +405,9 @@ app.add_typer(study_app, name="study")
 
 
 @study_app.command("table1")
+@grid_options
 def study_table1(
-    preset: PresetOption = "digits",
+    opts: GridOptions,
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1), paired.")] = 3,
     sparsity: SparsityOption = "0.7,0.8,0.9,0.95,0.98",
     budgets: Annotated[
@@ -426,21 +416,9 @@ def study_table1(
     schedules: Annotated[
         str, typer.Option(help="Retraining schedules, comma separated.")
     ] = "ft,lrw,slr,clr,llr,allr",
-    dataset: DatasetOption = None,
-    model: ModelOption = None,
-    epochs: EpochsOption = None,
-    data_dir: DataDirOption = None,
-    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep-table1).")
     ] = None,
-    device: DeviceOption = None,
-    cache_dir: CacheDirOption = Path(".benchsuite/cache"),
-    address: AddressOption = None,
-    cpus_per_trial: CpusOption = 1.0,
-    gpus_per_trial: GpusOption = None,
-    max_concurrent: MaxConcurrentOption = None,
-    retries: RetriesOption = 0,
     in_process: InProcessOption = False,
 ) -> None:
     """The paper's Table 1 on any preset: retraining schedules × sparsities × budgets.
@@ -449,45 +427,105 @@ def study_table1(
     seed), one global magnitude prune, retraining on top of it (not budget-equal). Reruns
     resume by run key; `benchsuite publish` writes the study's board.
     """
-    from benchsuite.execution.grid import load_data, parse_sparsities, resolve_preset
     from benchsuite.studies import table1 as study
 
     report_broken_plugins()
     try:
-        if seeds < 1:
-            raise BadInput(f"--seeds {seeds} must be >= 1")
+        check_seeds(seeds)
         targets = parse_sparsities(sparsity)
         fractions = study.parse_budgets(budgets)
         names = study.parse_schedules(schedules)
-        resolved = resolve_preset(preset, dataset=dataset, model=model, epochs=epochs)
-        resources = parse_resources(
-            address, cpus_per_trial, gpus_per_trial, max_concurrent, retries, device, tracking_uri
-        )
-        data_dir = absolute_dir(data_dir)
-        data = load_data(resolved, data_dir)
+        preset, resources, data_dir, data = load_grid(opts)
         configs = study.table1_configs(
-            resolved,
+            preset,
             data,
             targets,
             fractions,
             names,
             list(range(seeds)),
             data_dir=data_dir,
-            device=device or "cpu",
+            device=opts.device or "cpu",
         )
     except BadInput as exc:
         fail(str(exc))
-        return
-    name = experiment or study.experiment_name(resolved)
-    outcome = orchestrate(
-        configs, data, tracking_uri, name, cache_dir, resources, in_process=in_process
-    )
+    name = experiment or study.experiment_name(preset)
+    outcome = run_grid_or_exit(configs, data, opts, name, resources, in_process=in_process)
     from benchsuite.boards.publish import load_runs
 
-    board = study.aggregate_study(load_runs(absolute_uri(tracking_uri), name), name)
+    board = study.aggregate_study(load_runs(absolute_uri(opts.tracking_uri), name), name)
     console.print(study.render_rich(board))
     console.print(f"publish it: benchsuite publish --experiment {name}")
-    summarize(outcome, tracking_uri, name)
+    summarize(outcome, opts.tracking_uri, name)
+
+
+@app.command()
+def calibrate(
+    method: Annotated[str, typer.Option(help="A method whose sparsity emerges from a knob.")],
+    knob: Annotated[str, typer.Option(help="The hyperparameter that steers its sparsity.")],
+    target: Annotated[float, typer.Option(help="The target sparsity, in (0, 1).")],
+    low: Annotated[float, typer.Option(help="The knob's first bracket end.")],
+    high: Annotated[float, typer.Option(help="The knob's other bracket end.")],
+    preset: PresetOption = "digits",
+    linear: Annotated[bool, typer.Option("--linear", help="The knob is not log-scale.")] = False,
+    decreasing: Annotated[
+        bool, typer.Option("--decreasing", help="Sparsity falls as the knob grows.")
+    ] = False,
+    fixed: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE: another hyperparameter held fixed.")
+    ] = None,
+    max_probes: Annotated[int, typer.Option(help="At most N knob values tried.")] = 7,
+    workers: Annotated[int, typer.Option(help="Calibration runs at once (processes).")] = 2,
+) -> None:
+    """Find the value of a sparsity-steering knob (STR, DST, CS) that lands a method on a target,
+    on calibration seeds, judged on sparsity only; prints the preset's TOML block."""
+    from benchsuite.core.method import get_method, parse_hparams
+    from benchsuite.core.registry import UnknownName
+    from benchsuite.execution.grid import resolve_preset
+    from benchsuite.tuning.calibrate import calibrate as search
+    from benchsuite.tuning.calibrate import toml_block
+
+    try:
+        resolve_preset(preset, dataset=None, model=None, epochs=None)
+        try:
+            hp_cls = get_method(method).Hparams
+        except UnknownName as exc:
+            raise BadInput(f"--method: {exc}") from None
+        pairs = dict(f.split("=", 1) if "=" in f else (f, "") for f in fixed or [])
+        try:
+            parse_hparams(hp_cls, {**pairs, knob: str(low)})
+            parse_hparams(hp_cls, {knob: str(high)})
+        except KeyError as exc:
+            names = ", ".join(f.name for f in dataclasses.fields(hp_cls)) or "(none)"
+            raise BadInput(f"{method} has no hyperparameter {exc}; choose from {names}") from None
+        except ValueError as exc:
+            raise BadInput(f"{method}: {exc}") from None
+        if not 0 < target < 1:
+            raise BadInput(f"--target {target} is outside (0, 1); give a sparsity between 0 and 1")
+        if not linear and (low <= 0 or high <= 0):
+            raise BadInput(
+                f"--low {low} --high {high}: a log-scale knob needs both > 0 (or --linear)"
+            )
+        if low == high or max_probes < 2 or workers < 1:
+            raise BadInput(
+                f"--low {low} --high {high} --max-probes {max_probes} --workers {workers}: "
+                "need two different bracket ends, >= 2 probes and >= 1 worker"
+            )
+    except BadInput as exc:
+        fail(str(exc))
+    probes = search(
+        preset,
+        method,
+        knob,
+        target,
+        low,
+        high,
+        log_scale=not linear,
+        increasing=not decreasing,
+        fixed=tuple(pairs.items()),
+        max_probes=max_probes,
+        workers=workers,
+    )
+    console.print(toml_block(method, target, knob, probes), markup=False, highlight=False)
 
 
 @app.command()
@@ -524,7 +562,3 @@ def main() -> None:  # pragma: no cover - the console script; tests invoke ``app
         err.print(BUG_HINT, markup=False, soft_wrap=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

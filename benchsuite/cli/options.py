@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from benchsuite.store.tracking import DEFAULT_TRACKING_URI
 
 DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda where trials get GPUs, else cpu)."
 ADDRESS_HELP = (
@@ -50,3 +58,49 @@ TunedConfigsOption = Annotated[
         "a tuned board); default .benchsuite/tuned/<preset>-<epochs>ep.json."
     ),
 ]
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """The options of every command that trains a grid (run, tune, study): what to train on
+    (preset, overrides, data) and where and how (store, device, cluster, resources)."""
+
+    preset: PresetOption = "digits"
+    dataset: DatasetOption = None
+    model: ModelOption = None
+    epochs: EpochsOption = None
+    data_dir: DataDirOption = None
+    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI
+    device: DeviceOption = None
+    cache_dir: CacheDirOption = Path(".benchsuite/cache")
+    address: AddressOption = None
+    cpus_per_trial: CpusOption = 1.0
+    gpus_per_trial: GpusOption = None
+    max_concurrent: MaxConcurrentOption = None
+    retries: RetriesOption = 0
+
+
+def grid_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with ``GridOptions``'s fields as its typer options, handed to it as one
+    ``opts: GridOptions`` (declared once here instead of in every command's signature)."""
+    own = inspect.signature(command, eval_str=True)
+    hints = typing.get_type_hints(GridOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                          annotation=hints[f.name])
+        for f in dataclasses.fields(GridOptions)
+    ]  # fmt: skip
+    params = [p for p in own.parameters.values() if p.name != "opts"]
+    names = {f.name for f in dataclasses.fields(GridOptions)}
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        opts = GridOptions(**{k: kwargs.pop(k) for k in names})
+        return command(opts=opts, **kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=[*params, *shared])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        p.name: p.annotation for p in wrapper.__signature__.parameters.values()
+    }  # type: ignore[attr-defined]
+    del wrapper.__wrapped__  # typer reads the new signature, not the command's
+    return wrapper

@@ -11,20 +11,17 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from benchsuite import __version__
 from benchsuite.core.budget import Budget
-from benchsuite.core.method import PruningMethod, parse_hparams, variant_name
+from benchsuite.core.method import PruningMethod, get_method, parse_hparams, variant_name
 from benchsuite.core.record import TUNED_VARIANT
-from benchsuite.core.registry import get_method
+from benchsuite.data.base import Dataset
 from benchsuite.presets import Preset
-
-if TYPE_CHECKING:
-    from benchsuite.data.base import Dataset
 
 SEED_STREAMS = ("init", "order", "augment", "method")
 

@@ -13,6 +13,7 @@ import math
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.core.budget import Budget, Phase, Plan
+from benchsuite.core.registry import Registry, discover
 from benchsuite.pruning.masks import HardMasks, parameter_norm, prunable_modules, zero_momentum
 from benchsuite.pruning.schedules import LRRecord, ScheduleSpec, original_schedule
 
@@ -293,3 +295,30 @@ def preset_record(schedule: ScheduleSpec, budget: Budget, epochs: int | None = N
     epochs = budget.epochs if epochs is None else epochs
     lr = original_schedule(schedule, epochs, budget.steps_per_epoch)
     return LRRecord(lr, warmup_steps=min(schedule.warmup_epochs, epochs) * budget.steps_per_epoch)
+
+
+# --------------------------------------------------------------------------- the methods' table
+
+METHODS_GROUP = "benchsuite.methods"
+
+
+def _check_method(name: str, cls: Any) -> type[PruningMethod]:
+    if not (isinstance(cls, type) and issubclass(cls, PruningMethod)):
+        raise TypeError(f"{cls!r} is not a benchsuite.PruningMethod subclass")
+    if getattr(cls, "name", None) != name:
+        raise TypeError(f"entry point {name!r} loads a method named {cls.__dict__.get('name')!r}")
+    return cls
+
+
+@cache
+def method_registry() -> Registry[type[PruningMethod]]:
+    """The pruning methods (cached; ``method_registry.cache_clear()`` discovers them again)."""
+    return discover(Registry("method", METHODS_GROUP, _check_method))
+
+
+def list_methods() -> list[str]:
+    return method_registry().names()
+
+
+def get_method(name: str) -> type[PruningMethod]:
+    return method_registry().get(name)

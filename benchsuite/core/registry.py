@@ -16,17 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-
-if TYPE_CHECKING:
-    from benchsuite.core.method import PruningMethod
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R", bound="Registry[Any]")
 
-GROUP = "benchsuite.methods"
 _FIELD = re.compile(r"<(\w+)>")
 
 
@@ -128,40 +124,3 @@ def callable_entries(kind: str, what: str) -> Callable[[str, Any], Callable[...,
 def discover(table: R) -> R:
     """``table`` filled from the entry points of its group installed now."""
     return table.load(list(entry_points(group=table.group)))
-
-
-# --------------------------------------------------------------------------- methods
-
-
-def _check_method(name: str, cls: Any) -> type[PruningMethod]:
-    from benchsuite.core.method import PruningMethod
-
-    if not (isinstance(cls, type) and issubclass(cls, PruningMethod)):
-        raise TypeError(f"{cls!r} is not a benchsuite.method.PruningMethod subclass")
-    if getattr(cls, "name", None) != name:
-        raise TypeError(f"entry point {name!r} loads a method named {cls.__dict__.get('name')!r}")
-    return cls
-
-
-@cache
-def registry() -> Registry[type[PruningMethod]]:
-    """The pruning methods (cached; ``registry.cache_clear()`` discovers them again)."""
-    return discover(Registry("method", GROUP, _check_method))
-
-
-def list_methods() -> list[str]:
-    return registry().names()
-
-
-def get_method(name: str) -> type[PruningMethod]:
-    return registry().get(name)
-
-
-def broken_plugins() -> list[BrokenPlugin]:
-    """Every plugin of every kind that failed to load (for the CLI's warnings)."""
-    from benchsuite.data.base import dataset_registry
-    from benchsuite.models import model_registry
-    from benchsuite.presets import preset_registry
-
-    tables = (registry(), model_registry(), dataset_registry(), preset_registry())
-    return [b for table in tables for b in table.broken]

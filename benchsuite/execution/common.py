@@ -10,6 +10,7 @@ and returns an ``Outcome``. ``ray_tune.run_grid`` runs them as Ray Tune trials;
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,14 @@ from benchsuite.core.identity import preset_budget
 from benchsuite.core.record import Metrics, Tags
 from benchsuite.data.base import Dataset
 from benchsuite.execution.progress import GridProgress
-from benchsuite.store.tracking import Tracker, is_sqlite, peek_finished_keys
+from benchsuite.store.sqlite import is_sqlite
+from benchsuite.store.tracking import Tracker, peek_finished_keys
 from benchsuite.training.loop import RunConfig
 from benchsuite.training.runner import key_for
+
+# A search (``tuning``): from the bases (resolved) and the run-key function, a Tune searcher
+# that draws the trials, with ``total``: how many it draws.
+Search = Callable[[list[RunConfig], Callable[[RunConfig], str]], Any]
 
 ALREADY_FINISHED = "already finished"  # store.claim's reason for a key FINISHED in the store
 

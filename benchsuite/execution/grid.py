@@ -14,8 +14,7 @@ from fnmatch import fnmatchcase
 from benchsuite.core.budget import BudgetError
 from benchsuite.core.errors import BadInput
 from benchsuite.core.identity import preset_budget
-from benchsuite.core.method import hparam_fields, parse_hparams
-from benchsuite.core.registry import get_method, list_methods
+from benchsuite.core.method import get_method, hparam_fields, list_methods, parse_hparams
 from benchsuite.data.base import DataError, Dataset, load_dataset
 from benchsuite.models import ModelError, get_model
 from benchsuite.presets import Preset, PresetError, load_preset

@@ -18,12 +18,12 @@ from benchsuite.execution.cluster import (
     Cluster,
     ResourceError,
     Resources,
-    absolute_uri,
     resolve_numerics,
 )
 from benchsuite.execution.common import (
     GridState,
     Outcome,
+    Search,
     TrialRecord,
     end_leftovers,
     final_report,
@@ -31,7 +31,8 @@ from benchsuite.execution.common import (
     pending_runs,
 )
 from benchsuite.execution.progress import GridProgress
-from benchsuite.store.claims import claimant
+from benchsuite.store.owners import claimant
+from benchsuite.store.sqlite import absolute_uri
 from benchsuite.store.tracking import Tracker
 from benchsuite.training.loop import Progress, RunConfig
 from benchsuite.training.runner import execute
@@ -48,11 +49,13 @@ def run_local(
     console: Console | None = None,
     resources: Resources | None = None,
     kind: str = Kinds.RUN,
+    search: Search | None = None,
 ) -> Outcome:
     """``run_grid`` without Ray: every unfinished run in turn, in this process.
 
     ``resources`` gives the torch threads (``cpus_per_trial``), the device and ``retries``;
-    an ``address`` is refused. A Ctrl-C ends the grid: its runs end KILLED.
+    an ``address`` and a ``search`` (a Ray Tune searcher) are refused. A Ctrl-C ends the grid:
+    its runs end KILLED.
     """
     import torch
 
@@ -60,6 +63,10 @@ def run_local(
     resources = resources or Resources()
     if resources.address is not None:
         raise ResourceError(f"--address {resources.address}: the in-process executor uses no Ray")
+    if search is not None:
+        raise ResourceError(
+            "a search draws its trials through Ray Tune: run it without --in-process"
+        )
     uri = absolute_uri(tracking_uri)
     gpus = float(torch.cuda.device_count() if resources.num_gpus is None else resources.num_gpus)
     node = {"NodeID": "local", "Resources": {"CPU": float(os.cpu_count() or 1), "GPU": gpus}}

@@ -36,7 +36,6 @@ from benchsuite.execution.cluster import (
     Cluster,
     ResourceError,
     Resources,
-    absolute_uri,
     check_data_dir,
     check_resources,
     current_cluster,
@@ -50,6 +49,7 @@ from benchsuite.execution.common import (
     ALREADY_FINISHED,
     GridState,
     Outcome,
+    Search,
     TrialRecord,
     end_leftovers,
     final_report,
@@ -57,15 +57,13 @@ from benchsuite.execution.common import (
     pending_runs,
 )
 from benchsuite.execution.progress import GridProgress
-from benchsuite.store.claims import claimant
-from benchsuite.store.tracking import Tracker, is_sqlite, preload
+from benchsuite.store.owners import claimant
+from benchsuite.store.sqlite import absolute_uri, is_sqlite
+from benchsuite.store.tracking import Tracker, preload
 from benchsuite.training.loop import Progress, RunConfig
 from benchsuite.training.runner import execute, key_for, record_failure
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (event, run key, payload)
-# A search (``tuning``): from the bases (resolved) and the run-key function, a Tune searcher
-# that draws the trials, with ``total``: how many it draws.
-Search = Callable[[list[RunConfig], Callable[[RunConfig], str]], Any]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 
-from benchsuite.store.claims import process_start
+from benchsuite.store.owners import process_start
 
 
 def start(scratch: str | None = None) -> subprocess.Popen | None:

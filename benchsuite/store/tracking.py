@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from benchsuite.core.record import TAG, Kinds, RunRecord, Tags
+from benchsuite.store.owners import alive, owned_by
+from benchsuite.store.sqlite import check_store, is_sqlite, locked, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -33,8 +35,6 @@ __all__ = [
     "Reader",
     "TrackedRun",
     "Tracker",
-    "is_sqlite",
-    "open_store",
     "peek_finished_keys",
     "preload",
     "retry_locked",
@@ -60,10 +60,6 @@ def retry_locked(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def is_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:")
-
-
 def artifact_root(uri: str, experiment: str) -> str | None:
     """Beside a local SQLite store, artifacts go to ``mlartifacts/`` next to the database."""
     if not is_sqlite(uri):
@@ -84,8 +80,6 @@ def peek_finished_keys(uri: str, experiment: str, kind: str = Kinds.RUN) -> set[
         return set()
     from mlflow.tracking import MlflowClient
 
-    from benchsuite.store.claims import locked
-
     client = MlflowClient(tracking_uri=uri)
     with locked(uri):  # the first call opens (and may migrate) the store
         if retry_locked(client.get_experiment_by_name)(experiment) is None:
@@ -100,8 +94,6 @@ class Tracker:
         self.uri = uri
         self.experiment = experiment
         from mlflow.tracking import MlflowClient
-
-        from benchsuite.store.claims import check_store, locked, sqlite_path
 
         db = sqlite_path(uri)
         if db is not None and not db.exists():
@@ -182,7 +174,6 @@ class Tracker:
         (FAILED), or one stopped by Ctrl-C (KILLED). ``owner`` (``store.claimant()``) limits
         it to the runs this command claimed: another command's runs are never ended.
         """
-        from benchsuite.store.claims import owned_by
 
         running = [
             r
@@ -201,7 +192,6 @@ class Tracker:
 
         A RUNNING run whose claimant still lives (another command on it) is left alone.
         """
-        from benchsuite.store.claims import alive
 
         stale = [
             r
@@ -290,22 +280,6 @@ def _paged(search: Callable[[str | None], Any]) -> list[Any]:
         token = page.token
         if not token:
             return out
-
-
-def open_store(uri: str) -> None:
-    """Open the store once: a new SQLite store is created (its schema migrated) here, quietly
-    (the migrations' log lines are not the user's news)."""
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    log = logging.getLogger("mlflow.store.db.utils")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    finally:
-        log.setLevel(level)
 
 
 class Reader:

@@ -22,32 +22,34 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchsuite.boards.aggregation import aggregate, derive_header, latest
+from benchsuite.boards.format import percent
 from benchsuite.boards.leaderboard import Cell, UnfairComparison
-from benchsuite.boards.plot import study_plot
 from benchsuite.boards.publish import write_published
-from benchsuite.boards.render import acc_value, md_marked, n_text, pct, stat_json
+from benchsuite.boards.render import acc_value, md_marked, n_text, stat_json
 from benchsuite.boards.stats import ALPHA, Comparison, Mark
+from benchsuite.core.errors import BadInput
 from benchsuite.core.record import Kinds, Metrics, Params, RunRecord, Tags, to_float
+from benchsuite.execution.grid import Request, expand, parse_numbers
 from benchsuite.pruning.schedules import RETRAIN_SCHEDULES
+from benchsuite.studies.board import StudyBoard
 from benchsuite.studies.table1_findings import (
-    Column,
     column,
     column_title,
     compare_with_paper,
     label,
 )
+from benchsuite.studies.table1_plot import study_plot
 
 if TYPE_CHECKING:
     import rich.table
 
+    from benchsuite.core.identity import RunConfig
     from benchsuite.data.base import Dataset
     from benchsuite.presets import Preset
-    from benchsuite.training.loop import RunConfig
 
 STUDY_METHOD = "imp-retrain"
 SCHEMA = "benchsuite.study/1"
@@ -76,10 +78,8 @@ def table1_configs(
 ) -> list[RunConfig]:
     """Seeds × sparsities × budgets × schedules of ``imp-retrain``; every plan checked.
 
-    Raises ``grid.BadInput`` for a budget or schedule the preset cannot run.
+    Raises ``BadInput`` for a budget or schedule the preset cannot run.
     """
-    from benchsuite.execution.grid import Request, expand
-
     variants = [
         {"schedule": s, "retrain_budget": repr(float(b))} for b in budgets for s in schedules
     ]
@@ -96,8 +96,6 @@ def table1_configs(
 
 
 def parse_budgets(text: str) -> list[float]:
-    from benchsuite.execution.grid import parse_numbers
-
     return parse_numbers(
         text,
         "--budgets",
@@ -108,8 +106,6 @@ def parse_budgets(text: str) -> list[float]:
 
 
 def parse_schedules(text: str) -> list[str]:
-    from benchsuite.execution.grid import BadInput
-
     names = [s.strip().lower() for s in text.split(",") if s.strip()]
     bad = [s for s in names if s not in RETRAIN_SCHEDULES]
     if not names or bad:
@@ -120,28 +116,6 @@ def parse_schedules(text: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the board
-
-
-@dataclass
-class StudyBoard:
-    experiment: str
-    targets: list[float]
-    budgets: list[float]
-    schedules: list[str]
-    cells: dict[tuple[str, float, float], Cell]  # (schedule, target, budget)
-    columns: list[Column]
-    comparisons: list[Comparison]
-    retrain_steps: dict[float, int | None]  # budget → N
-    dense_steps: int | None
-    problems: list[str]
-    notes: list[str]
-    findings: list[str]
-    headline: str
-    header: dict[str, str]
-    alpha: float = ALPHA
-
-    def cell(self, schedule: str, target: float, budget: float) -> Cell | None:
-        return self.cells.get((schedule, target, budget))
 
 
 def is_study(runs: Iterable[RunRecord]) -> bool:
@@ -185,8 +159,8 @@ def aggregate_study(
     targets: set[float] = set()
     for b in budgets:
         board = aggregate(by_budget[b], experiment, alpha=alpha)
-        problems += [f"at retraining budget {pct(b)}: {p}" for p in board.problems]
-        notes += [f"at retraining budget {pct(b)}: {n}" for n in board.notes]
+        problems += [f"at retraining budget {percent(b)}: {p}" for p in board.problems]
+        notes += [f"at retraining budget {percent(b)}: {n}" for n in board.notes]
         comparisons += [
             dataclasses.replace(c, metric=f"test_accuracy@{b!r}")
             for c in board.comparisons
@@ -286,7 +260,7 @@ def _header(
     h = derive_header(experiment, sorted(latest, key=lambda r: (r.start_time, r.run_id)), [], [])
     dense_s = ", ".join(map(str, sorted(dense))) or "unknown"
     steps = ", ".join(
-        f"{pct(b)} = {'?' if retrain_steps[b] is None else retrain_steps[b]}" for b in budgets
+        f"{percent(b)} = {'?' if retrain_steps[b] is None else retrain_steps[b]}" for b in budgets
     )
     h["train_steps"] = f"{dense_s} dense + {steps} retraining"
     h["retraining"] = steps
@@ -466,35 +440,3 @@ def publish(board: StudyBoard, out_dir: Path, *, force: bool = False) -> list[Pa
     return write_published(
         board.experiment, out_dir, to_markdown(board), to_json(board), study_plot(board)
     )
-
-
-__all__ = [
-    "DEFAULT_BUDGETS",
-    "DEFAULT_SPARSITIES",
-    "SCHEMA",
-    "STUDY_METHOD",
-    "Column",
-    "StudyBoard",
-    "aggregate_study",
-    "board_for",
-    "experiment_name",
-    "is_study",
-    "parse_budgets",
-    "parse_schedules",
-    "publish",
-    "render_rich",
-    "table1_configs",
-    "to_json",
-    "to_markdown",
-]
-
-
-def board_for(tracking_uri: str, experiment: str | None = None) -> Any:
-    """The experiment's board: a ``StudyBoard`` for a study, else the usual ``Leaderboard``."""
-    from benchsuite.boards.publish import default_experiment, load_runs
-
-    name = experiment or default_experiment(tracking_uri)
-    if name is None:
-        raise KeyError(f"no experiment with runs at {tracking_uri}")
-    runs = load_runs(tracking_uri, name)
-    return aggregate_study(runs, name) if is_study(runs) else aggregate(runs, experiment=name)

@@ -9,37 +9,19 @@ and a headline count, against the paper's 9 of 9 (Zimmer et al. 2023, Table 1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchsuite.boards.render import f2, pct
+from benchsuite.boards.format import percent, two_dp
+from benchsuite.boards.leaderboard import Cell
 from benchsuite.boards.stats import paired_test
 from benchsuite.core.record import Metrics
 from benchsuite.pruning.schedules import RETRAIN_SCHEDULES
-
-if TYPE_CHECKING:
-    from benchsuite.boards.leaderboard import Cell
-    from benchsuite.studies.table1 import StudyBoard
+from benchsuite.studies.board import Column, StudyBoard
 
 PAPER_SPARSITIES = (0.7, 0.8, 0.9)
 PAPER_HEADLINE = "paper: 9 of 9, ALLR has the highest mean in every cell of its Table 1"
 SCHEDULE_LABELS = {s: s.upper() for s in RETRAIN_SCHEDULES}
-
-
-@dataclass
-class Column:
-    """One (sparsity, retraining budget) column and how ALLR fares in it."""
-
-    target: float
-    budget: float
-    leader: str | None = None
-    allr: str = "missing"  # first (highest mean, or tied) | within noise | behind | untested
-    allr_gap: float | None = None  # leader − ALLR, mean paired difference (points)
-    allr_p: float | None = None
-    second: str | None = None  # when ALLR is first: the runner-up and the link's status
-    second_status: str | None = None
 
 
 def _mean(values: dict[int, float]) -> float:
@@ -98,7 +80,7 @@ def label(schedule: str | None) -> str:
 
 
 def column_title(target: float, budget: float) -> str:
-    return f"{pct(target)} · {pct(budget)}"
+    return f"{percent(target)} · {percent(budget)}"
 
 
 def _p_text(p: float | None) -> str:
@@ -138,12 +120,12 @@ def compare_with_paper(board: StudyBoard) -> tuple[str, list[str]]:
         elif c.allr == "within noise":
             out.append(
                 f"{where}: ALLR within noise of the first, {label(c.leader)} "
-                f"({f2(c.allr_gap or 0.0)} points behind{_p_text(c.allr_p)}); "
+                f"({two_dp(c.allr_gap or 0.0)} points behind{_p_text(c.allr_p)}); "
                 "the paper has it first."
             )
         elif c.allr == "behind":
             out.append(
-                f"{where}: ALLR behind {label(c.leader)} by {f2(c.allr_gap or 0.0)} "
+                f"{where}: ALLR behind {label(c.leader)} by {two_dp(c.allr_gap or 0.0)} "
                 f"points{_p_text(c.allr_p)}: unlike the paper, where it is first."
             )
         else:
@@ -181,7 +163,7 @@ def _ft_lrw_findings(board: StudyBoard) -> list[str]:
             _, diff, _, p, status = paired_test(lead_vals, vals, board.alpha)
             verdict = {"separated": "behind", "untested": "untested"}.get(status, "within noise")
             parts.append(
-                f"{label(s)} {verdict} ({f2(diff)} points below {label(lead)}{_p_text(p)})"
+                f"{label(s)} {verdict} ({two_dp(diff)} points below {label(lead)}{_p_text(p)})"
             )
         if not parts:
             continue
@@ -230,7 +212,7 @@ def _order_findings(board: StudyBoard) -> list[str]:
                 else "the paper has SLR last at 70 % in every budget"
             )
             out.append(
-                f"SLR has the lowest mean at the lowest sparsity ({pct(t)}) in "
+                f"SLR has the lowest mean at the lowest sparsity ({percent(t)}) in "
                 f"{len(last)} of {len(cols)} budgets: {verdict}."
             )
     mid = [t for t in board.targets if any(math.isclose(t, s) for s in (0.8, 0.9))]

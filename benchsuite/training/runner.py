@@ -17,7 +17,8 @@ from benchsuite import __version__
 from benchsuite.core.identity import RunConfig, preset_budget, run_key
 from benchsuite.core.record import Artifacts, Kinds, Metrics, Params, Tags
 from benchsuite.data.base import Dataset, load_dataset
-from benchsuite.store.claims import claim, claimant
+from benchsuite.store.claims import claim
+from benchsuite.store.owners import claimant
 from benchsuite.store.tracking import TrackedRun, Tracker
 from benchsuite.training.loop import EpochCallback, Progress, RunResult, train_run
 

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from benchsuite import __version__
 from benchsuite.core.budget import Budget
+from benchsuite.core.identity import RunConfig, autocast_dtype, device_label, make_generator
 from benchsuite.core.record import Kinds, Metrics, Params, Tags
 from benchsuite.data.base import Dataset
-from benchsuite.training.loop import RunConfig, autocast_dtype, make_generator, setup, train_step
+from benchsuite.training.loop import setup, train_step
 
 if TYPE_CHECKING:
     from benchsuite.store.tracking import Tracker
@@ -142,8 +144,6 @@ def record_isolated(
     ``img_per_s`` is the mean over the rounds; the per-round figures are in the tag
     ``benchsuite.img_per_s_rounds`` (JSON). Returns the number of new measurements.
     """
-    from benchsuite import __version__
-    from benchsuite.training.loop import device_label
 
     device = torch.device(configs[0].device) if configs else torch.device("cpu")
     label = device_label(device)

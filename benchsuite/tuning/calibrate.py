@@ -14,20 +14,25 @@ bracketed secant on its logit against the knob, or the knob's log for a log-scal
 accepts a value when it lies in [S, S + 0.5 pp] and the method itself reaches at least S − 1 pp
 on average (so the projection only tops up a little).
 
-    python -m benchsuite.tuning.calibrate --preset fashion-mnist --method str --knob weight_decay \
+    benchsuite calibrate --preset fashion-mnist --method str --knob weight_decay \
         --target 0.9 --low 5e-3 --high 8e-3
 
-prints one line per run and the TOML block for the preset.
+prints one line per probe and the TOML block for the preset.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+
+import torch
+
+from benchsuite.core.identity import RunConfig, hparam_pairs
+from benchsuite.core.record import Metrics
+from benchsuite.presets import load_preset
+from benchsuite.training.loop import train_run
 
 # Benchmark seeds are 0..N-1, tuning seeds 1000+. Six, not three: three seeds of STR at one λ
 # put the mean after the projection anywhere in ~[S, S + 1 pp] (docs/methods.md, str).
@@ -65,13 +70,6 @@ class Probe:
 
 def _train(args: tuple[str, str, str, float, float, int, tuple[tuple[str, str], ...]]) -> float:
     """One calibration run (in a worker process, one thread): the sparsity before projection."""
-    import torch
-
-    from benchsuite.core.identity import RunConfig, hparam_pairs
-    from benchsuite.core.record import Metrics
-    from benchsuite.presets import load_preset
-    from benchsuite.training.loop import train_run
-
     preset_name, method, knob, value, target, seed, fixed = args
     torch.set_num_threads(1)
     config = RunConfig(
@@ -175,38 +173,3 @@ def toml_block(method: str, target: float, knob: str, probes: list[Probe]) -> st
     lines.append(f'[calibration.{method}."{target:g}"]')
     lines.append(f"{knob} = {best.value:.6g}")
     return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--knob", required=True)
-    parser.add_argument("--target", type=float, required=True)
-    parser.add_argument("--low", type=float, required=True)
-    parser.add_argument("--high", type=float, required=True)
-    parser.add_argument("--linear", action="store_true", help="the knob is not log-scale")
-    parser.add_argument("--decreasing", action="store_true", help="sparsity falls as it grows")
-    parser.add_argument("--fixed", action="append", default=[], help="NAME=VALUE, repeatable")
-    parser.add_argument("--max-probes", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    args = parser.parse_args()
-    fixed = tuple(tuple(f.split("=", 1)) for f in args.fixed)
-    probes = calibrate(
-        args.preset,
-        args.method,
-        args.knob,
-        args.target,
-        args.low,
-        args.high,
-        log_scale=not args.linear,
-        increasing=not args.decreasing,
-        fixed=fixed,
-        max_probes=args.max_probes,
-        workers=args.workers,
-    )
-    print(toml_block(args.method, args.target, args.knob, probes))
-
-
-if __name__ == "__main__":
-    main()

@@ -33,9 +33,8 @@ from ray.tune.search import Searcher
 from benchsuite import __version__
 from benchsuite.core.budget import Budget, BudgetError
 from benchsuite.core.identity import preset_budget
-from benchsuite.core.method import hparam_fields
+from benchsuite.core.method import get_method, hparam_fields
 from benchsuite.core.record import Metrics
-from benchsuite.core.registry import get_method
 from benchsuite.data.base import Dataset
 from benchsuite.execution.grid import BadInput, Request
 from benchsuite.presets import Preset

@@ -1,0 +1,77 @@
+"""The package's import graph: no cycle between its modules, and no import of its own modules
+hidden inside a function except in the command line (which keeps ``--help`` fast)."""
+
+import ast
+from pathlib import Path
+
+import benchsuite
+
+PACKAGE = Path(benchsuite.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(node: ast.ImportFrom | ast.Import, modules: set[str]) -> set[str]:
+    """The package's modules an import statement loads (``from pkg import mod`` included)."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names if a.name in modules}
+    if not node.module or not node.module.startswith("benchsuite"):
+        return set()
+    found = {node.module} if node.module in modules else set()
+    found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules}
+    return found
+
+
+def import_graph() -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+    """module → the modules it imports at load time; module → its function-local imports."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(files)
+    graph: dict[str, set[str]] = {}
+    local: dict[str, list[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        graph[name] = set()
+        type_only = {
+            id(inner)
+            for node in tree.body
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            for inner in node.body
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            targets = imported_modules(node, modules) - {name}
+            if node.col_offset == 0 or id(node) in type_only:  # a type's import still counts
+                graph[name] |= targets
+            elif targets:
+                local.setdefault(name, []).extend(sorted(targets))
+    return graph, local
+
+
+def test_no_cycle_between_the_package_modules():
+    graph, _ = import_graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(" → ".join(c) for c in cycles)
+
+
+def test_only_the_command_line_imports_its_own_package_inside_functions():
+    _, local = import_graph()
+    outside_cli = {m: i for m, i in local.items() if not m.startswith("benchsuite.cli")}
+    assert not outside_cli, outside_cli
