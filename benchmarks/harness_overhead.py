@@ -1,4 +1,4 @@
-"""benchsuite's training loop ÷ a minimal hand-written PyTorch loop (target ≤ 1.03, issue 6).
+"""benchsuite's training loop ÷ a minimal hand-written PyTorch loop (target ≤ 1.03).
 
 Both train LeNet-5 densely on the same in-memory Fashion-MNIST tensors with the same SGD
 (momentum, Nesterov, weight decay), batch order and memory format, with evaluation off, as

@@ -73,20 +73,6 @@ def surrogate_derivative(
     return d.sub_(beyond, alpha=NARROW_VALUE)
 
 
-class Step(torch.autograd.Function):
-    """H(x) with the surrogate derivative (the composed form, for tests)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D102
-        ctx.save_for_backward(x)
-        return step(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: D102
-        (x,) = ctx.saved_tensors
-        return grad * surrogate_derivative(x)
-
-
 def reset_sparse_layers(
     layout: FlatLayout,
     ts: Sequence[Tensor],

@@ -88,11 +88,6 @@ class SoftThresholds(LayerBatch):
         return [grad_sigma]
 
 
-def soft_threshold_reference(w: Tensor, threshold: Tensor) -> Tensor:
-    """The composed form, differentiated by autograd (for tests)."""
-    return torch.sign(w) * torch.relu(w.abs() - threshold)
-
-
 class SoftThreshold(BatchedWeight):
     """The parametrization of one layer's weight; shares the threshold logits s (every
     layer's module registers the same Parameter: the model and the optimizer hold it once)."""

@@ -32,6 +32,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
+@pytest.mark.integration
 def test_kept_memory_stops_the_page_faults_of_every_step() -> None:
     def faults(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True)

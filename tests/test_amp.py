@@ -9,6 +9,8 @@ from benchsuite.core.budget import Budget
 from benchsuite.core.identity import numerics
 from benchsuite.training.loop import RunConfig, autocast_dtype, setup, train_run, train_step
 
+pytestmark = pytest.mark.integration  # trains: not in the unit tier
+
 
 @pytest.mark.parametrize("amp, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_a_step_runs_in_the_presets_precision(tiny_preset, tiny_data, amp, expected):

@@ -1,4 +1,4 @@
-"""Every registered method end to end on digits: equal steps, the target reached (issue 3)."""
+"""Every registered method end to end on digits: equal steps, the target reached."""
 
 import os
 import subprocess

@@ -85,8 +85,9 @@ def test_latent_gradients_across_zero_grad_forms_and_replaced_leaf_gradients() -
 def test_a_prepared_model_moved_to_another_dtype_computes_there() -> None:
     """A move replaces the latents' storage: the batch adopts them again, its buffers follow."""
     from benchsuite.core.budget import Budget
-    from benchsuite_methods.str import STR, soft_threshold_reference
+    from benchsuite_methods.str import STR
     from tests.handmade import hand_state
+    from tests.oracles import soft_threshold_reference
 
     net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     method, state = hand_state(net, STR, STR.Hparams(), 0.5, Budget(1, 10), lr=0.1, wd=0.0)

@@ -1,4 +1,4 @@
-"""The speed scripts run and print their figures (issue 6); their targets are judged by
+"""The speed scripts run and print their figures; their targets are judged by
 running them on a quiet machine, never here (exit 1 only means a target was missed)."""
 
 import subprocess
@@ -64,4 +64,4 @@ def test_sparse_inference_prints_dense_and_sparse_figures():
 
 
 # suite_overhead.py is not run here: it times a whole benchmark (Ray, several commands) and on a
-# busy machine it outlived any limit (issue 16); it is judged by running it on a quiet machine.
+# busy machine it outlived any limit; it is judged by running it on a quiet machine.

@@ -190,6 +190,7 @@ def test_missing_fashion_mnist_names_the_package(tmp_path):
     assert "dataset-fashion-mnist" in result.stderr
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_unknown_experiment_for_leaderboard(tmp_path):
     result = runner.invoke(
         app, ["leaderboard", "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]

@@ -58,6 +58,7 @@ def run(preset, data, method, hparams=(), target=0.9, seed=0, **kw):
     return train_run(RunConfig(preset, method, target, seed, hparams=hparams), dataset=data, **kw)
 
 
+@pytest.mark.integration
 def test_imp_phases_prune_the_per_phase_fraction(tiny_preset, tiny_data):
     preset = tiny_preset.replace(epochs=6)
     seen = []
@@ -77,6 +78,7 @@ def test_imp_phases_prune_the_per_phase_fraction(tiny_preset, tiny_data):
     assert result.metrics["train_steps"] == 6 * 14
 
 
+@pytest.mark.integration
 def test_allr_rescales_the_phase_from_the_measured_norm_drop(tiny_preset, tiny_data, monkeypatch):
     captured = {}
     original = IMP.rescale_allr
@@ -99,6 +101,7 @@ def test_allr_rescales_the_phase_from_the_measured_norm_drop(tiny_preset, tiny_d
     np.testing.assert_allclose(captured["after"][: 8 * spe], captured["before"][: 8 * spe])
 
 
+@pytest.mark.integration
 def test_imp_resets_momentum_after_the_dense_phase(tiny_preset, tiny_data, monkeypatch):
     calls = []
     from benchsuite.core.method import TrainState
@@ -114,6 +117,7 @@ def test_imp_resets_momentum_after_the_dense_phase(tiny_preset, tiny_data, monke
     assert calls == []
 
 
+@pytest.mark.integration
 def test_bimp_reaches_the_target_in_exactly_the_budget(tiny_preset, tiny_data):
     result = run(tiny_preset, tiny_data, "bimp", (("cycles", "2"),), target=0.95)
     assert result.metrics["sparsity"] == pytest.approx(0.95, abs=1e-3)

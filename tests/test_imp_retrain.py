@@ -82,6 +82,7 @@ def run(preset, data, hparams, target=0.9, **kw):
     return config, train_run(config, dataset=data, **kw)
 
 
+@pytest.mark.integration
 def test_the_loop_stops_inside_the_last_epoch(tiny_preset, tiny_data):
     seen = []
     _, result = run(
@@ -98,6 +99,7 @@ def test_the_loop_stops_inside_the_last_epoch(tiny_preset, tiny_data):
     assert result.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
 
 
+@pytest.mark.integration
 def test_one_dense_run_per_seed_serves_every_schedule_sparsity_and_budget(
     tiny_preset, tiny_data, tmp_path
 ):

@@ -418,6 +418,7 @@ def test_mixed_budgets_are_detected_and_publish_refuses(tmp_path: Path) -> None:
     assert fair.problems == []
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_publishing_twice_gives_identical_bytes(tmp_path: Path) -> None:
     runs = table_runs()
     out = tmp_path / "lb"
@@ -512,6 +513,7 @@ def _log(
     mlflow.end_run()
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_real_mlflow_store(tmp_path: Path) -> None:
     import mlflow
 
@@ -551,37 +553,6 @@ def test_real_mlflow_store(tmp_path: Path) -> None:
     assert board.problems == [] and board.header["train_steps"] == "100"
     with pytest.raises(KeyError):
         load_runs(uri, "missing")
-
-
-def test_runs_recorded_before_collapsed_layers_read_it_from_their_artifact(tmp_path) -> None:
-    """Resumed runs keep their old records: the layer densities artifact tells the collapse."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.create_experiment("old", artifact_location=(tmp_path / "art").as_uri())
-        mlflow.set_experiment("old")
-        densities = [
-            {"classifier.1": 1.0, "features.0": 0.9, "features.3": 1.0},
-            {"classifier.1": 0.99, "features.0": 0.9, "features.3": 0.97},
-        ]
-        for seed, layers in enumerate(densities):
-            _log("dnw", 0.98, seed, 10.0 + seed)
-            run_id = mlflow.last_active_run().info.run_id
-            MlflowClient(uri).log_dict(run_id, layers, "layer_sparsity.json")
-        _log("dnw", 0.98, 2, 12.0)  # no artifact at all: left as it was
-    finally:
-        mlflow.set_tracking_uri(previous)
-    runs = {r.seed: r for r in load_runs(uri, "old")}
-    assert runs[0].metrics["collapsed_layers"] == 2.0
-    assert runs[0].tags["benchsuite.collapsed"] == "classifier.1,features.3"
-    assert runs[1].metrics["collapsed_layers"] == 0.0
-    assert "collapsed_layers" not in runs[2].metrics
-    cell = aggregate(list(runs.values())).row("dnw").cells[0.98]
-    assert cell.flags() == ["layer collapse: classifier.1, features.3 (1 of 3 seeds)"]
 
 
 def test_img_per_s_neighbours_are_compared_over_the_timing_rounds() -> None:

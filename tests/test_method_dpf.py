@@ -114,6 +114,7 @@ def test_mask_refresh_after_every_16th_step_only() -> None:
     assert torch.equal(layer.weight.detach(), final_dense * torch.tensor([[1, 0, 0, 1.0]]))
 
 
+@pytest.mark.integration
 def test_end_to_end_plain_weights_at_the_target() -> None:
     data = load_dataset("synthetic", n=160, n_test=40, shape=(1, 8, 8))
     preset = load_preset("digits").replace(dataset="synthetic", epochs=4, batch_size=16)

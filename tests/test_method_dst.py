@@ -16,12 +16,12 @@ from benchsuite.pruning.masks import achieved_sparsity, latent_weight
 from benchsuite.pruning.schedules import ScheduleSpec
 from benchsuite_methods.dst import (
     DST,
-    Step,
     reset_sparse_layers,
     step,
     subtract_thresholds,
     surrogate_derivative,
 )
+from tests.oracles import Step
 
 
 def prepared(model: nn.Module, lr=0.1, wd=0.0, **hp):

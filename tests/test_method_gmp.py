@@ -175,6 +175,7 @@ def test_recovering_decays_masked_w_orig_and_reranks_everything() -> None:
 
 
 @pytest.mark.parametrize("recover", [False, True])
+@pytest.mark.integration
 def test_end_to_end_plain_weights_at_the_target(recover: bool) -> None:
     data = load_dataset("synthetic", n=160, n_test=40, shape=(1, 8, 8))
     preset = load_preset("digits").replace(dataset="synthetic", epochs=6, batch_size=32)

@@ -182,6 +182,7 @@ def test_fused_and_per_parameter_scores_agree() -> None:
         assert torch.equal(magnitude, expected_magnitude)
 
 
+@pytest.mark.integration
 def test_end_to_end_plain_weights_at_the_target() -> None:
     data = load_dataset("synthetic", n=160, n_test=40, shape=(1, 8, 8))
     preset = load_preset("digits").replace(dataset="synthetic", epochs=2, batch_size=32)

@@ -81,6 +81,7 @@ def test_penalty_hits_only_the_entries_outside_the_top_k() -> None:
     assert method.penalty(state) == pytest.approx(mu * LCHparams().penalty_growth)
 
 
+@pytest.mark.integration
 def test_end_to_end_plain_weights_at_the_target() -> None:
     data = load_dataset("synthetic", n=160, n_test=40, shape=(1, 8, 8))
     preset = load_preset("digits").replace(dataset="synthetic", epochs=2, batch_size=32)

@@ -2,11 +2,14 @@
 
 import copy
 
+import pytest
 import torch
 
 from benchsuite.core.method import get_method
 from benchsuite.pruning.masks import achieved_sparsity, project_to_sparsity
 from benchsuite.training.loop import RunConfig, train_run
+
+pytestmark = pytest.mark.integration  # trains: not in the unit tier
 
 
 def test_oneshot_is_the_trained_dense_model_projected_once(tiny_preset, tiny_data):

@@ -103,6 +103,7 @@ def run_steps(model, method, state, n):
 
 
 @pytest.mark.parametrize("name", ["set", "rigl"])
+@pytest.mark.integration
 def test_dynamic_updates_keep_layer_counts_and_zero_new_weights(name):
     from benchsuite.core.method import get_method
     from benchsuite.pruning.masks import keep_count
@@ -170,6 +171,7 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
 
 
 @pytest.mark.parametrize("name", ["random", "snip"])
+@pytest.mark.integration
 def test_at_init_masks_are_exact_and_static(name):
     from benchsuite.core.method import get_method
     from benchsuite.pruning.masks import keep_count
@@ -206,6 +208,7 @@ def test_snip_scores_are_weight_times_gradient():
 
 
 @pytest.mark.parametrize("name", ["snip", "rigl"])
+@pytest.mark.integration
 def test_step_timing_runs_without_a_dataset(name):
     """benchmarks/step_overhead.py hands ``setup`` only shapes: SNIP scores its fixed batches."""
     from dataclasses import dataclass
@@ -229,6 +232,7 @@ def test_step_timing_runs_without_a_dataset(name):
     assert 0 < seconds < float("inf")
 
 
+@pytest.mark.integration
 def test_snip_scoring_leaves_the_counted_steps_and_their_data_order_alone(
     tiny_preset, tiny_data, monkeypatch
 ):

@@ -14,7 +14,8 @@ from benchsuite.models import build_model
 from benchsuite.pruning.batched import FlatLayout
 from benchsuite.pruning.masks import achieved_sparsity, latent_weight
 from benchsuite.pruning.schedules import ScheduleSpec
-from benchsuite_methods.str import STR, shrink, soft_threshold_reference
+from benchsuite_methods.str import STR, shrink
+from tests.oracles import soft_threshold_reference
 
 W = [[0.5, -0.2, 0.05, -0.01]]
 S0 = math.log(0.1 / 0.9)  # σ(S0) = 0.1

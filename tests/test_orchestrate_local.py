@@ -33,6 +33,7 @@ def runs_of(uri: str, experiment: str) -> list:
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
 
 
+@pytest.mark.integration
 def test_runs_every_config_in_process_and_resumes(tiny_preset, tiny_data, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     configs = [RunConfig(tiny_preset, "dense", 0.0, s) for s in range(2)]
@@ -47,6 +48,7 @@ def test_runs_every_config_in_process_and_resumes(tiny_preset, tiny_data, tmp_pa
     assert "0 finished, 0 failed, 2 skipped (already finished)" in again.summary()
 
 
+@pytest.mark.integration
 def test_threads_per_trial_are_part_of_the_run(tiny_preset, tiny_data, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     configs = [RunConfig(tiny_preset, "dense", 0.0, 0)]
@@ -90,6 +92,7 @@ def plugin(tmp_path_factory: pytest.TempPathFactory):
     method_module.method_registry.cache_clear()
 
 
+@pytest.mark.integration
 def test_failures_are_isolated_and_retried(plugin, tmp_path) -> None:
     configs, data = digits_request(["explode", "flaky", "dense"], [0.5], 1, epochs=2)
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -105,6 +108,7 @@ def test_failures_are_isolated_and_retried(plugin, tmp_path) -> None:
     assert "boom in epoch 2" in failed.error and failed.attempts == 2
 
 
+@pytest.mark.integration
 def test_ctrl_c_ends_the_grid_with_nothing_running(
     tiny_preset, tiny_data, tmp_path, monkeypatch
 ) -> None:
@@ -130,6 +134,7 @@ def test_ctrl_c_ends_the_grid_with_nothing_running(
     assert statuses == ["FINISHED", "KILLED"]
 
 
+@pytest.mark.integration
 def test_the_command_runs_in_process(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(

@@ -1,6 +1,6 @@
-"""Pinned numbers: run keys and short runs' results, recorded before the loop was restructured
-(issue 17). Published boards resume by run key and their runs must reproduce bit for bit, so a
-change of the loop or a method that moves any of these is a bug, not a new baseline.
+"""Pinned numbers: run keys and short runs' results, recorded once. Published boards resume by run
+key and their runs must reproduce bit for bit, so a change of the loop or a method that moves
+any of these is a bug, not a new baseline.
 
 Recorded on CPU with one torch thread (the suite's setting, tests/conftest.py); the run key
 names torch's version and the CPU's vector capability, so another machine gives other keys.
@@ -86,6 +86,7 @@ class Curves:
 @pytest.mark.parametrize(
     "method", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in sorted(PINNED)]
 )
+@pytest.mark.integration
 def test_every_method_reproduces_its_pinned_run(method, digits, tmp_path):
     """Curves, final metrics and weights; a second run from the dense-phase cache (IMP's
     prefix) gives the same."""

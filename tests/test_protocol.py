@@ -38,6 +38,7 @@ def test_seed_streams_are_independent_and_deterministic():
     assert seed_for(3, "order") == seed_for(3, "order") != seed_for(4, "order")
 
 
+@pytest.mark.integration
 def test_two_methods_start_from_the_same_weights_and_batches(
     tiny_preset, tiny_data, monkeypatch, with_recorder
 ):
@@ -71,6 +72,7 @@ def test_two_methods_start_from_the_same_weights_and_batches(
     assert not torch.equal(batches_a[0][1], batches[0][1])
 
 
+@pytest.mark.integration
 def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data, monkeypatch):
     reads_at_finalize = []
 
@@ -90,6 +92,7 @@ def test_test_split_is_read_once_and_only_after_finalize(tiny_preset, tiny_data,
     assert tiny_data.test_reads == before + 1
 
 
+@pytest.mark.integration
 def test_budget_is_exact_for_every_method(tiny_preset, tiny_data):
     steps = {
         m: train_run(
@@ -106,6 +109,7 @@ def test_budget_is_exact_for_every_method(tiny_preset, tiny_data):
     assert {int(s["train_images"]) for s in steps.values()} == {tiny_preset.epochs * 14 * 32}
 
 
+@pytest.mark.integration
 def test_cached_dense_phase_gives_the_same_run(tiny_preset, tiny_data, tmp_path):
     cfg = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("retrain_fraction", "0.25"),))
     straight = train_run(cfg, dataset=tiny_data)
@@ -133,6 +137,7 @@ def test_generators_are_cpu_generators():
     assert make_generator(0, "order").device.type == "cpu"
 
 
+@pytest.mark.integration
 def test_final_validation_reuses_the_last_epoch_only_for_unchanged_weights(
     tiny_preset, tiny_data, monkeypatch
 ):
@@ -184,6 +189,7 @@ class Keep(PruningMethod):
 
 
 @pytest.mark.parametrize("scale, passes_after_training", [(1.0, 2), (0.5, 3)])
+@pytest.mark.integration
 def test_projection_drop_is_validation_before_minus_after_the_projection(
     tiny_preset, tiny_data, monkeypatch, scale, passes_after_training
 ):
@@ -207,6 +213,7 @@ def test_projection_drop_is_validation_before_minus_after_the_projection(
     assert before != after  # 95 % of a trained model's weights: the projection mattered
 
 
+@pytest.mark.integration
 def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(
     tiny_preset, tiny_data, monkeypatch
 ):
@@ -223,6 +230,7 @@ def test_an_unchanging_projection_costs_no_pass_and_drops_nothing(
     assert "projection_drop" not in quiet.metrics
 
 
+@pytest.mark.integration
 def test_a_run_records_its_collapsed_layers(tiny_preset, tiny_data, monkeypatch):
     class Wipe(PruningMethod):
         name = "wipe"

@@ -6,6 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchsuite.core.record import TAG, Artifacts, Kinds, Metrics, Params, Tags
@@ -26,6 +27,7 @@ def test_only_the_store_imports_mlflow() -> None:
     assert importers == ["benchsuite/store/sqlite.py", "benchsuite/store/tracking.py"]
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_the_reader_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp")
@@ -60,6 +62,7 @@ def test_the_reader_reads_what_the_writer_wrote(tmp_path: Path) -> None:
     assert [r.run_id for r in tracker.runs_of("k1")] == [run.run_id]
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_sparse_inference_loads_an_experiments_models(tmp_path: Path) -> None:
     """benchmarks/sparse_inference.py finds each run's model artifact through the reader."""
     from safetensors.torch import save_file
@@ -100,6 +103,7 @@ def names(namespace: type) -> set[str]:
     return {v for k, v in vars(namespace).items() if k.isupper()}
 
 
+@pytest.mark.integration
 def test_a_recorded_run_uses_only_the_records_names(tmp_path: Path, tiny_preset, tiny_data) -> None:
     """Every param, metric, tag and artifact a run writes is named in record.py (a name
     written elsewhere and nowhere here would be a metric the readers cannot know)."""

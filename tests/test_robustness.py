@@ -1,4 +1,4 @@
-"""Issue 16: Ctrl-C at any moment, a corrupt cache entry, numerics in the run identity, names
+"""Ctrl-C at any moment, a corrupt cache entry, numerics in the run identity, names
 that look like markup, intervals inside the metric's range."""
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def no_ray(*args, **kwargs):
     yield Cluster([node], local=True, client=False)
 
 
+@pytest.mark.integration  # a real MLflow store
 @pytest.mark.parametrize("where", ["starting Ray", "before the first trial", "mid-grid"])
 def test_ctrl_c_at_any_moment_leaves_nothing_running(
     tiny_preset, tiny_data, tmp_path, monkeypatch, where
@@ -126,6 +127,7 @@ def test_sigint_to_the_command_exits_130_with_nothing_running(tmp_path):
     assert "RUNNING" not in statuses(f"sqlite:///{tmp_path}/mlflow.db", "digits-1ep")
 
 
+@pytest.mark.integration
 def test_a_corrupt_cached_dense_checkpoint_is_rebuilt(tiny_preset, tiny_data, tmp_path):
     cfg = RunConfig(tiny_preset, "imp", 0.9, 0, hparams=(("retrain_fraction", "0.25"),))
     first = train_run(cfg, dataset=tiny_data, cache_dir=tmp_path)
@@ -186,6 +188,7 @@ def test_the_interval_never_leaves_the_metrics_range():
     assert Stat.of([99.9, 96.0]).ci95[1] > 100.0  # unbounded metrics are left as they are
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_cli_reports_runs_another_command_holds(tmp_path, monkeypatch):
     """A run claimed by another live command is skipped and the summary says so."""
     from benchsuite.execution.common import Outcome

@@ -3,6 +3,7 @@
 import ast
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 import benchsuite.training.loop
@@ -18,6 +19,7 @@ def test_the_loop_imports_no_tracking_store():
     assert not any(m and ("tracking" in m or "mlflow" in m or "ray" in m) for m in imported)
 
 
+@pytest.mark.integration
 def test_a_cached_prefix_is_recorded_in_full_and_reported_once(tmp_path, tiny_preset, tiny_data):
     """The second run of a shared dense prefix records every epoch's curve point (the cached
     ones replayed), but reports to ``on_epoch`` (Ray Tune, progress) only the epochs it ran:

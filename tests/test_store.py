@@ -1,4 +1,4 @@
-"""The store under concurrent commands (issue 16): created once, checked up front, each run key
+"""The store under concurrent commands: created once, checked up front, each run key
 trained once. Several-process tests are bounded by timeouts and use tiny workloads."""
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
         check_store(f"sqlite:///{tmp_path}/no/such/folder/mlflow.db")
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_a_run_key_is_claimed_once(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "exp")
     first = claim(tracker, "k", "run", "r", {}, {"run_key": "k", "kind": "run"})
@@ -124,6 +125,7 @@ def test_a_run_key_is_claimed_once(tmp_path):
     )
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_a_dead_commands_claim_is_taken_over(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "exp")
     gone = {**claimant(), "claim_pid": str(dead_pid()), "run_key": "k", "kind": "run"}
@@ -139,6 +141,7 @@ def test_a_dead_commands_claim_is_taken_over(tmp_path):
     assert client.get_run(mine.run_id).info.status == "RUNNING"
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_ending_leftovers_spares_other_commands_runs(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "exp")
     other = {**claimant(), "claim_pid": "1", "claim_start": "x"}
@@ -182,6 +185,7 @@ def test_two_commands_at_once_train_each_run_once(tmp_path, tiny_preset):
     assert sum("SKIPPED" in line for line in lines) == 2, outs
 
 
+@pytest.mark.integration
 def test_execute_skips_a_finished_key(tmp_path, tiny_preset, tiny_data):
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "exp")
     config = RunConfig(tiny_preset.replace(epochs=1), "dense", 0.0, 0)

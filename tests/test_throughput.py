@@ -8,6 +8,8 @@ from benchsuite.training.loop import RunConfig
 from benchsuite.training.runner import execute
 from benchsuite.training.throughput import interleaved_img_per_s, record_isolated
 
+pytestmark = pytest.mark.integration  # trains: not in the unit tier
+
 
 def test_isolated_throughput_is_recorded_once_and_read_by_the_leaderboard(
     tiny_preset, tiny_data, tmp_path

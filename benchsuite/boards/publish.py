@@ -9,7 +9,6 @@ cells left out, fairness) and ``benchsuite.marks`` (statistics and marks); the l
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from benchsuite.boards.format import configs_name, published_stem
 from benchsuite.boards.leaderboard import UnfairComparison
 from benchsuite.boards.plot import plot
 from benchsuite.boards.render import JSON_SCHEMA, render_rich, to_json, to_markdown
-from benchsuite.core.record import TAG, Artifacts, Kinds, Metrics, RunRecord, Tags
+from benchsuite.core.record import RunRecord
 from benchsuite.store.tracking import Reader
 
 if TYPE_CHECKING:
@@ -57,33 +56,8 @@ def newest_experiment(tracking_uri: str) -> str | None:
 
 
 def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
-    """All runs of one experiment (trial runs and throughput records), every attempt.
-
-    A finished run recorded before ``collapsed_layers`` existed gets it from its
-    ``layer_sparsity.json`` artifact, so a board regenerated from resumed runs still shows
-    its layer collapses.
-    """
-    reader = Reader(tracking_uri)
-    return [_with_collapse(reader, r) for r in reader.runs(experiment)]
-
-
-def _with_collapse(reader: Reader, rec: RunRecord) -> RunRecord:
-    if (
-        rec.kind != Kinds.RUN
-        or not rec.finished
-        or Metrics.COLLAPSED_LAYERS in rec.metrics
-        or TAG + Tags.COLLAPSED in rec.tags
-    ):
-        return rec
-    densities = reader.read_json(rec.run_id, Artifacts.LAYER_SPARSITY)
-    if densities is None:
-        return rec
-    names = [n for n, v in densities.items() if float(v) >= 1.0]  # the artifact's order
-    return dataclasses.replace(
-        rec,
-        metrics={**rec.metrics, Metrics.COLLAPSED_LAYERS: float(len(names))},
-        tags={**rec.tags, TAG + Tags.COLLAPSED: ",".join(names)},
-    )
+    """All runs of one experiment (trial runs and throughput records), every attempt."""
+    return Reader(tracking_uri).runs(experiment)
 
 
 def leaderboard_for(tracking_uri: str, experiment: str | None = None) -> Leaderboard:

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchsuite.boards.leaderboard import Leaderboard
-from benchsuite.presets import load_preset
-from benchsuite.tuning.search import TUNED_DIR, describe_space, read_tuned, search_space, tuned_file
+from benchsuite.tuning.search import TUNED_DIR, read_tuned, search_space, tuned_file
 
 
 def tuning_for(
@@ -30,21 +29,10 @@ def tuning_for(
     hint = "pass --tuned-configs PATH (the file `benchsuite tune` saved)"
     expected = {"preset": h.get("preset"), "epochs": h.get("epochs")}
     payload = read_tuned(path, expected, f"{board.experiment} has tuned rows; {path}", hint)
-    _fill_spaces(payload)
     payload["untuned"] = {
         row.method: _why_untuned(row.method) for row in board.rows if row.tuned is False
     }
     return payload
-
-
-def _fill_spaces(payload: dict[str, Any]) -> None:
-    """Files from before the search space was saved with each entry: describe it from the code."""
-    preset = None
-    for method, targets in payload.get("methods", {}).items():
-        for target, entry in targets.items():
-            if "space" not in entry:
-                preset = preset or load_preset(payload["preset"])
-                entry["space"] = describe_space(method, preset, float(target))
 
 
 def _why_untuned(method: str) -> str:

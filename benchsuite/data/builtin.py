@@ -44,7 +44,7 @@ def _stratified_holdout(
     fractional parts, ties in random order), each class's members drawn at random.
 
     Written here rather than scikit-learn's ``train_test_split``: importing scikit-learn
-    costs ~1 s of every command's start-up (issue 4), and this is all the digits split needs.
+    costs ~1 s of every command's start-up, and this is all the digits split needs.
     """
     classes, counts = np.unique(labels, return_counts=True)
     total = math.ceil(fraction * len(labels))

@@ -32,7 +32,7 @@ def alive(tags: dict[str, str], prefix: str = "") -> bool:
     host = tags.get(prefix + Tags.CLAIM_HOST)
     pid = tags.get(prefix + Tags.CLAIM_PID, "")
     if host is None or not pid.isdigit():
-        return False  # a run from before claims existed, left RUNNING: stale
+        return False  # RUNNING with no claimant (not written by benchsuite): stale
     if host != socket.gethostname():
         return True
     try:

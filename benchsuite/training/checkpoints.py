@@ -29,6 +29,7 @@ CACHE_FIELDS = {
     "images",
     "curves",
     "train_loss",
+    "train_flops",
 }
 
 

@@ -345,9 +345,7 @@ def resume(loop: Loop, restored: dict[str, Any]) -> None:
     state.epoch = plan.cache_epoch
     state.step = plan.budget.steps(state.epoch)
     loop.cached_images = restored["images"]
-    # checkpoints written before train_flops existed: the prefix at today's density
-    prefix = restored.get("train_flops") or [(layer_nonzeros(loop.model), loop.cached_images, 0)]
-    loop.train_flops.epochs.extend(prefix)
+    loop.train_flops.epochs.extend(restored["train_flops"])
     for step, metrics in restored["curves"]:
         loop.report(step, metrics, replayed=True)
     end_epoch(loop, restored["train_loss"])
