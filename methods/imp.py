@@ -37,12 +37,11 @@ class IMPHparams:
     schedule: str = hparam(
         "allr", "Zimmer et al. 2023 §3 (ALLR, the paper's proposal)", choices=RETRAIN_SCHEDULES
     )
-    phases: int = hparam(
-        1, "chosen here: one-shot (J = 1), the setting of the paper's Table 1", low=1, high=5
-    )
+    phases: int = hparam(1, "Zimmer et al. 2023, Table 1: one-shot IMP (J = 1)", low=1, high=5)
     retrain_fraction: float = hparam(
         0.1,
-        "chosen here: ≈ the longest retraining budget of the paper's Table 1 (10 of 90 epochs)",
+        "Zimmer et al. 2023, Table 1: its longest retraining budget, ≈ 10 of 90 epochs, as a "
+        "fraction of the budget (docs/protocol.md, budget rules)",
         low=0.05,
         high=0.5,
     )

@@ -75,3 +75,29 @@ def test_only_the_command_line_imports_its_own_package_inside_functions():
     _, local = import_graph()
     outside_cli = {m: i for m, i in local.items() if not m.startswith("benchsuite.cli")}
     assert not outside_cli, outside_cli
+
+
+def test_the_protocols_table_names_every_knob_of_every_builtin_method():
+    """docs/protocol.md's defaults table: a row names each built-in method's every knob."""
+    import dataclasses
+
+    from benchsuite.core.method import method_registry
+
+    doc = (PACKAGE.parent / "docs" / "protocol.md").read_text()
+    table = doc.split("## Defaults: one rule for every method", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ")]
+    named = {
+        (m.strip(), k.strip("` "))
+        for methods, knobs in rows
+        for m in methods.split(",")
+        for k in knobs.split(",")
+    }
+    registry = method_registry()
+    missing = [
+        f"{name}.{f.name}"
+        for name in registry.names()
+        if registry.sources.get(name) == "benchsuite"
+        for f in dataclasses.fields(registry.get(name).Hparams)
+        if (name, f.name) not in named
+    ]
+    assert not missing, missing

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 
 from benchsuite.core.budget import Budget, Phase, Plan
 from benchsuite.core.registry import Registry, discover
-from benchsuite.pruning.masks import HardMasks, parameter_norm, prunable_modules, zero_momentum
+from benchsuite.pruning.masks import (
+    HardMasks,
+    parameter_norm,
+    prunable_modules,
+    rescale_to_kept_fan_in,
+    zero_momentum,
+)
 from benchsuite.pruning.schedules import LRRecord, ScheduleSpec, original_schedule
 
 
@@ -171,6 +177,12 @@ class TrainState:
     def zero_momentum(self, params: list[Tensor], masks: list[Tensor]) -> None:
         assert self.optimizer is not None
         zero_momentum(self.optimizer, params, masks)
+
+    def start_sparse(self, params: list[Tensor], masks: list[Tensor]) -> None:
+        """A sparse start that carries signal: each unit of the masked initial weights scaled to
+        the dense init's pre-activation variance at its kept fan-in (``rescale_to_kept_fan_in``);
+        for every method whose mask at step 0 is not all ones, before the optimizer exists."""
+        rescale_to_kept_fan_in([p.data for p in params], masks)
 
     def reset_optimizer(self) -> None:
         """A fresh optimizer (empty momentum) over the same parameters; the LR comes from ``lr``."""

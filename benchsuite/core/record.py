@@ -57,6 +57,7 @@ class Metrics:
     SPARSITY_BEFORE_PROJECTION = "sparsity_before_projection"
     PROJECTION_DROP = "projection_drop"
     COLLAPSED_LAYERS = "collapsed_layers"
+    NUM_CLASSES = "num_classes"  # of the dataset: what chance accuracy is (100 / classes)
     THEORETICAL_SPEEDUP = "theoretical_speedup"
     FLOPS_DENSE = "flops_dense"
     FLOPS_SPARSE = "flops_sparse"

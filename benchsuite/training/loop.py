@@ -476,6 +476,7 @@ def finish(loop: Loop, wall_start: float) -> RunResult:
         Metrics.TRAIN_IMAGES: float(loop.images + loop.cached_images),
         Metrics.WALL_TIME_S: time.perf_counter() - wall_start,
         Metrics.COLLAPSED_LAYERS: float(len(collapsed)),
+        Metrics.NUM_CLASSES: float(data.num_classes),
         Metrics.TRAIN_FLOPS: flops_train,
         Metrics.TRAIN_COST: flops_train / flops_dense_train if flops_dense_train else 1.0,
         **state.recorded,
