@@ -14,7 +14,8 @@ Which runs count
 Cells left out of the marks
   A cell is not compared and never marked (accuracy and speedup) when any of its seeds ends
   with a *collapsed* layer (a prunable layer with no non-zero weight: the run's
-  ``collapsed_layers`` metric and ``benchsuite.collapsed`` tag), or when its mean achieved
+  ``collapsed_layers`` metric and ``benchsuite.collapsed`` tag), when any seed ends *at
+  chance* (test accuracy within ``CHANCE_PP`` of 100 / ``num_classes``), or when its mean achieved
   sparsity exceeds the target by more than ``OVERSHOOT_PP`` percentage points (a sparser
   model is not the same comparison). Such a cell gets a numbered footnote that says which
   and why; the other cells of its column are ranked among themselves as above.
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from benchsuite.boards.leaderboard import (
+    CHANCE_PP,
     OVERSHOOT_PP,
     REFERENCE_METHOD,
     Cell,
@@ -73,6 +75,15 @@ def _collapsed(rec: RunRecord) -> tuple[str, ...]:
     if not names and count > 0:
         return (f"{int(count)} unnamed layer(s)",)
     return names
+
+
+def _at_chance(rec: RunRecord) -> bool:
+    """Test accuracy within ``CHANCE_PP`` of 100 / classes (a run that did not learn)."""
+    classes = to_float(rec.metrics.get(Metrics.NUM_CLASSES))
+    acc = to_float(rec.metrics.get(Metrics.TEST_ACCURACY))
+    if not classes or acc is None:
+        return False
+    return acc <= 100.0 / classes + CHANCE_PP
 
 
 def _overshoots(sparsity: float, target: float) -> bool:
@@ -210,6 +221,7 @@ def _cell(
     cell.marks = {m: Mark() for m in _MARKED_METRICS}
     if not row.reference:
         cell.collapsed = {s: names for s in cell.seeds if (names := _collapsed(done[s]))}
+        cell.at_chance = tuple(s for s in cell.seeds if _at_chance(done[s]))
         spars = cell.stats.get(Metrics.SPARSITY)
         cell.overshoot = spars is not None and _overshoots(spars.mean, target)
     return cell

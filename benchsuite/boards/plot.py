@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchsuite.boards.findings import AcrossTargets, across_targets
 from benchsuite.boards.format import percent
 from benchsuite.boards.leaderboard import (
     FLOOR_METHOD,
@@ -72,9 +73,16 @@ def plot(board: Leaderboard) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13.0, 5.0), dpi=120)
+    ranking = across_targets(board, board.alpha)
+    height = 5.0 if ranking is None else 5.0 + 0.9 + 0.16 * len(ranking.methods)
+    fig = Figure(figsize=(13.0, height), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot: no global state, no GUI backend
-    full, zoom = fig.subplots(1, 2)
+    if ranking is None:
+        full, zoom = fig.subplots(1, 2)
+    else:
+        grid = fig.add_gridspec(2, 2, height_ratios=[5.0, height - 5.0])
+        full, zoom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        _cd_diagram(fig.add_subplot(grid[1, :]), ranking, board.alpha)
     ref = next((r for r in board.rows if r.reference), None)
     ref_cell = None if ref is None else ref.cell(0.0)
     ref_acc = None if ref_cell is None else ref_cell.stats.get(Metrics.TEST_ACCURACY)
@@ -269,4 +277,24 @@ def _notes(zoom: Any, ref_acc: Stat | None, left_out: list[str]) -> None:
         va="bottom",
         ha="left",
         color="0.3",
+    )
+
+
+def _cd_diagram(ax: Any, ranking: AcrossTargets, alpha: float) -> None:
+    """Demšar's critical-difference diagram of the methods' average ranks across the board's
+    blocks, drawn by scikit-posthocs from Nemenyi's pairwise tests (its bars join methods the
+    test does not separate)."""
+    import pandas as pd
+    import scikit_posthocs as sp
+
+    columns = list(ranking.average_rank)
+    frame = pd.DataFrame(ranking.matrix, columns=columns)
+    significance = sp.posthoc_nemenyi_friedman(frame)
+    ranks = pd.Series(ranking.average_rank)
+    sp.critical_difference_diagram(ranks, significance, ax=ax, alpha=alpha)
+    p_text = "" if ranking.p is None else f", Friedman p = {ranking.p:.2g}"
+    ax.set_title(
+        f"average rank across {ranking.blocks} blocks (target × seed; 1 = best){p_text}; "
+        f"bars: not separated (Nemenyi, α = {alpha}, CD = {ranking.cd:.2f})",
+        fontsize="small",
     )

@@ -132,7 +132,9 @@ def run(
         fail(str(exc))
     name = experiment or experiment_name(preset.name, preset.epochs)
     outcome = run_grid_or_exit(configs, data, opts, name, resources, in_process=in_process)
-    from benchsuite.boards.publish import aggregate, load_runs, render_rich
+    from benchsuite.boards.aggregation import aggregate
+    from benchsuite.boards.publish import load_runs
+    from benchsuite.boards.render import render_rich
 
     uri = absolute_uri(opts.tracking_uri)
     if throughput and opts.address is None and not outcome.interrupted:
@@ -234,8 +236,15 @@ def tune(
     methods: MethodsOption = "all",
     sparsity: SparsityOption = "0.9",
     trials_per_method: Annotated[
-        int, typer.Option(help="Full-budget trials per method and target.")
-    ] = 8,
+        int,
+        typer.Option(
+            help="Configurations per method and target, the defaults among them; each trains "
+            "on every tuning seed."
+        ),
+    ] = 6,
+    tuning_seeds: Annotated[
+        int, typer.Option(help="Tuning seeds (1000, 1001, ...) every configuration trains on.")
+    ] = 2,
     experiment: Annotated[
         str | None,
         typer.Option(help="MLflow experiment of the trials (default <preset>-<epochs>ep-tune)."),
@@ -261,11 +270,15 @@ def tune(
     try:
         if trials_per_method < 1:
             raise BadInput(f"--trials-per-method {trials_per_method} must be >= 1")
+        if tuning_seeds < 1:
+            raise BadInput(f"--tuning-seeds {tuning_seeds} must be >= 1")
         names = parse_methods(methods)
         targets = parse_sparsities(sparsity)
         preset, resources, data_dir, data = load_grid(opts)
         request = Request(preset, names, targets, [], {}, data_dir, opts.device or "cpu")
-        configs, untunable = draw_trials(request, data, trials_per_method, seed=seed)
+        configs, untunable = draw_trials(
+            request, data, trials_per_method, seeds=tuning_seeds, seed=seed
+        )
         if not configs:
             raise BadInput(
                 f"--methods: {', '.join(untunable)} declare no tunable hyperparameters "
@@ -282,19 +295,22 @@ def tune(
     name = experiment or experiment_name(preset.name, preset.epochs) + "-tune"
     console.print(
         f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
-        f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
-        f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
+        f"configuration(s) per method and target (the defaults first), each on seeds "
+        f"{TUNING_SEED}..{TUNING_SEED + tuning_seeds - 1}, scored by the mean validation "
+        "accuracy of the finalized model"
     )
-    search = searcher(trials_per_method, preset, data, seed=seed)
+    search = searcher(trials_per_method, preset, data, seeds=tuning_seeds, seed=seed)
     bases = tuning_bases(request)[0]
     outcome = run_grid_or_exit(bases, data, opts, name, resources, kind="tune", search=search)
     from benchsuite.store.tracking import Tracker
 
     finished = Tracker(absolute_uri(opts.tracking_uri), name).finished(kind="tune")
-    best = select_best(outcome.results, outcome.configs, trials_per_method, finished)
+    best = select_best(outcome.results, outcome.configs, tuning_seeds, finished)
     path = tuned_path(preset)
-    save_tuned(path, preset, data, best, trials=trials_per_method, experiment=name)
-    console.print(best_table(best, trials_per_method))
+    save_tuned(
+        path, preset, data, best, configs=trials_per_method, seeds=tuning_seeds, experiment=name
+    )
+    console.print(best_table(best))
     console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
     summarize(outcome, opts.tracking_uri, name)
 
@@ -355,11 +371,11 @@ def leaderboard(
     tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
 ) -> None:
     """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
-    from benchsuite.boards import publish as leaderboard
+    from benchsuite.boards.render import render_rich
     from benchsuite.studies import table1 as study
 
     board = load_board(tracking_uri, experiment)
-    render = study.render_rich if isinstance(board, study.StudyBoard) else leaderboard.render_rich
+    render = study.render_rich if isinstance(board, study.StudyBoard) else render_rich
     console.print(render(board))
 
 
@@ -374,22 +390,51 @@ def publish(
         bool, typer.Option(help="Publish even if the runs are not comparable.")
     ] = False,
     tuned_configs: TunedConfigsOption = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="A tuned board's defaults experiment: tuned − defaults per cell, paired by seed."
+        ),
+    ] = None,
+    readme: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also rewrite the results excerpt between this file's "
+            "<!-- results:EXPERIMENT --> markers."
+        ),
+    ] = None,
 ) -> None:
     """Write <experiment>.md, .json and .png (and the index) for publication.
 
     A study experiment (``benchsuite study``) is published in its own layout; a board with tuned
     rows says how they were tuned and is published with their configurations."""
-    from benchsuite.boards import publish as leaderboard
-    from benchsuite.boards.publish import UnfairComparison
+    from benchsuite.boards import publish as boards
+    from benchsuite.boards.findings import tuned_minus_default
+    from benchsuite.boards.format import published_stem
+    from benchsuite.boards.leaderboard import UnfairComparison
     from benchsuite.boards.tuning_section import tuning_for
     from benchsuite.studies import table1 as study
 
     board = load_board(tracking_uri, experiment)
-    write = study.publish if isinstance(board, study.StudyBoard) else leaderboard.publish
+    is_study = isinstance(board, study.StudyBoard)
+    if is_study and baseline:
+        fail("--baseline is for a tuned leaderboard, not for a study's board")
+    write = study.publish if is_study else boards.publish
     try:
-        if not isinstance(board, study.StudyBoard):
+        if not is_study:
             board.tuning = tuning_for(board, tuned_configs)
+            if baseline:
+                board.deltas = tuned_minus_default(board, load_board(tracking_uri, baseline))
         paths = write(board, out, force=force)
+        if readme is not None:
+            link = f"{out.as_posix().rstrip('/')}/{published_stem(board.experiment)}.md"
+            excerpt = (
+                f"From [{board.experiment}]({link}): {board.headline}"
+                if is_study
+                else boards.readme_excerpt(board, link)
+            )
+            boards.update_readme(readme, board.experiment, excerpt)
+            paths.append(readme)
     except UnfairComparison as exc:
         fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
     except BadInput as exc:
