@@ -71,7 +71,7 @@ class Cell:
 @dataclass
 class Throughput:
     value: float
-    source: str  # "isolated" | "in-trial"
+    source: str  # "isolated" | "contended" (timed while the machine was busy) | "in-trial"
     run_ids: tuple[str, ...]
     device: str | None = None
     threads: str | None = None

@@ -103,8 +103,9 @@ def footnote_text(row: Row, cell: Cell) -> str:
     return f"{row.label} at {percent(cell.target)}: " + "; ".join(cell.flags())
 
 
-def _uses_in_trial(board: Leaderboard) -> bool:
-    return any(r.img_per_s is not None and r.img_per_s.source == "in-trial" for r in board.rows)
+def _uses_contended(board: Leaderboard) -> bool:
+    """Whether a row's img/s was not measured alone (in-trial, or a contended timing phase)."""
+    return any(r.img_per_s is not None and r.img_per_s.source != "isolated" for r in board.rows)
 
 
 def _legend_lines(board: Leaderboard) -> list[str]:
@@ -131,11 +132,13 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "the mean over interleaved timing rounds, compared between neighbours by a paired "
         "t-test over the rounds.",
     ]
-    if _uses_in_trial(board):
+    if _uses_contended(board):
         lines.append(
-            "**†**: no isolated measurement for this row; median in-trial "
-            "`train_img_per_s`, measured while trials shared the cores (contended), "
-            "not comparable with isolated figures and never marked."
+            "**†**: contended, no isolated measurement for this row: the median in-trial "
+            "`train_img_per_s`, measured while trials shared the cores, or a timing phase that "
+            "could not have the machine to itself (another benchsuite command trained or timed "
+            "meanwhile, or other processes kept the CPUs busy); not comparable with isolated "
+            "figures and never marked."
         )
     lines.append(
         "**Marks**: within each column the non-reference rows are sorted by mean and each is "
@@ -184,7 +187,7 @@ def _markdown_table(board: Leaderboard) -> list[str]:
         tp = row.img_per_s
         if tp is None:
             ips = "—"
-        elif tp.source == "in-trial":
+        elif tp.source != "isolated":
             ips = img_per_s_text(tp.value) + "†"
         else:
             ips = md_marked(img_per_s_text(tp.value), tp.mark)
@@ -376,9 +379,13 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
     captions: list[Text] = []
     for p in board.problems:
         captions.append(Text(f"⚠ unfair comparison: {p}", style="bold red"))
-    if _uses_in_trial(board):
+    if _uses_contended(board):
         captions.append(
-            Text("† in-trial img/s (contended), no isolated measurement", style="yellow")
+            Text(
+                "† contended img/s (in-trial, or timed while the machine was busy), "
+                "no isolated measurement",
+                style="yellow",
+            )
         )
     captions.append(
         Text(
@@ -427,7 +434,7 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         tp = row.img_per_s
         if tp is None:
             ips = Text("—")
-        elif tp.source == "in-trial":
+        elif tp.source != "isolated":
             ips = Text(img_per_s_text(tp.value) + "†", style="yellow")
         else:
             ips = marked(img_per_s_text(tp.value), tp.mark)

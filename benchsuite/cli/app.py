@@ -139,8 +139,11 @@ def run(
         from benchsuite.store.tracking import Tracker
         from benchsuite.training.throughput import record_isolated
 
-        with console.status("timing each method variant alone (isolated img/s)"):
-            record_isolated(configs, data, Tracker(uri, name))
+        with console.status(
+            "timing each method variant alone (isolated img/s; other benchsuite commands on "
+            "this machine take turns with it)"
+        ):
+            record_isolated(outcome.configs or configs, data, Tracker(uri, name))
 
     console.print(render_rich(aggregate(load_runs(uri, name))))
     summarize(outcome, opts.tracking_uri, name)

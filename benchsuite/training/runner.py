@@ -20,6 +20,7 @@ from benchsuite.data.base import Dataset, load_dataset
 from benchsuite.store.claims import claim
 from benchsuite.store.owners import claimant
 from benchsuite.store.tracking import TrackedRun, Tracker
+from benchsuite.training import turns
 from benchsuite.training.loop import EpochCallback, Progress, RunResult, train_run
 
 
@@ -79,9 +80,10 @@ def execute(
     if isinstance(run, str):
         return "SKIPPED", None, run
     try:
-        result = train_run(
-            config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
-        )
+        with turns.training():  # another command's timing phase waits for it (turns.py)
+            result = train_run(
+                config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
+            )
     except Exception as exc:  # noqa: BLE001 - one run's crash never loses the others
         error = f"{type(exc).__name__}: {exc}"
         run.end("FAILED", error + "\n" + traceback.format_exc())
