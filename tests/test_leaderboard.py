@@ -763,3 +763,24 @@ def test_reproduce_lines_leave_out_where_results_go() -> None:
     assert reproducing("benchsuite run --hp 'imp.schedule=ft, llr'") == (
         "benchsuite run --hp 'imp.schedule=ft, llr'"
     )
+
+
+def test_a_dense_only_board_shows_its_accuracy() -> None:
+    """``run --methods dense`` has no target column: the board still shows the reference's
+    accuracy (one column group without a target), in the terminal and in the markdown."""
+    from rich.console import Console
+
+    board = aggregate(
+        [rec("dense", 0, s, a, speedup=1.0, sparsity=0.0) for s, a in enumerate(DENSE)]
+    )
+    assert board.targets == []
+    console = Console(record=True, width=200)
+    console.print(render_rich(board))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "Method" in line)
+    assert "Acc" in header and "Sparsity" in header
+    dense = next(line for line in text.splitlines() if line.strip("│ ").startswith("dense"))
+    assert "98.50 ± 0.50 (n=3)" in dense and "[97.26, 99.74]" in dense
+    md = to_markdown(board)
+    assert "| Method | img/s | Acc | CI | Speedup | Train cost | Sparsity |" in md
+    assert "| dense (reference) | 50.0† | 98.50 ± 0.50 (n=3) | [97.26, 99.74] |" in md

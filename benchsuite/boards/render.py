@@ -76,11 +76,19 @@ def md_marked(value: str, mark: Mark) -> str:
     return f"{value} ≈" if mark.within_noise else value
 
 
-def _column_titles(targets: list[float]) -> list[str]:
+def shown_targets(board: Leaderboard) -> list[float | None]:
+    """The column groups: one per target; a board of reference runs only (``run --methods
+    dense``) has no target, and gets one group without a target for the reference's cell."""
+    if board.targets or not any(row.cells for row in board.rows):
+        return list(board.targets)
+    return [None]
+
+
+def _column_titles(targets: list[float | None]) -> list[str]:
     titles = ["Method", "img/s"]
     for t in targets:
-        p = percent(t)
-        titles += [f"{p} Acc", f"{p} CI", f"{p} Speedup", f"{p} Train cost", f"{p} Sparsity"]
+        p = "" if t is None else percent(t) + " "
+        titles += [f"{p}Acc", f"{p}CI", f"{p}Speedup", f"{p}Train cost", f"{p}Sparsity"]
     return titles
 
 
@@ -181,7 +189,8 @@ def _md_escape(text: str) -> str:
 
 def _markdown_table(board: Leaderboard) -> list[str]:
     notes = _footnote_numbers(board)
-    titles = _column_titles(board.targets)
+    targets = shown_targets(board)
+    titles = _column_titles(targets)
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in board.rows:
         tp = row.img_per_s
@@ -192,7 +201,7 @@ def _markdown_table(board: Leaderboard) -> list[str]:
         else:
             ips = md_marked(img_per_s_text(tp.value), tp.mark)
         cells = [_md_escape(row.label + (" (reference)" if row.reference else "")), ips]
-        for t in board.targets:
+        for t in targets:
             cell = row.cell(t)
             if cell is None:
                 cells += ["—", "—", "—", "—", "—"]
@@ -419,7 +428,8 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}"
     )
     table = Table(title=title, caption=Text("\n").join(captions), caption_justify="left")
-    for i, title in enumerate(_column_titles(board.targets)):
+    targets = shown_targets(board)
+    for i, title in enumerate(_column_titles(targets)):
         table.add_column(
             title.replace(" ", "\n", 1) if i > 1 else title, justify="left" if i == 0 else "right"
         )
@@ -439,7 +449,7 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         else:
             ips = marked(img_per_s_text(tp.value), tp.mark)
         cells: list[Text] = [Text(row.label, style="italic" if row.reference else ""), ips]
-        for t in board.targets:
+        for t in targets:
             cell = row.cell(t)
             if cell is None:
                 cells += [Text("—")] * 5
