@@ -714,6 +714,7 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
                 "epochs": 10,
                 "dataset": "digits",
                 "model": "smallcnn",
+                "data": "fp1",
                 "trials_per_method": 6,
                 "seeds": list(range(1000, 1006)),
                 "methods": {"gmp": chosen},
@@ -738,7 +739,8 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     assert json.loads((tmp_path / "out" / "digits-10ep-tuned.json").read_text())["tuning"]
     assert "digits-10ep-tuned.configs" not in (tmp_path / "out" / "README.md").read_text()
 
-    configs.write_text(json.dumps({"preset": "digits", "epochs": 20, "methods": {}}))
+    other = {"preset": "digits", "epochs": 20, "dataset": "digits", "model": "smallcnn"}
+    configs.write_text(json.dumps({**other, "data": "fp1", "methods": {}}))
     with pytest.raises(BadInput, match="tuned for epochs 20"):
         tuning_for(board, root=tmp_path)
     with pytest.raises(BadInput, match="cannot read"):

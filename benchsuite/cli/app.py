@@ -115,7 +115,7 @@ def run(
         if tuned or tuned_configs:
             from benchsuite.tuning.search import load_for_run
 
-            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs)
+            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs, data=data)
         request = Request(
             preset,
             names,
