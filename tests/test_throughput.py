@@ -62,7 +62,7 @@ def test_a_phase_that_cannot_have_the_machine_is_contended_and_shown_so(
     gmp = board.row("gmp").img_per_s
     assert gmp.source == "contended" and gmp.mark.rank is None
     assert not [c for c in board.comparisons if c.metric == "img_per_s"]
-    assert "**†**: contended" in to_markdown(board)
+    assert "**†** (timed after the grid): contended" in to_markdown(board)
     table = to_markdown(board).split("## Legend")[0]
     assert f"| gmp | {img_per_s_text(gmp.value)}† |" in table
     assert record_isolated(configs, tiny_data, tracker, rounds=1, wait_s=0.3) == 2  # again

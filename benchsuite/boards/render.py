@@ -111,9 +111,9 @@ def footnote_text(row: Row, cell: Cell) -> str:
     return f"{row.label} at {percent(cell.target)}: " + "; ".join(cell.flags())
 
 
-def _uses_contended(board: Leaderboard) -> bool:
-    """Whether a row's img/s was not measured alone (in-trial, or a contended timing phase)."""
-    return any(r.img_per_s is not None and r.img_per_s.source != "isolated" for r in board.rows)
+def _uses(board: Leaderboard, source: str) -> bool:
+    """Whether a row's img/s comes from ``source`` (``Throughput.source``)."""
+    return any(r.img_per_s is not None and r.img_per_s.source == source for r in board.rows)
 
 
 def _legend_lines(board: Leaderboard) -> list[str]:
@@ -140,13 +140,18 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "the mean over interleaved timing rounds, compared between neighbours by a paired "
         "t-test over the rounds.",
     ]
-    if _uses_contended(board):
+    if _uses(board, "in-trial"):
         lines.append(
-            "**†**: contended, no isolated measurement for this row: the median in-trial "
-            "`train_img_per_s`, measured while trials shared the cores, or a timing phase that "
-            "could not have the machine to itself (another benchsuite command trained or timed "
-            "meanwhile, or other processes kept the CPUs busy); not comparable with isolated "
-            "figures and never marked."
+            "**†**: no isolated measurement for this row; median in-trial "
+            "`train_img_per_s`, measured while trials shared the cores (contended), "
+            "not comparable with isolated figures and never marked."
+        )
+    if _uses(board, "contended"):
+        lines.append(
+            "**†** (timed after the grid): contended, its timing phase could not have the "
+            "machine to itself (another benchsuite command trained or timed meanwhile, or other "
+            "processes kept the CPUs busy; the record's `benchsuite.contended` tag says which); "
+            "not comparable with isolated figures and never marked."
         )
     lines.append(
         "**Marks**: within each column the non-reference rows are sorted by mean and each is "
@@ -388,11 +393,14 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
     captions: list[Text] = []
     for p in board.problems:
         captions.append(Text(f"⚠ unfair comparison: {p}", style="bold red"))
-    if _uses_contended(board):
+    if _uses(board, "in-trial"):
+        captions.append(
+            Text("† in-trial img/s (contended), no isolated measurement", style="yellow")
+        )
+    if _uses(board, "contended"):
         captions.append(
             Text(
-                "† contended img/s (in-trial, or timed while the machine was busy), "
-                "no isolated measurement",
+                "† timed while the machine was busy (contended), no isolated measurement",
                 style="yellow",
             )
         )
