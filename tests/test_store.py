@@ -306,6 +306,7 @@ def test_a_store_on_a_read_only_mount_is_read(tmp_path):
     script = (
         f"set -e; mount --bind {store} {mount}; mount -o remount,bind,ro {mount}; cd {mount}; "
         f"{cli} leaderboard; {cli} publish --out {tmp_path}/boards; "
+        f"{cli} publish --out {mount}/boards 2>&1 || echo exit $?; "
         f"if touch {mount}/probe 2>/dev/null; then echo writable; else echo read-only; fi"
     )
     out = subprocess.run(
@@ -317,6 +318,22 @@ def test_a_store_on_a_read_only_mount_is_read(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "gmp" in out.stdout and out.stdout.rstrip().endswith("read-only")
+    assert f"error: --out {mount}/boards: cannot write in {mount} (read-only" in out.stdout
+    assert "exit 2" in out.stdout  # publishing into the read-only mount: one line, exit 2
     assert (tmp_path / "boards" / "exp.md").exists()
     assert (store / "mlflow.db").read_bytes() == before
     assert sorted(p.name for p in store.iterdir()) == ["mlflow.db"]  # no lock, nothing new
+
+
+@pytest.mark.integration  # a real MLflow store
+def test_publish_that_cannot_write_a_file_is_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from benchsuite.cli.app import app
+
+    hand_store(f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "boards" / "exp.md").mkdir(parents=True)  # where the markdown would go
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["publish", "--out", "boards"])
+    assert result.exit_code == 2, result.output
+    assert "error: --out boards: cannot write boards/exp.md (Is a directory)" in result.stderr
