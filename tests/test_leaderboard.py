@@ -778,6 +778,7 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
                 "epochs": 10,
                 "dataset": "digits",
                 "model": "smallcnn",
+                "data": "fp1",
                 "configs_per_method": 2,
                 "seeds": [1000, 1001],
                 "methods": {"gmp": chosen},
@@ -802,7 +803,8 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     assert json.loads((tmp_path / "out" / "digits-10ep-tuned.json").read_text())["tuning"]
     assert "digits-10ep-tuned.configs" not in (tmp_path / "out" / "README.md").read_text()
 
-    configs.write_text(json.dumps({"preset": "digits", "epochs": 20, "methods": {}}))
+    other = {"preset": "digits", "epochs": 20, "dataset": "digits", "model": "smallcnn"}
+    configs.write_text(json.dumps({**other, "data": "fp1", "methods": {}}))
     with pytest.raises(BadInput, match="tuned for epochs 20"):
         tuning_for(board, root=tmp_path)
     with pytest.raises(BadInput, match="cannot read"):
@@ -827,3 +829,24 @@ def test_reproduce_lines_leave_out_where_results_go() -> None:
     assert reproducing("benchsuite run --hp 'imp.schedule=ft, llr'") == (
         "benchsuite run --hp 'imp.schedule=ft, llr'"
     )
+
+
+def test_a_dense_only_board_shows_its_accuracy() -> None:
+    """``run --methods dense`` has no target column: the board still shows the reference's
+    accuracy (one column group without a target), in the terminal and in the markdown."""
+    from rich.console import Console
+
+    board = aggregate(
+        [rec("dense", 0, s, a, speedup=1.0, sparsity=0.0) for s, a in enumerate(DENSE)]
+    )
+    assert board.targets == []
+    console = Console(record=True, width=200)
+    console.print(render_rich(board))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "Method" in line)
+    assert "Acc" in header and "Sparsity" in header
+    dense = next(line for line in text.splitlines() if line.strip("│ ").startswith("dense"))
+    assert "98.50 ± 0.50 (n=3)" in dense and "[97.26, 99.74]" in dense
+    md = to_markdown(board)
+    assert "| Method | img/s | Acc | CI | Speedup | Train cost | Sparsity |" in md
+    assert "| dense (reference) | 50.0† | 98.50 ± 0.50 (n=3) | [97.26, 99.74] |" in md

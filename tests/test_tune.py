@@ -351,6 +351,7 @@ def test_a_tuned_file_for_another_budget_is_refused(tmp_path) -> None:
                 "dataset": preset.dataset,
                 "model": preset.model,
                 "epochs": 20,
+                "data": "0123456789abcdef",
                 "methods": {"imp": {"0.9": entry}},
             }
         )

@@ -240,23 +240,31 @@ def _set_tuned(rows: list[Row], trial: list[RunRecord]) -> None:
 def _set_throughput(
     rows: list[Row], trial: list[RunRecord], tp_all: list[RunRecord], notes: list[str]
 ) -> list[RunRecord]:
-    """Each row's img/s: its isolated record, else the median in-trial figure of its runs.
+    """Each row's img/s: its isolated record, else its contended one (a timing phase that did
+    not have the machine to itself), else the median in-trial figure of its runs.
 
     Returns the latest throughput record of each (method, variant).
     """
     tp_latest, _ = latest(tp_all, key=lambda r: (r.method, r.variant))
-    tp_by_row = {
-        (r.method, r.variant): r
-        for r in tp_latest
-        if r.finished and to_float(r.metrics.get(Metrics.IMG_PER_S)) is not None
+    usable = [
+        r for r in tp_all if r.finished and to_float(r.metrics.get(Metrics.IMG_PER_S)) is not None
+    ]
+    by_row = {
+        source: {(r.method, r.variant): r for r in newest}
+        for source, newest in (
+            ("isolated", latest([r for r in usable if not r.tag(Tags.CONTENDED)], _row_of)[0]),
+            ("contended", latest([r for r in usable if r.tag(Tags.CONTENDED)], _row_of)[0]),
+        )
     }
     for row in rows:
-        rec = tp_by_row.get((row.method, row.variant))
-        if rec is not None:
+        key = (row.method, row.variant)
+        source = next((s for s, found in by_row.items() if key in found), None)
+        if source is not None:
+            rec = by_row[source][key]
             rounds = json.loads(rec.tag(Tags.IMG_PER_S_ROUNDS) or "[]")
             row.img_per_s = Throughput(
                 float(rec.metrics[Metrics.IMG_PER_S]),
-                "isolated",
+                source,
                 (rec.run_id,),
                 rec.tag(Tags.DEVICE),
                 rec.tag(Tags.THREADS),
@@ -277,10 +285,15 @@ def _set_throughput(
                 tuple(i for i, _ in pairs),
             )
     labels = {(row.method, row.variant) for row in rows}
-    orphan = sorted(f"{m} ({v})" for (m, v) in tp_by_row if (m, v) not in labels)
+    recorded = {k for found in by_row.values() for k in found}
+    orphan = sorted(f"{m} ({v})" for (m, v) in recorded if (m, v) not in labels)
     if orphan:
         notes.append("throughput records without trial runs: " + ", ".join(orphan))
     return tp_latest
+
+
+def _row_of(rec: RunRecord) -> tuple[str | None, str]:
+    return (rec.method, rec.variant)
 
 
 def _rank(rows: list[Row], targets: list[float], alpha: float) -> list[Comparison]:

@@ -86,7 +86,7 @@ class Cell:
 @dataclass
 class Throughput:
     value: float
-    source: str  # "isolated" | "in-trial"
+    source: str  # "isolated" | "contended" (timed while the machine was busy) | "in-trial"
     run_ids: tuple[str, ...]
     device: str | None = None
     threads: str | None = None
@@ -107,7 +107,7 @@ class Row:
     def label(self) -> str:
         return self.method if self.variant == "default" else f"{self.method} ({self.variant})"
 
-    def cell(self, target: float) -> Cell | None:
+    def cell(self, target: float | None) -> Cell | None:
         """The cell shown in column ``target``: the reference row shows its one cell everywhere."""
         if self.reference:
             return next(iter(self.cells.values()), None)

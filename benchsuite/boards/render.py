@@ -90,11 +90,19 @@ def md_marked(value: str, mark: Mark) -> str:
     return f"{value} {mark.symbol}" if mark.symbol else value
 
 
-def _column_titles(targets: list[float]) -> list[str]:
+def shown_targets(board: Leaderboard) -> list[float | None]:
+    """The column groups: one per target; a board of reference runs only (``run --methods
+    dense``) has no target, and gets one group without a target for the reference's cell."""
+    if board.targets or not any(row.cells for row in board.rows):
+        return list(board.targets)
+    return [None]
+
+
+def _column_titles(targets: list[float | None]) -> list[str]:
     titles = ["Method", "img/s"]
     for t in targets:
-        p = percent(t)
-        titles += [f"{p} Acc", f"{p} CI", f"{p} Speedup", f"{p} Train cost", f"{p} Sparsity"]
+        p = "" if t is None else percent(t) + " "
+        titles += [f"{p}Acc", f"{p}CI", f"{p}Speedup", f"{p}Train cost", f"{p}Sparsity"]
     return titles
 
 
@@ -117,8 +125,9 @@ def footnote_text(row: Row, cell: Cell) -> str:
     return f"{row.label} at {percent(cell.target)}: " + "; ".join(cell.flags())
 
 
-def _uses_in_trial(board: Leaderboard) -> bool:
-    return any(r.img_per_s is not None and r.img_per_s.source == "in-trial" for r in board.rows)
+def _uses(board: Leaderboard, source: str) -> bool:
+    """Whether a row's img/s comes from ``source`` (``Throughput.source``)."""
+    return any(r.img_per_s is not None and r.img_per_s.source == source for r in board.rows)
 
 
 def _legend_lines(board: Leaderboard) -> list[str]:
@@ -145,10 +154,17 @@ def _legend_lines(board: Leaderboard) -> list[str]:
         "the mean over interleaved timing rounds, compared by paired t-tests over the rounds "
         "(Holm-corrected, as the accuracy columns).",
     ]
-    if _uses_in_trial(board):
+    if _uses(board, "in-trial"):
         lines.append(
             "**†**: no isolated measurement for this row; median in-trial "
             "`train_img_per_s`, measured while trials shared the cores (contended), "
+            "not comparable with isolated figures and never marked."
+        )
+    if _uses(board, "contended"):
+        lines.append(
+            "**†** (timed after the grid): contended, its timing phase could not have the "
+            "machine to itself (another benchsuite command trained or timed meanwhile, or other "
+            "processes kept the CPUs busy; the record's `benchsuite.contended` tag says which); "
             "not comparable with isolated figures and never marked."
         )
     lines.append(
@@ -197,18 +213,19 @@ def _md_escape(text: str) -> str:
 
 def _markdown_table(board: Leaderboard) -> list[str]:
     notes = _footnote_numbers(board)
-    titles = _column_titles(board.targets)
+    targets = shown_targets(board)
+    titles = _column_titles(targets)
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in board.rows:
         tp = row.img_per_s
         if tp is None:
             ips = "—"
-        elif tp.source == "in-trial":
+        elif tp.source != "isolated":
             ips = img_per_s_text(tp.value) + "†"
         else:
             ips = md_marked(img_per_s_text(tp.value), tp.mark)
         cells = [_md_escape(row.label + (" (reference)" if row.reference else "")), ips]
-        for t in board.targets:
+        for t in targets:
             cell = row.cell(t)
             if cell is None:
                 cells += ["—", "—", "—", "—", "—"]
@@ -526,9 +543,16 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
     captions: list[Text] = []
     for p in board.problems:
         captions.append(Text(f"⚠ unfair comparison: {p}", style="bold red"))
-    if _uses_in_trial(board):
+    if _uses(board, "in-trial"):
         captions.append(
             Text("† in-trial img/s (contended), no isolated measurement", style="yellow")
+        )
+    if _uses(board, "contended"):
+        captions.append(
+            Text(
+                "† timed while the machine was busy (contended), no isolated measurement",
+                style="yellow",
+            )
         )
     captions.append(
         Text(
@@ -562,7 +586,8 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}"
     )
     table = Table(title=title, caption=Text("\n").join(captions), caption_justify="left")
-    for i, title in enumerate(_column_titles(board.targets)):
+    targets = shown_targets(board)
+    for i, title in enumerate(_column_titles(targets)):
         table.add_column(
             title.replace(" ", "\n", 1) if i > 1 else title, justify="left" if i == 0 else "right"
         )
@@ -576,12 +601,12 @@ def render_rich(board: Leaderboard) -> rich.table.Table:
         tp = row.img_per_s
         if tp is None:
             ips = Text("—")
-        elif tp.source == "in-trial":
+        elif tp.source != "isolated":
             ips = Text(img_per_s_text(tp.value) + "†", style="yellow")
         else:
             ips = marked(img_per_s_text(tp.value), tp.mark)
         cells: list[Text] = [Text(row.label, style="italic" if row.reference else ""), ips]
-        for t in board.targets:
+        for t in targets:
             cell = row.cell(t)
             if cell is None:
                 cells += [Text("—")] * 5

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from benchsuite import __version__
-from benchsuite.cli.checks import absolute_dir, check_writable, parse_resources
+from benchsuite.cli.checks import absolute_dir, check_out_dir, check_writable, parse_resources
 from benchsuite.cli.options import (
     GridOptions,
     InProcessOption,
@@ -115,7 +115,7 @@ def run(
         if tuned or tuned_configs:
             from benchsuite.tuning.search import load_for_run
 
-            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs)
+            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs, data=data)
         request = Request(
             preset,
             names,
@@ -141,8 +141,11 @@ def run(
         from benchsuite.store.tracking import Tracker
         from benchsuite.training.throughput import record_isolated
 
-        with console.status("timing each method variant alone (isolated img/s)"):
-            record_isolated(configs, data, Tracker(uri, name))
+        with console.status(
+            "timing each method variant alone (isolated img/s; other benchsuite commands on "
+            "this machine take turns with it)"
+        ):
+            record_isolated(outcome.configs or configs, data, Tracker(uri, name))
 
     console.print(render_rich(aggregate(load_runs(uri, name))))
     summarize(outcome, opts.tracking_uri, name)
@@ -341,11 +344,14 @@ def load_board(tracking_uri: str, experiment: str | None):
     """The experiment's leaderboard, or its study board when its runs are a study's."""
     from benchsuite.boards.aggregation import aggregate
     from benchsuite.boards.publish import experiments, load_runs, newest_experiment
-    from benchsuite.store.sqlite import StoreError, check_store
+    from benchsuite.store.sqlite import NoStore, StoreError, check_store
     from benchsuite.studies.table1 import aggregate_study, is_study
 
+    what = f"--experiment {experiment!r} has no runs" if experiment else "no experiment has runs"
     try:
         check_store(tracking_uri, write=False)
+    except NoStore as exc:
+        fail(f"{what}: {exc}")
     except StoreError as exc:
         fail(str(exc))
 
@@ -355,9 +361,6 @@ def load_board(tracking_uri: str, experiment: str | None):
     except KeyError:
         runs = []
     if not runs:
-        what = (
-            f"--experiment {experiment!r} has no runs" if experiment else "no experiment has runs"
-        )
         known = ", ".join(experiments(tracking_uri)) or "(none: run `benchsuite run` first)"
         fail(f"{what} at {tracking_uri}; choose from {known}")
     return aggregate_study(runs, name) if is_study(runs) else aggregate(runs, experiment=name)
@@ -415,6 +418,10 @@ def publish(
     from benchsuite.boards.tuning_section import tuning_for
     from benchsuite.studies import table1 as study
 
+    try:
+        check_out_dir(out)
+    except BadInput as exc:
+        fail(str(exc))
     board = load_board(tracking_uri, experiment)
     is_study = isinstance(board, study.StudyBoard)
     if is_study and baseline:
@@ -439,6 +446,8 @@ def publish(
         fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
     except BadInput as exc:
         fail(str(exc))
+    except OSError as exc:  # what the check above cannot foresee (a full disk, a race)
+        fail(f"--out {out}: cannot write {exc.filename or out} ({exc.strerror or exc})")
     for path in paths:
         console.print(f"wrote {path}")
 

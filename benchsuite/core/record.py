@@ -92,6 +92,7 @@ class Tags:
     COLLAPSED = "collapsed"  # comma-separated names of the layers left with no weight
     NUMERICS = "numerics."  # prefix: numerics.torch, numerics.amp, ...
     IMG_PER_S_ROUNDS = "img_per_s_rounds"  # JSON list, one figure per timing round
+    CONTENDED = "contended"  # a throughput record not measured alone: why (absent: isolated)
     ERROR = "error"
     CLAIM_HOST = "claim_host"
     CLAIM_PID = "claim_pid"

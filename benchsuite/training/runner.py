@@ -20,6 +20,7 @@ from benchsuite.data.base import Dataset, load_dataset
 from benchsuite.store.claims import claim
 from benchsuite.store.owners import claimant
 from benchsuite.store.tracking import TrackedRun, Tracker
+from benchsuite.training import turns
 from benchsuite.training.loop import EpochCallback, Progress, RunResult, train_run
 
 
@@ -62,8 +63,11 @@ def execute(
     owner: dict[str, str] | None = None,
 ) -> tuple[str, RunResult | None, str | None]:
     """Claim, train and record one run. Returns (status, result, error); never raises for a
-    run error. Status SKIPPED (error: why) where the run key is finished or another live
-    command has claimed it (``store.claim``).
+    run error, including one in recording its results (a full disk): the run ends FAILED with
+    it, or, where the store cannot even take that, the error says so and the caller ends it
+    (``execution.common.record_failed``). Status SKIPPED (error: why) where the run key is
+    finished or another live command has claimed it (``store.claim``). The claim itself can
+    raise (the store fails before the run exists).
 
     ``kind`` is ``run`` for benchmark runs and ``tune`` for tuning trials (leaderboards and
     resume count only their own kind). ``owner`` names the claimant (default: this process).
@@ -79,16 +83,25 @@ def execute(
     if isinstance(run, str):
         return "SKIPPED", None, run
     try:
-        result = train_run(
-            config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
-        )
+        with turns.training():  # another command's timing phase waits for it (turns.py)
+            result = train_run(
+                config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
+            )
+        record_result(run, result)  # a full disk fails here: the run failed, and says why
+        run.end("FINISHED")
     except Exception as exc:  # noqa: BLE001 - one run's crash never loses the others
         error = f"{type(exc).__name__}: {exc}"
-        run.end("FAILED", error + "\n" + traceback.format_exc())
+        try:
+            run.end("FAILED", error + "\n" + traceback.format_exc())
+        except Exception as store:  # noqa: BLE001 - the store fails too: the caller ends it
+            error += f" (ending the run in the store failed too: {type(store).__name__}: "
+            error += f"{first_line(store)})"
         return "FAILED", None, error
-    record_result(run, result)
-    run.end("FINISHED")
     return "FINISHED", result, None
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
 def recorder(run: TrackedRun, on_epoch: EpochCallback | None) -> EpochCallback:

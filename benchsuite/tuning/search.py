@@ -34,7 +34,7 @@ from ray.tune.search import Searcher
 from benchsuite import __version__
 from benchsuite.core.budget import Budget, BudgetError
 from benchsuite.core.identity import preset_budget
-from benchsuite.core.method import get_method, hparam_fields
+from benchsuite.core.method import get_method, hparam_fields, list_methods, parse_hparams
 from benchsuite.core.record import Metrics
 from benchsuite.data.base import Dataset
 from benchsuite.execution.grid import BadInput, Request
@@ -347,17 +347,113 @@ def tuned_file(preset: str, epochs: int, root: Path = TUNED_DIR) -> Path:
     return root / f"{preset}-{epochs}ep.json"
 
 
+# The shape of a tuned-configurations file (what ``save_tuned`` writes), as a JSON Schema:
+# checked with the ``jsonschema`` package before any value is read, so a file of another shape
+# is one line naming where it differs. The values themselves are checked after it
+# (``check_tuned_entries``): by each method's own hyperparameter parsing.
+_SCALAR = {"type": ["string", "number", "boolean"]}
+TUNED_FILE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["dataset", "model", "epochs", "data", "methods"],
+    "properties": {
+        "preset": {"type": "string"},
+        "dataset": {"type": "string"},
+        "model": {"type": "string"},
+        "epochs": {"type": "integer", "minimum": 1},
+        "data": {"type": "string"},
+        "configs_per_method": {"type": "integer", "minimum": 1},
+        "seeds": {"type": "array", "items": {"type": "integer"}},
+        "methods": {
+            "type": "object",
+            "additionalProperties": {  # method -> target sparsity -> entry
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["hparams"],
+                    "properties": {
+                        "hparams": {"type": "object", "additionalProperties": _SCALAR},
+                        "space": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "trials": {"type": "integer", "minimum": 0},
+                        "finished": {"type": "integer", "minimum": 0},
+                        "val_accuracy": {"type": ["number", "null"]},
+                        "default_val_accuracy": {"type": ["number", "null"]},
+                        "chosen": {"type": ["integer", "null"]},
+                        "configs": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+        },
+    },
+}
+TUNED_FORM = (
+    "a tuned-configurations file as `benchsuite tune` saves it (dataset, model, epochs, data, "
+    'and methods: {"METHOD": {"TARGET": {"hparams": {"NAME": VALUE}}}})'
+)
+
+
+def check_tuned_shape(payload: Any, where: str) -> None:
+    """``payload`` has the shape of ``TUNED_FILE_SCHEMA`` (``BadInput`` naming the first place
+    where it does not)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(TUNED_FILE_SCHEMA).iter_errors(payload))
+    if error is not None:
+        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        place = ".".join(str(part) for part in error.absolute_path) or "top level"
+        raise BadInput(f"{where}: {place}: {message}; expected {TUNED_FORM}")
+
+
+def check_tuned_entries(payload: dict[str, Any], where: str) -> None:
+    """Every method is known, every target a sparsity in (0, 1) written as the harness looks
+    it up, every value accepted by the method's own hyperparameter parsing (names and types,
+    NaN refused): what ``run --tuned`` would otherwise find only when a trial starts."""
+    for method, targets in payload["methods"].items():
+        try:
+            hparams = get_method(method).Hparams
+        except KeyError:
+            raise BadInput(
+                f"{where}: methods.{method}: unknown method; choose from "
+                f"{', '.join(list_methods())}"
+            ) from None
+        for target, entry in targets.items():
+            key = f"methods.{method}.{target}"
+            try:
+                number = float(target)
+            except ValueError:
+                number = math.nan
+            if not 0 < number < 1 or f"{number:g}" != target:
+                raise BadInput(
+                    f"{where}: {key}: a target must be a sparsity in (0, 1) written as "
+                    '--sparsity prints it, e.g. "0.9"'
+                )
+            try:
+                parse_hparams(hparams, entry["hparams"])
+            except KeyError as exc:
+                names = ", ".join(f.name for f in hparam_fields(hparams)) or "(none)"
+                raise BadInput(
+                    f"{where}: {key}.hparams: {method} has no hyperparameter {exc}; "
+                    f"choose from {names}"
+                ) from None
+            except (TypeError, ValueError) as exc:
+                raise BadInput(f"{where}: {key}.hparams: {exc}") from None
+
+
 def read_tuned(path: Path, expected: dict[str, Any], what: str, hint: str) -> dict[str, Any]:
-    """A tuned-configurations file, refused unless it was tuned for ``expected`` (tuned values
-    hold only for the dataset, model and budget they were tuned on)."""
+    """A tuned-configurations file, refused unless it has the file's shape and values
+    (``check_tuned_shape``, ``check_tuned_entries``) and was tuned for ``expected`` (tuned
+    values hold only for the dataset, model, budget and data they were tuned on)."""
     try:
         payload = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BadInput(f"{what}: cannot read {path} ({exc}); {hint}") from None
+    check_tuned_shape(payload, what)
+    check_tuned_entries(payload, what)
     for name, value in expected.items():
         if str(payload.get(name)) != str(value):
+            shown = "data fingerprint" if name == "data" else name
             raise BadInput(
-                f"{what} was tuned for {name} {payload.get(name)!r}, not {value!r}; {hint}"
+                f"{what} was tuned for {shown} {payload.get(name)!r}, not {value!r}; {hint}"
             )
     return payload
 
@@ -369,8 +465,12 @@ def load_for_run(
     seeds: int,
     with_hp: bool,
     path: Path | None = None,
+    *,
+    data: Dataset | None = None,
 ) -> dict[str, dict[str, dict[str, str]]]:
-    """``run --tuned``: the tuned hyperparameters, after the checks that keep the board honest."""
+    """``run --tuned``: the tuned hyperparameters, after the checks that keep the board honest
+    (the file's shape and values, its preset, budget and, given ``data``, the data's
+    fingerprint)."""
     if with_hp:
         raise BadInput(
             "--hp with --tuned: a tuned row is the tuning's choice per target; set "
@@ -381,7 +481,7 @@ def load_for_run(
             f"--seeds {seeds} would reuse the tuning seeds ({TUNING_SEED}+) with --tuned; "
             f"use at most {TUNING_SEED} seeds"
         )
-    return load_tuned(preset, methods, targets, path=path)
+    return load_tuned(preset, methods, targets, path=path, data=data)
 
 
 def save_tuned(
@@ -431,9 +531,10 @@ def load_tuned(
     targets: list[float],
     root: Path = TUNED_DIR,
     path: Path | None = None,
+    data: Dataset | None = None,
 ) -> dict[str, dict[str, dict[str, str]]]:
     """The best hyperparameters per method and target for ``run --tuned`` (Request.tuned), from
-    ``path`` (default: the preset's file under ``root``)."""
+    ``path`` (default: the preset's file under ``root``), tuned on ``data`` when given."""
     path = path or tuned_path(preset, root)
     hint = (
         f"run `benchsuite tune --preset {preset.name} --epochs {preset.epochs} "
@@ -442,6 +543,8 @@ def load_tuned(
     if not path.exists():
         raise BadInput(f"--tuned: no tuned configuration at {path}; {hint}")
     expected = {"dataset": preset.dataset, "model": preset.model, "epochs": preset.epochs}
+    if data is not None:
+        expected["data"] = data.fingerprint
     payload = read_tuned(path, expected, f"--tuned: {path}", hint)
     out: dict[str, dict[str, dict[str, str]]] = {}
     stored = payload.get("methods", {})
