@@ -159,11 +159,17 @@ def test_a_bad_preset_file_is_one_line(tmp_path, content, needle):
     ("block", "needle"),
     [
         ('[calibration.stt."0.9"]\nx = 1', "calibration.stt: unknown method; choose from "),
-        ('[calibration.str."0.90"]\ns_initial = -5.0', "calibration.str.'0.90' must be a target"),
-        ('[calibration.str."1.5"]\ns_initial = -5.0', "calibration.str.'1.5' must be a target"),
+        (
+            '[calibration.str."0.90"]\ns_initial = -5.0',
+            "calibration.str.0.90: a target must be a sparsity",
+        ),
+        (
+            '[calibration.str."1.5"]\ns_initial = -5.0',
+            "calibration.str.1.5: a target must be a sparsity",
+        ),
         ('[calibration.str."0.9"]\ns_init = -5.0', "str has no hyperparameter 's_init'; choose"),
         ('[calibration.str."0.9"]\nweight_decay = "abc"', "weight_decay='abc': expected a"),
-        ('[calibration.str."0.9"]\nweight_decay = nan', "calibration.str.'0.9': weight_decay"),
+        ('[calibration.str."0.9"]\nweight_decay = nan', "calibration.str.0.9: weight_decay"),
     ],
 )
 def test_a_bad_calibration_is_one_line(tmp_path, block, needle):

@@ -334,3 +334,44 @@ def list_methods() -> list[str]:
 
 def get_method(name: str) -> type[PruningMethod]:
     return method_registry().get(name)
+
+
+def check_targets_table(table: dict[str, Any], section: str, field: str | None = None) -> None:
+    """A ``{method: {target: entry}}`` table (a preset's calibration, a tuned-configurations
+    file): every method known, every target a sparsity in (0, 1) spelled as the harness looks
+    it up (``f"{t:g}"``), every entry's hyperparameters (the entry, or its ``field``) accepted
+    by the method's own parsing. ``ValueError`` naming the place (``section.method.target``) and the
+    expected form."""
+    for method, targets in table.items():
+        try:
+            hparams = get_method(method).Hparams
+        except KeyError:
+            raise ValueError(
+                f"{section}.{method}: unknown method; choose from {', '.join(list_methods())}"
+            ) from None
+        if not isinstance(targets, dict):
+            raise ValueError(f"{section}.{method} must be a table of targets")
+        for target, entry in targets.items():
+            key = f"{section}.{method}.{target}"
+            try:
+                number = float(target)
+            except ValueError:
+                number = math.nan
+            if not 0 < number < 1 or f"{number:g}" != target:
+                raise ValueError(
+                    f"{key}: a target must be a sparsity in (0, 1) written as --sparsity prints "
+                    'it, e.g. "0.9"'
+                )
+            values = entry if field is None else entry[field]
+            key = key if field is None else f"{key}.{field}"
+            if not isinstance(values, dict):
+                raise ValueError(f"{key} must be a table of hyperparameters")
+            try:
+                parse_hparams(hparams, values)
+            except KeyError as exc:
+                names = ", ".join(f.name for f in hparam_fields(hparams)) or "(none)"
+                raise ValueError(
+                    f"{key}: {method} has no hyperparameter {exc}; choose from {names}"
+                ) from None
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{key}: {exc}") from None

@@ -15,8 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from benchsuite.core.method import get_method, list_methods, parse_hparams
-from benchsuite.core.registry import UnknownName
+from benchsuite.core.method import check_targets_table
 from benchsuite.pruning.schedules import ORIGINAL_KINDS
 
 
@@ -147,35 +146,7 @@ def check_milestones(value: Any, where: str) -> None:
 def check_calibration(raw: dict[str, Any], where: str) -> None:
     """``[calibration.<method>."<target>"]`` tables: a known method, a target spelled as the
     harness looks it up (``f"{t:g}"``), values its hyperparameters accept."""
-    for method, targets in raw.items():
-        if not isinstance(targets, dict):
-            raise PresetError(f"{where}: calibration.{method} must be a table of targets")
-        try:
-            hparams = get_method(method).Hparams
-        except UnknownName:
-            raise PresetError(
-                f"{where}: calibration.{method}: unknown method; choose from "
-                f"{', '.join(list_methods())}"
-            ) from None
-        for target, values in targets.items():
-            key = f"calibration.{method}.{target!r}"
-            try:
-                number = float(target)
-            except ValueError:
-                number = math.nan
-            if not 0 < number < 1 or f"{number:g}" != target:
-                raise PresetError(
-                    f"{where}: {key} must be a target sparsity in (0, 1) written as "
-                    f'--sparsity prints it, e.g. "0.9"'
-                )
-            if not isinstance(values, dict):
-                raise PresetError(f"{where}: {key} must be a table of hyperparameters")
-            try:
-                parse_hparams(hparams, values)
-            except KeyError as exc:
-                names = ", ".join(hparams.__dataclass_fields__) or "(none)"
-                raise PresetError(
-                    f"{where}: {key}: {method} has no hyperparameter {exc}; choose from {names}"
-                ) from None
-            except (TypeError, ValueError) as exc:
-                raise PresetError(f"{where}: {key}: {exc}") from None
+    try:
+        check_targets_table(raw, "calibration")
+    except ValueError as exc:
+        raise PresetError(f"{where}: {exc}") from None

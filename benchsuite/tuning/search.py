@@ -34,7 +34,7 @@ from ray.tune.search import Searcher
 from benchsuite import __version__
 from benchsuite.core.budget import Budget, BudgetError
 from benchsuite.core.identity import preset_budget
-from benchsuite.core.method import get_method, hparam_fields, list_methods, parse_hparams
+from benchsuite.core.method import check_targets_table, get_method, hparam_fields
 from benchsuite.core.record import Metrics
 from benchsuite.data.base import Dataset
 from benchsuite.execution.grid import BadInput, Request
@@ -408,35 +408,10 @@ def check_tuned_entries(payload: dict[str, Any], where: str) -> None:
     """Every method is known, every target a sparsity in (0, 1) written as the harness looks
     it up, every value accepted by the method's own hyperparameter parsing (names and types,
     NaN refused): what ``run --tuned`` would otherwise find only when a trial starts."""
-    for method, targets in payload["methods"].items():
-        try:
-            hparams = get_method(method).Hparams
-        except KeyError:
-            raise BadInput(
-                f"{where}: methods.{method}: unknown method; choose from "
-                f"{', '.join(list_methods())}"
-            ) from None
-        for target, entry in targets.items():
-            key = f"methods.{method}.{target}"
-            try:
-                number = float(target)
-            except ValueError:
-                number = math.nan
-            if not 0 < number < 1 or f"{number:g}" != target:
-                raise BadInput(
-                    f"{where}: {key}: a target must be a sparsity in (0, 1) written as "
-                    '--sparsity prints it, e.g. "0.9"'
-                )
-            try:
-                parse_hparams(hparams, entry["hparams"])
-            except KeyError as exc:
-                names = ", ".join(f.name for f in hparam_fields(hparams)) or "(none)"
-                raise BadInput(
-                    f"{where}: {key}.hparams: {method} has no hyperparameter {exc}; "
-                    f"choose from {names}"
-                ) from None
-            except (TypeError, ValueError) as exc:
-                raise BadInput(f"{where}: {key}.hparams: {exc}") from None
+    try:
+        check_targets_table(payload["methods"], "methods", "hparams")
+    except ValueError as exc:
+        raise BadInput(f"{where}: {exc}") from None
 
 
 def read_tuned(path: Path, expected: dict[str, Any], what: str, hint: str) -> dict[str, Any]:
