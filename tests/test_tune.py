@@ -51,7 +51,7 @@ def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
     every tuning seed (the same seeds for all)."""
     from benchsuite.data.base import load_dataset
 
-    preset = load_preset("digits").replace(epochs=EPOCHS)
+    preset = load_preset("digits").replace(epochs=10)
     data = load_dataset("digits")
     request = Request(preset, ["imp", "bimp", "dense"], [0.9], [], {})
     configs, skipped = draw_trials(request, data, 5, seeds=2)
@@ -73,6 +73,10 @@ def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
     # one method's draws do not depend on which other methods are tuned with it
     alone, _ = draw_trials(Request(preset, ["bimp"], [0.9], [], {}), data, 5, seeds=2)
     assert alone == per_method["bimp"]
+    # at 4 epochs IMP's defaults (10 % retraining: 0 epochs) do not fit: five draws instead
+    short = Request(preset.replace(epochs=EPOCHS), ["imp"], [0.9], [], {})
+    drawn, _ = draw_trials(short, data, 5, seeds=1)
+    assert len(drawn) == 5 and all(c.hparams != () for c in drawn)
 
 
 def test_a_small_space_is_evaluated_whole() -> None:
@@ -97,12 +101,12 @@ def test_the_search_suggests_the_drawn_trials_then_finishes() -> None:
     from benchsuite.core.budget import Budget
     from benchsuite.data.base import load_dataset
 
-    preset = load_preset("digits").replace(epochs=EPOCHS)
+    preset = load_preset("digits").replace(epochs=10)
     data = load_dataset("digits")
     request = Request(preset, ["imp", "bimp"], [0.9], [], {})
     drawn, _ = draw_trials(request, data, 2, seeds=1, seed=3)
     bases, _ = tuning_bases(request)
-    search = MethodSearch(bases, 2, Budget(EPOCHS, 40), seeds=1, seed=3, key=lambda c: c.label())
+    search = MethodSearch(bases, 2, Budget(10, 40), seeds=1, seed=3, key=lambda c: c.label())
     assert search.total == 4
     suggested = [search.suggest(f"t{i}")["run"] for i in range(4)]
     assert [run["config"] for run in suggested] == drawn
@@ -162,7 +166,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
         [
             "tune",
             "--methods",
-            "imp,bimp",
+            "gmp,dpf",
             "--sparsity",
             "0.9",
             "--trials-per-method",
@@ -182,7 +186,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     by_method = defaultdict(list)
     for run in trials:
         by_method[run.data.params["method"]].append(run)
-    assert {m: len(v) for m, v in by_method.items()} == {"imp": 4, "bimp": 4}
+    assert {m: len(v) for m, v in by_method.items()} == {"gmp": 4, "dpf": 4}
     for runs in by_method.values():
         assert sorted(int(r.data.params["seed"]) for r in runs) == [1000, 1000, 1001, 1001]
     for run in trials:
@@ -215,7 +219,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     tune_args = [
         "tune",
         "--methods",
-        "imp,bimp",
+        "gmp,dpf",
         "--sparsity",
         "0.9",
         "--trials-per-method",
@@ -238,7 +242,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
             "run",
             "--in-process",
             "--methods",
-            "dense,imp,bimp",
+            "dense,gmp,dpf",
             "--sparsity",
             "0.9",
             "--epochs",
@@ -251,7 +255,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     kind_run = "tags.`benchsuite.kind` = 'run'"
     final = {r.data.params["method"]: r for r in client.search_runs([exp.experiment_id], kind_run)}
     assert final["dense"].data.tags["benchsuite.tuned"] == "false"
-    for method in ("imp", "bimp"):
+    for method in ("gmp", "dpf"):
         run = final[method]
         assert run.data.tags["benchsuite.tuned"] == "true"
         assert int(run.data.params["seed"]) < TUNING_SEED
@@ -269,8 +273,8 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     md = (out / f"digits-{EPOCHS}ep.md").read_text()
     assert "## Tuning" in md and "dense: no tunable hyperparameters" in md
     firsts = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
-    assert {"| imp (tuned)", "| bimp (tuned)"} <= set(firsts)  # the board's rows, one per method
-    assert {"| imp", "| bimp"} <= set(firsts)  # the tuning section's rows
+    assert {"| gmp (tuned)", "| dpf (tuned)"} <= set(firsts)  # the board's rows, one per method
+    assert {"| gmp", "| dpf"} <= set(firsts)  # the tuning section's rows
     configs = out / f"digits-{EPOCHS}ep.configs.json"
     assert json.loads(configs.read_text())["methods"] == saved["methods"]
     rerun = CliRunner().invoke(
@@ -279,7 +283,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
             "run",
             "--in-process",
             "--methods",
-            "dense,imp,bimp",
+            "dense,gmp,dpf",
             "--sparsity",
             "0.9",
             "--epochs",

@@ -114,7 +114,7 @@ def score_name(config: RunConfig) -> str:
 
 class MethodSearch(Searcher):
     """Per (method, target): the defaults, then distinct random configurations, each on every
-    tuning seed.
+    tuning seed (defaults whose plan does not fit the budget are no candidate).
 
     ``bases`` holds one configuration per (method, target) (the defaults, calibrated).
     Configuration c of a base trains once per tuning seed ``TUNING_SEED + j``; trials are
@@ -146,7 +146,7 @@ class MethodSearch(Searcher):
             np.random.RandomState(zlib.crc32(f"{b.method}@{b.target:g}#{seed}".encode()))
             for b in bases
         ]
-        self.drawn: list[list[RunConfig]] = [self._configs(b, r) for b, r in zip(bases, self.rngs)]
+        self.drawn = [self._configs(b, r) for b, r in zip(bases, self.rngs)]
         self.queue = [
             (b, c, j)
             for c in range(configs)
@@ -157,35 +157,39 @@ class MethodSearch(Searcher):
         self.total = len(self.queue)
         self.suggested = 0
 
-    def _configs(self, base: RunConfig, rng: np.random.RandomState) -> list[RunConfig]:
-        """The defaults, then up to ``configs`` − 1 distinct draws that fit the budget."""
+    def _configs(self, base: RunConfig, rng: np.random.RandomState) -> list[tuple[int, RunConfig]]:
+        """``configs`` (index, configuration) pairs: the defaults as 0 where their plan fits
+        the budget, and distinct draws that fit, numbered 1, 2, ..."""
         cls = get_method(base.method)
         space = tunable_space(base.method, base.preset, base.target)
-        out, seen = [base], [base.hp()]
+
+        def fits(hp: Any) -> bool:
+            try:
+                cls.plan(self.budget, hp, base.target, base.preset.schedule)
+            except (BudgetError, ValueError):
+                return False
+            return True
+
+        out = [(0, base)] if fits(base.hp()) else []
+        seen, index = [base.hp()], 1
         for _ in range(MAX_DRAWS * self.configs):
             if len(out) == self.configs:
                 break
             hps = {k: _round(d.sample(random_state=rng)) for k, d in space.items()}
             config = dataclasses.replace(base, hparams=hparam_pairs(hps))
             hp = config.hp()
-            if hp in seen:
+            if hp in seen or not fits(hp):
                 continue
-            try:
-                cls.plan(self.budget, hp, base.target, base.preset.schedule)
-            except (BudgetError, ValueError):
-                continue
-            out.append(config)
+            out.append((index, config))
             seen.append(hp)
+            index += 1
         if len(out) < self.configs and not _small_space(space):
             raise BadInput(
-                f"tune: only {len(out)} configuration(s) of {base.method} drawn in "
+                f"tune: only {len(out)} configuration(s) of {base.method} in "
                 f"{MAX_DRAWS * self.configs} tries fit a budget of {base.preset.epochs} epochs; "
                 "raise --epochs"
             )
         return out
-
-    def trial(self, b: int, c: int, j: int) -> RunConfig:
-        return dataclasses.replace(self.drawn[b][c], seed=TUNING_SEED + j)
 
     def next_config(self) -> RunConfig | None:
         """The next trial's configuration (None when all are suggested)."""
@@ -198,7 +202,8 @@ class MethodSearch(Searcher):
             return None
         b, c, j = self.queue[self.suggested]
         self.suggested += 1
-        return self.trial(b, c, j), c
+        index, config = self.drawn[b][c]
+        return dataclasses.replace(config, seed=TUNING_SEED + j), index
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
