@@ -35,6 +35,7 @@ class Cell:
     marks: dict[str, Mark] = field(default_factory=dict)
     collapsed: dict[int, tuple[str, ...]] = field(default_factory=dict)  # seed -> empty layers
     overshoot: bool = False  # mean achieved sparsity > target + OVERSHOOT_PP
+    measured_unavailable: str | None = None  # why the cell has no measured speedup (N:M on CPU)
 
     @property
     def n(self) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from benchsuite.boards.aggregation import aggregate
 from benchsuite.boards.format import configs_name, published_stem
 from benchsuite.boards.leaderboard import UnfairComparison
-from benchsuite.boards.plot import plot
+from benchsuite.boards.plot import plot, plot_speed, structured
 from benchsuite.boards.render import JSON_SCHEMA, render_rich, to_json, to_markdown
 from benchsuite.core.record import RunRecord
 from benchsuite.store.tracking import Reader
@@ -128,8 +128,9 @@ def publish(
     """The leaderboard's published files; an unfair table is refused unless forced."""
     if board.problems and not force:
         raise UnfairComparison("; ".join(board.problems))
+    figure = plot_speed(board) if structured(board) else plot(board)
     paths = write_published(
-        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), plot(board)
+        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), figure
     )
     if board.tuning:  # the configurations the tuned rows ran, so anyone can rerun them
         configs = Path(out_dir) / configs_name(board.experiment)

@@ -115,11 +115,11 @@ def check_pattern(pattern: Pattern, sparsities: list[float], preset: Preset, dat
         with torch.random.fork_rng(devices=[]):
             model = build_model(preset.model, data.num_classes, data.input_shape)
         try:
-            ChannelGroups(model, torch.zeros(1, *data.input_shape))
+            ChannelGroups(model, torch.zeros(1, *data.input_shape)).check()
         except Exception as exc:  # noqa: BLE001 - any tracing failure is the model's
             raise BadInput(
-                f"--pattern channel: Torch-Pruning cannot trace model {preset.model!r} "
-                f"({type(exc).__name__}: {exc})"
+                f"--pattern channel: Torch-Pruning's dependency graph does not describe model "
+                f"{preset.model!r}: {exc}"
             ) from None
 
 

@@ -284,6 +284,28 @@ class ChannelGroups:
         with torch.no_grad():
             return sum(int(((w == 0) & k).sum()) for w, k in zip(self.weights, keep))
 
+    def check(self) -> None:
+        """ValueError where the traced groups do not describe the model (a graph Torch-Pruning
+        misreads, e.g. shortcuts that zero-pad channels): on a copy, the first channel of every
+        group is removed, once as a mask and once for real, and the two must compute the same."""
+        clone = copy.deepcopy(self.model)
+        groups = ChannelGroups(clone, self.example)
+        groups.apply([(torch.arange(g.size) == 0) & (g.size > 1) for g in groups.groups])
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, *self.example.shape[1:], generator=gen).to(self.example.device)
+        try:
+            small = groups.export()
+            with torch.no_grad():
+                clone.eval()
+                small.eval()
+                masked, exported = clone(x), small(x)
+        except Exception as exc:  # noqa: BLE001 - any failure means the groups are wrong
+            raise ValueError(f"removing channels breaks it ({type(exc).__name__}: {exc})") from None
+        if masked.shape != exported.shape or not torch.allclose(
+            masked, exported, rtol=1e-4, atol=1e-5 * float(masked.abs().max()) + 1e-6
+        ):
+            raise ValueError("the model with channels removed computes something else")
+
     def export(self) -> nn.Module:
         """A copy of the model with the removed channels taken out (Torch-Pruning), plain
         torch modules with smaller weights, computing what the masked model computes."""
