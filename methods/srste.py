@@ -92,6 +92,8 @@ class SRSTE(PruningMethod):
 
     def on_start(self, state: TrainState) -> None:
         pattern = state.pattern
+        if pattern.kind != "n:m":
+            raise ValueError(f"srste trains to an N:M pattern, not {pattern} (--pattern 2:4)")
         modules = [m for _, m in state.prunable()]
         parametrizations = [BatchedWeight(None, i) for i in range(len(modules))]
         latents = register_batched(modules, parametrizations)

@@ -104,6 +104,7 @@ class Tags:
     ERROR = "error"
     PATTERN_EXEMPT = "pattern_exempt"  # N:M: comma-separated layers left dense
     DEPLOYED_FORM = "deployed_form"  # what the measured speedup timed
+    DEPLOYED_EXPORT_ERROR = "deployed_export_error"  # why a channel run has no deployed.pt2
     LATENCY_DTYPE = "latency_dtype"
     LATENCY_BATCH = "latency_batch"  # the large batch of measured_speedup
     LATENCY_ROUNDS = "latency_rounds"  # JSON: ms per forward per round, dense and deployed

@@ -506,11 +506,15 @@ def finish(loop: Loop, wall_start: float) -> RunResult:
         tags[Tags.PATTERN_EXEMPT] = ",".join(exempt_layers(model, state.pattern))
     deployed = None
     if loop.evaluation and config.evaluate_test:  # benchmark runs: measured beside theoretical
-        speed, speed_tags, form = measure_speedup(
-            model, config, data.num_classes, tuple(data.input_shape), loop.device
-        )
-        metrics.update(speed)
-        tags.update(speed_tags)
-        if state.pattern.kind == CHANNEL:  # a smaller model of plain modules: saved
-            deployed = form.module
+        try:
+            speed, speed_tags, form = measure_speedup(
+                model, config, data.num_classes, tuple(data.input_shape), loop.device
+            )
+        except Exception as exc:  # noqa: BLE001 - a timing problem never loses a trained run
+            tags[Tags.MEASURED_SPEEDUP_UNAVAILABLE] = f"{type(exc).__name__}: {exc}"
+        else:
+            metrics.update(speed)
+            tags.update(speed_tags)
+            if state.pattern.kind == CHANNEL:  # a smaller model of plain modules: saved
+                deployed = form.module
     return RunResult(metrics, tags, layer_sparsity(model), model, deployed, tuple(data.input_shape))

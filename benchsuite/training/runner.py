@@ -155,5 +155,9 @@ def record_result(run: TrackedRun, result: RunResult) -> None:
     if result.deployed is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Artifacts.DEPLOYED
-            save_program(result.deployed, result.input_shape, path)
-            run.log_file(path)
+            try:
+                save_program(result.deployed, result.input_shape, path)
+            except Exception as exc:  # noqa: BLE001 - the run and its weights are recorded
+                run.set_tags({Tags.DEPLOYED_EXPORT_ERROR: f"{type(exc).__name__}: {exc}"})
+            else:
+                run.log_file(path)
