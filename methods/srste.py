@@ -102,8 +102,11 @@ class SRSTE(PruningMethod):
             p.batch = self.batch
 
     def on_backward(self, state: TrainState) -> None:
+        """The latents' gradients; the pruned ones need the dense weight gradient every step
+        (counted in ``train_flops``, as RigL's updates are)."""
         assert self.batch is not None
         self.batch.backward()
+        state.note_dense_weight_grad()
 
     def on_finish(self, state: TrainState) -> None:
         """The last W̃ = W ⊙ E as plain weights: exactly N:M."""

@@ -27,7 +27,7 @@ from benchsuite.core.record import Metrics, Tags
 from benchsuite.models import build_model
 from benchsuite.pruning.channels import parameter_count
 from benchsuite.pruning.deploy import Deployable, deployable
-from benchsuite.pruning.patterns import CHANNEL, parse_pattern
+from benchsuite.pruning.patterns import CHANNEL, NM, parse_pattern
 
 ROUNDS = 7  # chosen here: an odd count for the median; ~2 s a run on LeNet-5 (1 thread)
 MIN_TIMING_S = 0.01  # chosen here: one timing's forwards last at least this long
@@ -138,7 +138,9 @@ def measure_speedup(
         torch.manual_seed(seed_for(config.seed, "init"))
         dense = build_model(preset.model, num_classes, input_shape)
     deployed = deploy.module
-    for m in (dense, deployed):
+    # the semi-structured form is built on the device in its dtype; its weights' tensor
+    # subclass is left alone
+    for m in (dense,) if pattern.kind == NM else (dense, deployed):
         m.to(device=device, dtype=deploy.dtype)
         if fmt is torch.channels_last:
             m.to(memory_format=torch.channels_last)
