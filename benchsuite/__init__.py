@@ -25,6 +25,11 @@ _EXPORTS = {
     "benchsuite.pruning.distributions": (
         "DISTRIBUTIONS", "distribution_masks", "layer_keep_counts",
     ),
+    "benchsuite.pruning.patterns": (
+        "Pattern", "parse_pattern", "nm_eligible", "nm_mask", "nm_prune_remaining",
+        "nm_violations",
+    ),
+    "benchsuite.pruning.channels": ("ChannelGroups",),
     "benchsuite.pruning.scores": ("FlatScores", "top_count", "top_indices"),
     "benchsuite.pruning.ramps": ("check_interval", "cubic_schedule", "ramp_end_epoch"),
     "benchsuite.pruning.scheduled": ("RampHparams", "ScheduledMagnitude"),

@@ -34,7 +34,6 @@ from benchsuite import (
     TrainState,
     hparam,
     latent_weight,
-    prune_remaining,
 )
 
 
@@ -66,6 +65,7 @@ class GMP(ScheduledMagnitude):
         "compression, arXiv:1710.01878 (2017); global selection as in the BIMP reference code"
     )
     Hparams = GMPHparams
+    patterns = ("unstructured", "n:m")  # N:M: the ramp ends at N of every M (docs/methods.md)
 
     # --- allow_recovering: a forward mask over w_orig --------------------------------------
     def on_start(self, state: TrainState) -> None:
@@ -85,7 +85,7 @@ class GMP(ScheduledMagnitude):
         modules = [m for _, m in state.prunable()]
         weights = [latent_weight(m) for m in modules]  # w_orig: masked entries weight-decayed
         restored = [torch.ones_like(w, dtype=torch.bool) for w in weights]
-        new = prune_remaining(weights, fraction, restored)
+        new = state.pattern.prune_remaining(weights, fraction, restored)
         with torch.no_grad():
             for module, m in zip(modules, new):
                 module.parametrizations.weight[0].mask.copy_(m)

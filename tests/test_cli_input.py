@@ -52,6 +52,22 @@ runner = CliRunner()
         (["--methods", "gmp", "--hp", "gmp.pruning_interval=nan"], "expected an integer, not nan"),
         (["--methods", "gmp", "--hp", "gmp.pruning_interval=1.5"], "expected an integer"),
         (["--device", "tpu"], "--device 'tpu'; choose from cpu, cuda"),
+        # sparsity patterns
+        (["--pattern", "3:2"], "--pattern '3:2' keeps 3 of every 2: N:M needs 1 <= N < M"),
+        (["--pattern", "2:2"], "--pattern '2:2' keeps 2 of every 2"),
+        (["--pattern", "foo"], "--pattern 'foo' is not a sparsity pattern; choose unstructured"),
+        (["--pattern", "2:x"], "--pattern '2:x' is not a sparsity pattern"),
+        (
+            ["--pattern", "2:4", "--methods", "dpf"],
+            "--methods dpf does not train to the 2:4 pattern (it supports unstructured); "
+            "for 2:4 choose from",
+        ),
+        (["--pattern", "channel", "--methods", "srste"], "srste does not train to the channel"),
+        (["--methods", "srste"], "--methods srste does not train to the unstructured pattern"),
+        (
+            ["--pattern", "2:4", "--methods", "gmp", "--sparsity", "0.9"],
+            "--sparsity 0.9 with --pattern 2:4: 2:4 keeps 2 of every 4 weights, sparsity 0.5",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, needle):

@@ -365,8 +365,15 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
     md, data = to_markdown(board), json.loads(to_json(board))
     titles, rows = _parse_md_table(md)
     assert titles[:2] == ["Method", "img/s"]
-    assert titles[2:7] == ["90% Acc", "90% CI", "90% Speedup", "90% Train cost", "90% Sparsity"]
-    assert len(titles) == 2 + 5 * 3
+    assert titles[2:8] == [
+        "90% Acc",
+        "90% CI",
+        "90% Speedup",
+        "90% Measured",
+        "90% Train cost",
+        "90% Sparsity",
+    ]
+    assert len(titles) == 2 + 6 * 3
     assert list(rows) == [r["label"] for r in data["rows"]] == ["dense", "a", "b", "c", "d", "e"]
     marks_seen = 0
     for jrow in data["rows"]:
@@ -379,9 +386,9 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
         assert cells[1].endswith("†") == (ips["source"] == "in-trial")
         for i, target in enumerate(data["targets"]):
             key = "0.0" if jrow["reference"] else repr(target)
-            acc_t, ci_t, sp_t, cost_t, spars_t = cells[2 + 5 * i : 7 + 5 * i]
+            acc_t, ci_t, sp_t, meas_t, cost_t, spars_t = cells[2 + 6 * i : 8 + 6 * i]
             if key not in jrow["cells"]:  # c, d, e were not run at 0.98
-                assert [acc_t, ci_t, sp_t, cost_t, spars_t] == ["—"] * 5
+                assert [acc_t, ci_t, sp_t, meas_t, cost_t, spars_t] == ["—"] * 6
                 continue
             jcell = jrow["cells"][key]
             m = ACC_RE.match(acc_t)
@@ -407,6 +414,7 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
                 assert ci_t == f"[{acc['ci95'][0]:.2f}, {acc['ci95'][1]:.2f}]"
             sp = jcell["theoretical_speedup"]
             assert sp_t.replace("**", "").rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹ ") == f"{sp['mean']:.2f}×"
+            assert meas_t == "—" and jcell["measured_speedup"] is None  # none recorded here
             assert cost_t == f"{jcell['train_cost']['mean']:.3g}×"
             assert spars_t == f"{jcell['sparsity']['mean'] * 100:.2f}%"
     assert marks_seen == 10  # every compared accuracy cell of 0.9 and 0.95 (0.98 is untested)
@@ -848,5 +856,60 @@ def test_a_dense_only_board_shows_its_accuracy() -> None:
     dense = next(line for line in text.splitlines() if line.strip("│ ").startswith("dense"))
     assert "98.50 ± 0.50 (n=3)" in dense and "[97.26, 99.74]" in dense
     md = to_markdown(board)
-    assert "| Method | img/s | Acc | CI | Speedup | Train cost | Sparsity |" in md
+    assert "| Method | img/s | Acc | CI | Speedup | Measured | Train cost | Sparsity |" in md
     assert "| dense (reference) | 50.0† | 98.50 ± 0.50 (n=3) | [97.26, 99.74] |" in md
+
+
+def test_measured_speedup_column_marks_and_unavailable_cells() -> None:
+    """Measured speedups are cell statistics ranked like the theoretical ones (paired over
+    seeds); a cell without a figure says why (‡), and a structured board gets the speed figure."""
+    import dataclasses
+
+    from benchsuite.boards.plot import plot_speed, structured
+
+    def timed(r, large, one=None, why=None, pattern=None):
+        metrics = dict(r.metrics)
+        tags = dict(r.tags)
+        params = dict(r.params)
+        if large is not None:
+            metrics |= {"measured_speedup": large, "measured_speedup_b1": one or large}
+            tags |= {"benchsuite.latency_batch": "1024", "benchsuite.latency_dtype": "float32"}
+        if why:
+            tags["benchsuite.measured_speedup_unavailable"] = why
+        if pattern:
+            params["pattern"] = pattern
+        return dataclasses.replace(r, metrics=metrics, tags=tags, params=params)
+
+    runs = [
+        timed(rec("dense", 0, s, 98.0, speedup=1.0, sparsity=0.0), 1.0 + s / 100) for s in range(3)
+    ]
+    runs += [timed(rec("gmp", 0.5, s, 97.0), 1.0 + s / 100) for s in range(3)]
+    runs += [
+        timed(rec("l1", 0.5, s, 96.0, variant="channel"), 1.9 + s / 50, 1.2, pattern="channel")
+        for s in range(3)
+    ]
+    why = "no 2:4 sparse kernel on cpu: torch.sparse.to_sparse_semi_structured needs CUDA"
+    runs += [
+        timed(rec("srste", 0.5, s, 96.5, variant="2:4"), None, why=why, pattern="2:4")
+        for s in range(3)
+    ]
+    board = aggregate(runs, "structured")
+    l1 = board.row("l1 (channel)").cells[0.5]
+    assert l1.stats["measured_speedup"].mean == pytest.approx(1.92)
+    assert l1.marks["measured_speedup"].best  # ahead of gmp's ≈ 1.0 in every seed
+    srste = board.row("srste (2:4)").cells[0.5]
+    assert "measured_speedup" not in srste.stats and srste.measured_unavailable == why
+    md = to_markdown(board)
+    row = next(line for line in md.splitlines() if line.startswith("| l1 (channel)"))
+    assert "**1.92× / 1.20×**" in row
+    assert "n/a‡" in next(line for line in md.splitlines() if line.startswith("| srste (2:4)"))
+    assert f"**‡ n/a**: no measured speedup: {why}." in md
+    assert "measures ≈ 1.0× whatever its theoretical speedup" in md
+    assert board.header["patterns"] == "2:4, channel, unstructured"
+    assert board.header["latency"] == "batch 1 and 1024, float32"
+    data = json.loads(to_json(board))
+    cell = data["rows"][2]["cells"]["0.5"]
+    assert cell["measured_speedup"]["mean"] == pytest.approx(1.92)
+    assert structured(board) and not structured(aggregate(runs[:6], "plain"))
+    fig = plot_speed(board)
+    assert [ax.get_xscale() for ax in fig.axes[:2]] == ["log", "log"]

@@ -51,8 +51,13 @@ from benchsuite.core.record import Kinds, Metrics, Params, RunRecord, Tags, to_f
 
 _BOUNDS = {Metrics.TEST_ACCURACY: (0.0, 100.0), Metrics.SPARSITY: (0.0, 1.0)}  # their ranges
 _FAILED = {"FAILED", "KILLED"}
-_MARKED_METRICS = (Metrics.TEST_ACCURACY, Metrics.THEORETICAL_SPEEDUP)
-_CELL_METRICS = (*_MARKED_METRICS, Metrics.TRAIN_COST, Metrics.SPARSITY)
+_MARKED_METRICS = (Metrics.TEST_ACCURACY, Metrics.THEORETICAL_SPEEDUP, Metrics.MEASURED_SPEEDUP)
+_CELL_METRICS = (
+    *_MARKED_METRICS,
+    Metrics.MEASURED_SPEEDUP_B1,
+    Metrics.TRAIN_COST,
+    Metrics.SPARSITY,
+)
 
 
 def latest(records: Iterable[RunRecord], key: Any) -> tuple[list[RunRecord], int]:
@@ -127,7 +132,7 @@ def aggregate(
     )
     comparisons = _rank(ordered, targets, alpha)
     problems = _problems(trial, ordered, notes)
-    header = derive_header(experiment, trial, tp_latest, ordered)
+    header = {**derive_header(experiment, trial, tp_latest, ordered), **speed_header(trial)}
     return Leaderboard(experiment, targets, ordered, comparisons, problems, notes, header, alpha)
 
 
@@ -219,6 +224,9 @@ def _cell(
         if clean:
             cell.stats[metric] = Stat.of((clean[s] for s in sorted(clean)), _BOUNDS.get(metric))
     cell.marks = {m: Mark() for m in _MARKED_METRICS}
+    if Metrics.MEASURED_SPEEDUP not in cell.stats:
+        reasons = _distinct(done[s].tag(Tags.MEASURED_SPEEDUP_UNAVAILABLE) for s in cell.seeds)
+        cell.measured_unavailable = "; ".join(reasons) or None
     if not row.reference:
         cell.collapsed = {s: names for s in cell.seeds if (names := _collapsed(done[s]))}
         cell.at_chance = tuple(s for s in cell.seeds if _at_chance(done[s]))
@@ -432,4 +440,17 @@ def derive_header(
         "newest_run": _utc(max(times)) if times else "unknown",
         "command": "\n".join(commands) or "unknown",
         "tuned": tuned_s,
+    }
+
+
+def speed_header(trial: list[RunRecord]) -> dict[str, str]:
+    """The leaderboard's sparsity patterns and what its measured speedups timed."""
+    latency = _distinct(
+        f"batch 1 and {r.tag(Tags.LATENCY_BATCH)}, {r.tag(Tags.LATENCY_DTYPE)}"
+        for r in trial
+        if r.finished and r.tag(Tags.LATENCY_BATCH)
+    )
+    return {
+        "patterns": ", ".join(_distinct(r.pattern for r in trial)) or "unstructured",
+        "latency": "; ".join(latency) or "not measured",
     }

@@ -39,6 +39,7 @@ class Cell:
     collapsed: dict[int, tuple[str, ...]] = field(default_factory=dict)  # seed -> empty layers
     overshoot: bool = False  # mean achieved sparsity > target + OVERSHOOT_PP
     at_chance: tuple[int, ...] = ()  # seeds whose test accuracy is within CHANCE_PP of chance
+    measured_unavailable: str | None = None  # why the cell has no measured speedup (N:M on CPU)
 
     @property
     def n(self) -> int:

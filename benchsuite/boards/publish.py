@@ -17,7 +17,7 @@ from benchsuite.boards.aggregation import aggregate
 from benchsuite.boards.findings import findings
 from benchsuite.boards.format import configs_name, percent, published_stem
 from benchsuite.boards.leaderboard import FLOOR_METHOD, Leaderboard, UnfairComparison
-from benchsuite.boards.plot import plot
+from benchsuite.boards.plot import plot, plot_speed, structured
 from benchsuite.boards.render import (
     JSON_SCHEMA,
     acc_value,
@@ -167,8 +167,9 @@ def publish(
     """The leaderboard's published files; an unfair table is refused unless forced."""
     if board.problems and not force:
         raise UnfairComparison("; ".join(board.problems))
+    figure = plot_speed(board) if structured(board) else plot(board)
     paths = write_published(
-        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), plot(board)
+        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), figure
     )
     if board.tuning:  # the configurations the tuned rows ran, so anyone can rerun them
         configs = Path(out_dir) / configs_name(board.experiment)

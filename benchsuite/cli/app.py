@@ -78,7 +78,19 @@ def experiment_name(preset: str, epochs: int) -> str:
 def run(
     opts: GridOptions,
     methods: MethodsOption = "all",
-    sparsity: SparsityOption = "0.9",
+    sparsity: Annotated[
+        str | None,
+        typer.Option(
+            help="Target sparsities in (0, 1), comma separated (default 0.9; N:M: 1 − N/M)."
+        ),
+    ] = None,
+    pattern: Annotated[
+        str,
+        typer.Option(
+            help="Sparsity pattern: unstructured, N:M (N kept of every M along the input, e.g. "
+            "2:4) or channel (whole channels removed)."
+        ),
+    ] = "unstructured",
     seeds: Annotated[
         int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")
     ] = 1,
@@ -102,15 +114,25 @@ def run(
     ] = True,
 ) -> None:
     """Train every requested method on the same data, start and budget; record each in MLflow."""
-    from benchsuite.execution.grid import Request, expand, parse_hp_options, parse_methods
+    from benchsuite.execution.grid import (
+        Request,
+        check_pattern,
+        expand,
+        parse_hp_options,
+        parse_methods,
+        parse_pattern_option,
+    )
 
     report_broken_plugins()
     try:
         check_seeds(seeds)
-        names = parse_methods(methods)
-        targets = parse_sparsities(sparsity)
+        shape = parse_pattern_option(pattern)
+        names = parse_methods(methods, shape)
+        implied = shape.sparsity
+        targets = parse_sparsities(sparsity or ("0.9" if implied is None else f"{implied:g}"))
         variants = parse_hp_options(hp or [], names)
         preset, resources, data_dir, data = load_grid(opts)
+        check_pattern(shape, targets, preset, data)
         best = None
         if tuned or tuned_configs:
             from benchsuite.tuning.search import load_for_run
@@ -125,6 +147,7 @@ def run(
             data_dir,
             opts.device or "cpu",
             best,
+            shape,
         )
         configs = expand(request, data)
         check_writable(opts.tracking_uri, opts.cache_dir)

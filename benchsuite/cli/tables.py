@@ -29,6 +29,8 @@ def methods_table(reg: Any) -> Table:
         paper = cls.source + (
             "" if cls.targets_sparsity else "\n(sparsity emerges from hyperparameters)"
         )
+        if not cls.one_per_seed:
+            paper += "\npatterns: " + ", ".join(cls.patterns)
         table.add_row(name, reg.sources[name], paper, "\n".join(lines) or "—")
     return table
 

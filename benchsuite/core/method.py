@@ -29,6 +29,7 @@ from benchsuite.pruning.masks import (
     rescale_to_kept_fan_in,
     zero_momentum,
 )
+from benchsuite.pruning.patterns import UNSTRUCTURED, UNSTRUCTURED_PATTERN, Pattern
 from benchsuite.pruning.schedules import LRRecord, ScheduleSpec, original_schedule
 
 
@@ -163,6 +164,8 @@ class TrainState:
     train_batches: Callable[[torch.Generator], Iterator[tuple[Tensor, Tensor]]] | None = None
     recorded: dict[str, float] = field(default_factory=dict)  # run-level metrics (``record``)
     dense_grad_steps: int = 0  # steps whose weight gradient a method used densely (RigL)
+    pattern: Pattern = UNSTRUCTURED_PATTERN  # the run's sparsity pattern (``patterns.py``)
+    input_shape: tuple[int, ...] | None = None  # one sample's shape (C, H, W)
 
     # --- services -------------------------------------------------------------------------
     def prunable(self) -> list[tuple[str, nn.Module]]:
@@ -173,6 +176,14 @@ class TrainState:
         if self.masks is None:
             self.masks = HardMasks([m.weight for _, m in self.prunable()])
         return self.masks
+
+    def example_input(self) -> Tensor:
+        """One zero input sample, as a batch of 1 on the model's device (to trace the model's
+        channels, ``ChannelGroups``)."""
+        if self.input_shape is None:
+            raise RuntimeError("this training path gives the method no input shape")
+        device = next(self.model.parameters()).device
+        return torch.zeros(1, *self.input_shape, device=device)
 
     def zero_momentum(self, params: list[Tensor], masks: list[Tensor]) -> None:
         assert self.optimizer is not None
@@ -264,11 +275,19 @@ class PruningMethod:
     # False for a study setting that trains longer than the budget (imp-retrain): left out of
     # ``--methods all`` so a leaderboard never mixes budgets by default
     budget_equal: ClassVar[bool] = True
+    # the sparsity patterns the method can train to (``patterns.KINDS``); the run's pattern is
+    # ``state.pattern``
+    patterns: ClassVar[tuple[str, ...]] = (UNSTRUCTURED,)
 
     def __init__(self, hp: Any, target: float, plan: Plan) -> None:
         """``plan`` is the one ``plan`` returned; a hook reads it again as ``state.plan``."""
         self.hp = hp
         self.target = target
+
+    @classmethod
+    def supports(cls, pattern: Pattern) -> bool:
+        """Whether a run of this method may have ``pattern`` (the dense reference has none)."""
+        return cls.one_per_seed or pattern.kind in cls.patterns
 
     @classmethod
     def plan(cls, budget: Budget, hp: Any, target: float, schedule: ScheduleSpec) -> Plan:

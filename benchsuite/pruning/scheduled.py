@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from benchsuite.core.budget import Budget, Plan
 from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.masks import prune_remaining
 from benchsuite.pruning.ramps import check_interval, cubic_schedule, ramp_end_epoch
 from benchsuite.pruning.schedules import ScheduleSpec
 
@@ -68,9 +67,10 @@ class ScheduledMagnitude(PruningMethod):
 
     def reach(self, state: TrainState, goal: float) -> None:
         """Hard-mask the smallest remaining weights: the fraction 1 − (1 − goal)/(1 − S_prev)
-        of the still-unpruned ones, globally; zeroes them and their momentum once."""
+        of the still-unpruned ones, globally and within the run's pattern (N:M: the ramp ends
+        with N in every group); zeroes them and their momentum once."""
         masks = state.hard_masks()
         fraction = 1.0 - (1.0 - goal) / (1.0 - self.current)
-        new = prune_remaining(masks.params, fraction, masks.bool_masks())
+        new = state.pattern.prune_remaining(masks.params, fraction, masks.bool_masks())
         masks.set(new, state.optimizer)
         self.current = goal

@@ -17,6 +17,8 @@ from benchsuite import __version__
 from benchsuite.core.identity import RunConfig, preset_budget, run_key
 from benchsuite.core.record import Artifacts, Kinds, Metrics, Params, Tags
 from benchsuite.data.base import Dataset, load_dataset
+from benchsuite.pruning.deploy import save_program
+from benchsuite.pruning.patterns import UNSTRUCTURED
 from benchsuite.store.claims import claim
 from benchsuite.store.owners import claimant
 from benchsuite.store.tracking import TrackedRun, Tracker
@@ -38,6 +40,8 @@ def run_params(config: RunConfig) -> dict[str, Any]:
         Params.LR: preset.optimizer.lr,
         Params.SEED: config.seed,
     }
+    if config.pattern != UNSTRUCTURED:
+        params[Params.PATTERN] = config.pattern
     for name, value in dataclasses.asdict(config.hp()).items():
         params[f"{Params.HP}{name}"] = value
     return params
@@ -161,3 +165,12 @@ def record_result(run: TrackedRun, result: RunResult) -> None:
             state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
             save_file(state, str(path), metadata={"format": "pt", "params": json.dumps({})})
             run.log_file(path)
+    if result.deployed is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Artifacts.DEPLOYED
+            try:
+                save_program(result.deployed, result.input_shape, path)
+            except Exception as exc:  # noqa: BLE001 - the run and its weights are recorded
+                run.set_tags({Tags.DEPLOYED_EXPORT_ERROR: f"{type(exc).__name__}: {exc}"})
+            else:
+                run.log_file(path)
