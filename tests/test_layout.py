@@ -101,3 +101,33 @@ def test_the_protocols_table_names_every_knob_of_every_builtin_method():
         if (name, f.name) not in named
     ]
     assert not missing, missing
+
+
+def test_every_third_party_module_the_code_imports_is_a_declared_dependency():
+    """CI installs only what pyproject.toml declares: an import that works here only because a
+    package was installed by hand (or arrives as someone else's dependency) fails there."""
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    root = PACKAGE.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(r).name.lower().replace("_", "-") for r in project["dependencies"]}
+    owners = packages_distributions()
+    own = {"benchsuite", "benchsuite_methods"}
+    missing = set()
+    for path in [*PACKAGE.rglob("*.py"), *(root / "methods").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - own - set(sys.stdlib_module_names):
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & declared:
+                    missing.add(f"{top} ({path.relative_to(root)})")
+    assert not missing, f"imported but not in pyproject's dependencies: {sorted(missing)}"
