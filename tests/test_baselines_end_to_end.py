@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchsuite.core.method import get_method, list_methods
+from benchsuite.pruning.patterns import parse_pattern
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,12 @@ def test_all_methods_finish_with_equal_steps_and_their_target(tmp_path):
     exp = client.get_experiment_by_name("digits-10ep")
     runs = client.search_runs([exp.experiment_id], "tags.`benchsuite.kind` = 'run'")
     by_method = {r.data.params["method"]: r for r in runs}
-    assert set(by_method) == {m for m in list_methods() if get_method(m).budget_equal}
+    unstructured = parse_pattern("unstructured")
+    assert set(by_method) == {
+        m
+        for m in list_methods()
+        if get_method(m).budget_equal and get_method(m).supports(unstructured)
+    }
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.metrics["train_steps"] for r in runs} == {10 * 40}
     for name, run in by_method.items():
