@@ -8,8 +8,10 @@ Methods and dense are interleaved in one process, in a fresh random order every 
 per-round ratio's median and its 95 % interval (bootstrap) are printed. Exits 1 when a median
 misses its target: ≤ 1.05 for the methods with masks that change at epoch ends or every few
 steps; ≤ 1.15 on LeNet-5 and ≤ 1.05 on ResNet-20 for the methods whose definition needs work on
-every weight at every step: a global selection (dnw, gsm, lc) or a per-element
-reparametrization (str, dst, cs). On LeNet-5's 61 k weights that work is a fixed few hundred µs
+every weight at every step: a global selection (dnw, gsm, lc), a per-element
+reparametrization (str, dst, cs) or a per-step N:M mask (srste). A method that trains to a
+structured pattern only runs with one: srste at 2:4 (sparsity 0.5), l1-filter and sfp with
+channels. On LeNet-5's 61 k weights that work is a fixed few hundred µs
 next to a ~4 ms step; on ResNet-20 it is small against the convolutions.
 
     python benchmarks/step_overhead.py                      # LeNet-5 and ResNet-20, all methods
@@ -27,13 +29,13 @@ import numpy as np
 import torch
 
 from benchsuite.core.budget import Budget
-from benchsuite.core.method import list_methods
+from benchsuite.core.method import get_method, list_methods
 from benchsuite.presets import load_preset
 from benchsuite.training.loop import RunConfig
 from benchsuite.training.throughput import interleaved_step_times
 
 # per-step global selection, and per-element reparametrization: the 1.15 LeNet-5 target
-PER_STEP_WORK = {"dnw", "gsm", "lc", "str", "dst", "cs"}
+PER_STEP_WORK = {"dnw", "gsm", "lc", "str", "dst", "cs", "srste"}
 TARGETS = {  # model → (target without per-step selection, target with)
     "lenet5": (1.05, 1.15),
     "resnet20": (1.05, 1.05),
@@ -56,6 +58,18 @@ def interval(ratios: list[float], rng: np.random.Generator) -> tuple[float, floa
     return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
+def config_for(preset, method: str, sparsity: float) -> RunConfig:
+    """The method at ``sparsity``, unstructured where it can; else in its own pattern."""
+    cls = get_method(method)
+    if method == "dense":
+        return RunConfig(preset, method, 0.0, 0)
+    if "unstructured" in cls.patterns:
+        return RunConfig(preset, method, sparsity, 0)
+    if "n:m" in cls.patterns:
+        return RunConfig(preset, method, 0.5, 0, pattern="2:4")
+    return RunConfig(preset, method, sparsity, 0, pattern="channel")
+
+
 def measure(
     model_name: str, methods: list[str], args: argparse.Namespace
 ) -> dict[str, list[float]]:
@@ -73,7 +87,7 @@ def measure(
         )
         for _ in range(4)
     ]
-    configs = [RunConfig(preset, m, 0.0 if m == "dense" else args.sparsity, 0) for m in methods]
+    configs = [config_for(preset, m, args.sparsity) for m in methods]
     times = interleaved_step_times(
         configs,
         shape,

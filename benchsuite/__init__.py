@@ -22,10 +22,18 @@ _EXPORTS = {
     "benchsuite.pruning.masks": (
         "HardMasks", "global_magnitude_masks", "keep_count", "latent_weight", "prune_remaining",
     ),
-    "benchsuite.pruning.distributions": ("DISTRIBUTIONS", "distribution_masks"),
+    "benchsuite.pruning.distributions": (
+        "DISTRIBUTIONS", "distribution_masks", "layer_keep_counts",
+    ),
+    "benchsuite.pruning.patterns": (
+        "Pattern", "parse_pattern", "nm_eligible", "nm_mask", "nm_prune_remaining",
+        "nm_violations",
+    ),
+    "benchsuite.pruning.channels": ("ChannelGroups",),
     "benchsuite.pruning.scores": ("FlatScores", "top_count", "top_indices"),
     "benchsuite.pruning.ramps": ("check_interval", "cubic_schedule", "ramp_end_epoch"),
     "benchsuite.pruning.scheduled": ("RampHparams", "ScheduledMagnitude"),
+    "benchsuite.pruning.sparse_start": ("dense_indices", "dense_layers_hparam", "start_hparam"),
     "benchsuite.pruning.batched": (
         "BatchedWeight", "FlatLayout", "LayerBatch", "add_l2_gradient", "add_to_grads",
         "register_batched", "remove_batched",

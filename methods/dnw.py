@@ -2,20 +2,27 @@
 
 Every prunable weight becomes a trainable latent w. Every forward uses
 
-    τ   = the k-th smallest |w| over all prunable weights, k = ⌊S · N_prunable⌋   (global, exact)
+    τ_l = the k_l-th smallest |w| of layer l                 (``selection``: uniform, ignorefirst)
+    τ   = the k-th smallest |w| over all prunable weights    (``selection``: global)
     w_e = w · 1[|w| > τ]
 
 and the backward is straight-through: ∂L/∂w := ∂L/∂w_e, unmasked, so pruned latents keep
 receiving gradient (and SGD weight decay) and can re-enter. At the end the mask is taken at the
-current τ and the *raw* latent w is kept, masked (docs/methods.md).
+current thresholds and the *raw* latent w is kept, masked (docs/methods.md).
 
-Speed without approximation: the latents change only at ``optimizer.step``, so τ (one exact
-selection over the flat |w|, see ``kth_smallest_abs``) and the masks are computed once per
-change of the latents, for all layers at once (``LayerBatch``), at the first forward after
-the step; every other forward until the next step reuses them. That is exactly the τ a
-per-forward computation would give: the cache is keyed on the latents' version counters
-(bumped by the optimizer step and by any in-place edit, e.g. a hand edit under ``no_grad``),
-so no forward (training, validation, a test's) ever sees a stale τ.
+Selection. DNW's authors choose per weight tensor: ``uniform`` is their ``allsparse`` (every
+layer at the target S), ``ignorefirst`` keeps the first layer dense (the other layers share the
+rest of the budget, so the network still reaches S); both keep exact per-layer counts
+(``layer_keep_counts``). ``global`` (k = ⌊S · N_prunable⌋, one τ) is the BIMP paper's
+re-implementation; from PyTorch's default initialisation it can empty whole layers at high
+sparsity (docs/methods.md), which per-layer selection cannot.
+
+Speed without approximation: the latents change only at ``optimizer.step``, so the thresholds
+(exact selections, see ``kth_smallest_abs``) and the masks are computed once per change of the
+latents, for all layers at once (``LayerBatch``), at the first forward after the step; every
+other forward until the next step reuses them. The cache is keyed on the latents' version
+counters (bumped by the optimizer step and by any in-place edit), so no forward ever sees a
+stale threshold.
 
 The flat buffer and the batch are shared with STR, DST and CS (``benchsuite/pruning/batched.py``).
 """
@@ -35,27 +42,41 @@ from benchsuite import (
     LayerBatch,
     PruningMethod,
     TrainState,
+    hparam,
+    layer_keep_counts,
     register_batched,
     remove_batched,
 )
 
 
 class StraightThroughMasks(LayerBatch):
-    """w · 1[|w| > τ] for every layer at once, τ the global k-th smallest |w|; identity
-    backward (the gradient reaches every latent).
+    """w · 1[|w| > τ] for every layer at once, τ per layer (``counts``: the k_l of each layer)
+    or one global τ (``counts`` None, ``k`` entries pruned); identity backward (the gradient
+    reaches every latent).
 
     The mask is relu(sign(|w| − τ)), float ops only (a comparison to bool and the bool
     product cost ~15× more on the CPU): |w| − τ > 0 exactly when |w| > τ (IEEE subtraction
     of distinct floats is never 0; PyTorch does not flush denormals unless asked to).
     """
 
-    def __init__(self, latents: Sequence[Tensor], k: int) -> None:
+    def __init__(self, latents: Sequence[Tensor], k: int, counts: list[int] | None) -> None:
         super().__init__(latents)
         self.k = k
+        self.counts = counts
+
+    def thresholds(self, w: Tensor) -> list[Tensor]:
+        """τ of every layer (the same global τ for each, under global selection)."""
+        if self.counts is None:
+            return [global_threshold([w], self.k)] * len(self.layout)
+        return [global_threshold([part], k) for part, k in zip(self.layout.parts(w), self.counts)]
 
     def compute(self, w: Tensor, out: Tensor) -> None:
-        tau = global_threshold([w], self.k)
-        torch.abs(w, out=out).sub_(tau).sign_().clamp_min_(0.0).mul_(w)
+        if self.counts is None:
+            tau = global_threshold([w], self.k)
+            torch.abs(w, out=out).sub_(tau).sign_().clamp_min_(0.0).mul_(w)
+            return
+        for part, o, tau in zip(self.layout.parts(w), self.layout.parts(out), self.thresholds(w)):
+            torch.abs(part, out=o).sub_(tau).sign_().clamp_min_(0.0).mul_(part)
 
     def gradients(self, g: Tensor, out: Tensor) -> list[Tensor]:
         out.copy_(g)
@@ -90,13 +111,24 @@ def global_threshold(latents: Sequence[Tensor], k: int) -> Tensor:
     return kth_smallest_abs(latents, k).to(latents[0].device)
 
 
+SELECTIONS = ("uniform", "ignorefirst", "global")
+
+
 @dataclass(frozen=True)
 class DNWHparams:
-    """DNW has no hyperparameter besides the target sparsity S (docs/methods.md)."""
+    selection: str = hparam(
+        "uniform",
+        "DNW's authors' code (allenai/dnw): per-layer top-k, `allsparse` (every layer at S); "
+        "`ignorefirst` keeps the first layer dense; `global` is the BIMP paper's "
+        "re-implementation (docs/methods.md, dnw)",
+        choices=SELECTIONS,
+        help="uniform (every layer at S), ignorefirst (first layer dense) or global (one τ)",
+    )
 
 
 class DNW(PruningMethod):
-    """Global exact top-k of the latent weights every forward, straight-through gradient."""
+    """Exact top-k of the latent weights every forward (per layer, or global), straight-through
+    gradient."""
 
     name = "dnw"
     source = (
@@ -113,12 +145,23 @@ class DNW(PruningMethod):
         latents = register_batched(modules, parametrizations)
         self.n = sum(w.numel() for w in latents)
         self.k = math.floor(self.target * self.n)  # ⌊S · N_prunable⌋, docs/methods.md
-        self.batch = StraightThroughMasks(latents, self.k)
+        counts = None
+        if self.hp.selection != "global":
+            dense = (0,) if self.hp.selection == "ignorefirst" else ()
+            shapes = [tuple(w.shape) for w in latents]
+            kept = layer_keep_counts("uniform", shapes, self.target, dense)
+            counts = [w.numel() - keep for w, keep in zip(latents, kept)]
+        self.batch = StraightThroughMasks(latents, self.k, counts)
         for p in parametrizations:
             p.batch = self.batch
 
+    def taus(self) -> list[float]:
+        """The current threshold of every layer (for inspection; every forward has its own)."""
+        assert self.batch is not None
+        return [float(t) for t in self.batch.thresholds(self.batch.layout.flat(self.batch.inputs))]
+
     def tau(self) -> float:
-        """The current τ (for inspection; every forward computes its own)."""
+        """The current global τ (global selection)."""
         assert self.batch is not None
         return float(global_threshold(self.batch.inputs, self.k))
 
@@ -128,6 +171,6 @@ class DNW(PruningMethod):
         self.batch.backward()
 
     def on_finish(self, state: TrainState) -> None:
-        """Mask at the current τ, keep the raw latents (masked) as plain weights."""
+        """Mask at the current thresholds, keep the raw latents (masked) as plain weights."""
         assert self.batch is not None
         remove_batched([m for _, m in state.prunable()], self.batch)

@@ -35,8 +35,11 @@ from benchsuite import (
     PruningMethod,
     ScheduleSpec,
     TrainState,
+    dense_indices,
+    dense_layers_hparam,
     distribution_masks,
     hparam,
+    start_hparam,
 )
 
 PAPER_INTERVAL = 100  # ΔT of Evci et al. 2020, §4.1 (ImageNet and CIFAR-10)
@@ -114,6 +117,8 @@ class DynamicHparams:
         "updates)",
         help="ΔT, steps between mask updates (None: 100, scaled down for small budgets)",
     )
+    start: str = start_hparam()
+    dense_layers: str = dense_layers_hparam()
 
 
 class DynamicSparse(PruningMethod):
@@ -145,7 +150,12 @@ class DynamicSparse(PruningMethod):
         weights = [m.weight for _, m in state.prunable()]
         scores = [torch.rand(w.shape, generator=state.generator).to(w.device) for w in weights]
         self.own = HardMasks(weights)  # the method's own: the loop must not mask the grads
-        self.own.set(distribution_masks(self.hp.distribution, scores, self.target))
+        dense = dense_indices(self.hp.dense_layers, len(weights))
+        self.dense = set(dense)  # kept whole: no drop and regrow there
+        masks = distribution_masks(self.hp.distribution, scores, self.target, dense)
+        self.own.set(masks)
+        if self.hp.start == "rescaled":
+            state.start_sparse(weights, masks)
         state.record("update_interval", self.interval)
         state.record("mask_updates", 0)
 
@@ -165,7 +175,8 @@ class DynamicSparse(PruningMethod):
         old = own.bool_masks()
         grow = self.grow_scores(state)
         new = [
-            drop_grow(m, w, g, round(zeta * int(m.sum()))) for m, w, g in zip(old, own.params, grow)
+            m if i in self.dense else drop_grow(m, w, g, round(zeta * int(m.sum())))
+            for i, (m, w, g) in enumerate(zip(old, own.params, grow))
         ]
         kept = [a & b for a, b in zip(old, new)]
         own.set(kept, state.optimizer)  # zero the dropped and the grown weights and momentum

@@ -6,14 +6,9 @@ e = t·P, t = 1..K, with E = K·P the end of the ramp, so the first prune is alr
 the last (epoch E) reaches S exactly. The selection is one global magnitude threshold over
 every Conv/Linear weight (the reference code's variant; the paper prunes layer by layer).
 
-Where the ramp ends matters as much as its shape. Zhu & Gupta end pruning while the learning
-rate is still high enough to recover from the last prunes; the reference code's rule
-E = (⌊T/P⌋ − 1)·P ignores the schedule, and under a step decay it puts the last prunes at
-LR × 0.01 (LeNet-5 on Fashion-MNIST at 98 %: 83.3 % against 86.3 % with the ramp ending at
-epoch 7). So ``ramp_end`` is a hyperparameter; by default E is derived from the preset's
-schedule: the last multiple of P, at most T − P, after which the next step's LR is still at
-least ``RAMP_LR_FLOOR`` of the peak (``ramp_end_epoch``). For a constant schedule this is the
-reference rule.
+Where the ramp ends (``ramp_end``): by default the reference code's rule, ⌊T/P⌋ − 1 prunes
+with the last at E = (⌊T/P⌋ − 1)·P; a number puts E at that fraction of the budget (rounded to
+a multiple of P), which ``tune`` searches.
 
 Default (hard masks): each prune removes the fraction 1 − (1 − S(e))/(1 − S_prev) of the
 still-unpruned weights through the harness's hard masks, which zero the pruned weights and
@@ -39,7 +34,6 @@ from benchsuite import (
     TrainState,
     hparam,
     latent_weight,
-    prune_remaining,
 )
 
 
@@ -58,7 +52,7 @@ class ForwardMask(nn.Module):
 class GMPHparams(RampHparams):
     allow_recovering: bool = hparam(
         False,
-        "chosen here: hard masks, as in Zhu & Gupta 2017 (pruned weights never return); "
+        "Zhu & Gupta 2017: hard masks, pruned weights never return; "
         "the reference code's smoke test sets True",
         help="restore the weight-decayed w_orig and re-rank at every prune",
     )
@@ -71,6 +65,7 @@ class GMP(ScheduledMagnitude):
         "compression, arXiv:1710.01878 (2017); global selection as in the BIMP reference code"
     )
     Hparams = GMPHparams
+    patterns = ("unstructured", "n:m")  # N:M: the ramp ends at N of every M (docs/methods.md)
 
     # --- allow_recovering: a forward mask over w_orig --------------------------------------
     def on_start(self, state: TrainState) -> None:
@@ -90,7 +85,7 @@ class GMP(ScheduledMagnitude):
         modules = [m for _, m in state.prunable()]
         weights = [latent_weight(m) for m in modules]  # w_orig: masked entries weight-decayed
         restored = [torch.ones_like(w, dtype=torch.bool) for w in weights]
-        new = prune_remaining(weights, fraction, restored)
+        new = state.pattern.prune_remaining(weights, fraction, restored)
         with torch.no_grad():
             for module, m in zip(modules, new):
                 module.parametrizations.weight[0].mask.copy_(m)

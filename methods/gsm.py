@@ -42,7 +42,8 @@ from benchsuite import (
 class GSMHparams:
     decay: float | None = hparam(
         None,
-        "chosen here: None scales it to the budget, a total pull Σ_t η_t·decay/(1 − momentum) "
+        "budget rule (docs/protocol.md): None scales it to the budget, a total pull "
+        "Σ_t η_t·decay/(1 − momentum) "
         "of 17, what the reference code's wd 1e-4 gave over its 90-epoch ImageNet recipe",
         low=1e-3,
         high=1.0,

@@ -26,7 +26,6 @@ from benchsuite import (
     allr_initial_lr,
     hparam,
     preset_record,
-    prune_remaining,
     split_epochs,
 )
 from benchsuite import retraining_schedule as phase_schedule
@@ -37,12 +36,11 @@ class IMPHparams:
     schedule: str = hparam(
         "allr", "Zimmer et al. 2023 §3 (ALLR, the paper's proposal)", choices=RETRAIN_SCHEDULES
     )
-    phases: int = hparam(
-        1, "chosen here: one-shot (J = 1), the setting of the paper's Table 1", low=1, high=5
-    )
+    phases: int = hparam(1, "Zimmer et al. 2023, Table 1: one-shot IMP (J = 1)", low=1, high=5)
     retrain_fraction: float = hparam(
         0.1,
-        "chosen here: ≈ the longest retraining budget of the paper's Table 1 (10 of 90 epochs)",
+        "Zimmer et al. 2023, Table 1: its longest retraining budget, ≈ 10 of 90 epochs, as a "
+        "fraction of the budget (docs/protocol.md, budget rules)",
         low=0.05,
         high=0.5,
     )
@@ -59,6 +57,7 @@ class IMP(PruningMethod):
         "Han et al., NeurIPS 2015; schedules: Renda et al. 2020, Le & Hua 2021, Zimmer et al. 2023"
     )
     Hparams = IMPHparams
+    patterns = ("unstructured", "n:m")  # N:M: each prune within the groups (docs/methods.md)
     reset_momentum_after_dense = True  # docs/methods.md: fresh optimizer after the dense stage
 
     # --- the plan -----------------------------------------------------------------------------
@@ -130,12 +129,12 @@ class IMP(PruningMethod):
         self.prune(state, j)
 
     def prune(self, state: TrainState, j: int) -> None:
-        """One global magnitude prune of the remaining weights, then the phase's restart LR."""
+        """One prune (``prune_masks``), its diagnostics, then the phase's restart LR."""
         masks = state.hard_masks()
         weights = masks.params
         acc_before = state.evaluate_val() if state.evaluate_val else None
         norm_before = state.parameter_norm()
-        new = prune_remaining(weights, self.fraction, masks.bool_masks())
+        new = self.prune_masks(state, j, masks.bool_masks())
         with torch.no_grad():
             removed_sq = sum(float((w[~m] ** 2).sum()) for w, m in zip(weights, new))
         masks.set(new, state.optimizer)
@@ -146,6 +145,11 @@ class IMP(PruningMethod):
             state.log("pruning_instability", (acc_before - state.evaluate_val()) / acc_before)
         if self.retrain_schedule_name(self.hp) == "allr":
             self.rescale_allr(state, j, drop)
+
+    def prune_masks(self, state: TrainState, j: int, current: list[torch.Tensor]) -> list:
+        """Phase j's new masks: the fraction p of the remaining weights by global magnitude,
+        within the run's pattern (N:M: the last prune leaves N in every group)."""
+        return state.pattern.prune_remaining(state.hard_masks().params, self.fraction, current)
 
     def rescale_allr(self, state: TrainState, j: int, drop: float) -> None:
         phase = state.plan.phases[j + 1]

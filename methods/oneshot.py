@@ -16,3 +16,5 @@ class OneShot(PruningMethod):
 
     name = "oneshot"
     source = "chosen here: the floor every pruning method must beat"
+    # the projection is the whole pruning, and it projects within any pattern
+    patterns = ("unstructured", "n:m", "channel")

@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchsuite import DISTRIBUTIONS, PruningMethod, TrainState, distribution_masks, hparam
+from benchsuite import (
+    DISTRIBUTIONS,
+    PruningMethod,
+    TrainState,
+    dense_indices,
+    dense_layers_hparam,
+    distribution_masks,
+    hparam,
+    start_hparam,
+)
 
 
 class AtInit(PruningMethod):
@@ -25,8 +34,13 @@ class AtInit(PruningMethod):
         raise NotImplementedError
 
     def on_start(self, state: TrainState) -> None:
-        masks = distribution_masks(self.hp.distribution, self.scores(state), self.target)
-        state.hard_masks().set(masks)  # no optimizer yet: no momentum to clear
+        scores = self.scores(state)
+        dense = dense_indices(self.hp.dense_layers, len(scores))
+        masks = distribution_masks(self.hp.distribution, scores, self.target, dense)
+        hard = state.hard_masks()
+        hard.set(masks)  # no optimizer yet: no momentum to clear
+        if self.hp.start == "rescaled":
+            state.start_sparse(hard.params, masks)
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,8 @@ class RandomHparams:
         choices=DISTRIBUTIONS,
         help="layer-wise allocation: uniform, erk or global (one threshold on random scores)",
     )
+    start: str = start_hparam()
+    dense_layers: str = dense_layers_hparam()
 
 
 class RandomInit(AtInit):
@@ -74,6 +90,8 @@ class SNIPHparams:
         high=10,
         help="training batches whose summed loss gradient scores the connections",
     )
+    start: str = start_hparam()
+    dense_layers: str = dense_layers_hparam()
 
 
 class SNIP(AtInit):

@@ -101,10 +101,9 @@ class SoftThreshold(BatchedWeight):
 class STRHparams:
     s_initial: float = hparam(
         -5.0,
-        "chosen here: the reference code's debug value −0.1 gives σ(−0.1) ≈ 0.475, above every "
-        "LeNet-5 weight, so nothing trains (−3, σ ≈ 0.047, already kills LeNet-5 and the "
-        "digits CNN at init); σ(−5) ≈ 0.0067 starts below ~88 % of LeNet-5's weights and lets "
-        "the decay on s raise it during training",
+        "STR paper (Kusupati et al. 2020, §3): s starts where the threshold σ(s) is near 0, "
+        "every weight active; σ(−5) ≈ 0.0067 (the BIMP reference code's debug −0.1, σ ≈ 0.475, "
+        "starts above every LeNet-5 weight); the decay on s raises it during training",
         low=-12.0,
         high=-3.0,
     )

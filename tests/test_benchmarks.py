@@ -65,3 +65,10 @@ def test_sparse_inference_prints_dense_and_sparse_figures():
 
 # suite_overhead.py is not run here: it times a whole benchmark (Ray, several commands) and on a
 # busy machine it outlived any limit; it is judged by running it on a quiet machine.
+
+
+def test_deployed_speed_prints_theoretical_and_measured_per_pattern():
+    out = run("deployed_speed.py", "--sparsity", "0.9", "--rounds", "1", "--batch", "64")
+    rows = {line.split()[0] for line in out.splitlines() if line.split()[:1]}
+    assert {"unstructured", "channel", "2:4"} <= rows
+    assert "channels removed" in out

@@ -52,6 +52,22 @@ runner = CliRunner()
         (["--methods", "gmp", "--hp", "gmp.pruning_interval=nan"], "expected an integer, not nan"),
         (["--methods", "gmp", "--hp", "gmp.pruning_interval=1.5"], "expected an integer"),
         (["--device", "tpu"], "--device 'tpu'; choose from cpu, cuda"),
+        # sparsity patterns
+        (["--pattern", "3:2"], "--pattern '3:2' keeps 3 of every 2: N:M needs 1 <= N < M"),
+        (["--pattern", "2:2"], "--pattern '2:2' keeps 2 of every 2"),
+        (["--pattern", "foo"], "--pattern 'foo' is not a sparsity pattern; choose unstructured"),
+        (["--pattern", "2:x"], "--pattern '2:x' is not a sparsity pattern"),
+        (
+            ["--pattern", "2:4", "--methods", "dpf"],
+            "--methods dpf does not train to the 2:4 pattern (it supports unstructured); "
+            "for 2:4 choose from",
+        ),
+        (["--pattern", "channel", "--methods", "srste"], "srste does not train to the channel"),
+        (["--methods", "srste"], "--methods srste does not train to the unstructured pattern"),
+        (
+            ["--pattern", "2:4", "--methods", "gmp", "--sparsity", "0.9"],
+            "--sparsity 0.9 with --pattern 2:4: 2:4 keeps 2 of every 4 weights, sparsity 0.5",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, needle):
@@ -234,3 +250,25 @@ def test_calibrate_refuses_bad_input_in_one_line(args, needle):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_publish_out_is_checked_before_anything_is_read_or_written(tmp_path, monkeypatch):
+    """An existing file, a path under a file, a folder that cannot be written: one line naming
+    it, exit 2, before the store is even opened (there is none here)."""
+    from benchsuite.cli import checks
+
+    monkeypatch.chdir(tmp_path)
+    Path("a-file").write_text("mine")
+    cases = [
+        ("a-file", "--out a-file is a file, not a folder"),
+        ("a-file/boards", "--out a-file/boards: a-file is a file, so no folder can be made"),
+    ]
+    for out, needle in cases:
+        result = runner.invoke(app, ["publish", "--out", out])
+        assert result.exit_code == 2 and needle in result.stderr, result.output
+    monkeypatch.setattr(checks.os, "access", lambda path, mode: False)  # as root, chmod is moot
+    result = runner.invoke(app, ["publish", "--out", "ro/boards"])
+    assert result.exit_code == 2, result.output
+    assert f"--out ro/boards: cannot write in {Path('.')} (read-only" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert Path("a-file").read_text() == "mine"

@@ -84,7 +84,15 @@ def test_default_benchmark_records_one_mlflow_run_per_method(tmp_path):
         len(client.search_runs([exp.experiment_id], filter_string="tags.`benchsuite.kind` = 'run'"))
         == 3
     )
-    # one isolated throughput record per method, made once (not again on the re-run)
+    # one throughput record per method, made once (not again on the re-run), unless the first
+    # was contended (a busy machine): then the re-run timed it again
     timed = client.search_runs([exp.experiment_id], "tags.`benchsuite.kind` = 'throughput'")
-    assert sorted(r.data.params["method"] for r in timed) == ["bimp", "dense", "imp"]
+    by_method: dict[str, list] = {}
+    for r in sorted(timed, key=lambda r: r.info.start_time):
+        by_method.setdefault(r.data.params["method"], []).append(r)
+    assert sorted(by_method) == ["bimp", "dense", "imp"]
+    for records in by_method.values():
+        assert len(records) == 1 or (
+            len(records) == 2 and "benchsuite.contended" in records[0].data.tags
+        )
     assert all(r.data.metrics["img_per_s"] > 0 for r in timed)

@@ -16,18 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.boards.publish import (
-    UnfairComparison,
-    aggregate,
-    experiments,
-    load_runs,
-    newest_experiment,
-    plot,
-    publish,
-    render_rich,
-    to_json,
-    to_markdown,
-)
+from benchsuite.boards.aggregation import aggregate
+from benchsuite.boards.leaderboard import UnfairComparison
+from benchsuite.boards.plot import plot
+from benchsuite.boards.publish import experiments, load_runs, newest_experiment, publish
+from benchsuite.boards.render import render_rich, to_json, to_markdown
+from benchsuite.boards.stats import Mark, rank_column
 from benchsuite.core.record import RunRecord
 
 T975_DF2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)  # 4.3027 (table value 4.303)
@@ -67,6 +61,7 @@ def rec(
     tuned: str = "false",
     error: str | None = None,
     collapsed: str | None = None,
+    classes: int | None = None,
 ) -> RunRecord:
     """A run with the harness's MLflow schema, as plain data."""
     i = next(_counter)
@@ -112,6 +107,8 @@ def rec(
     }
     if error:
         tags["benchsuite.error"] = error
+    if classes is not None and metrics:
+        metrics["num_classes"] = float(classes)
     if collapsed is not None and metrics:  # what train_run records: a count and the names
         tags["benchsuite.collapsed"] = collapsed
         metrics["collapsed_layers"] = float(len([n for n in collapsed.split(",") if n]))
@@ -241,40 +238,74 @@ def test_paired_tests_match_hand_computation(board) -> None:
     assert (const.lower, const.status, const.p) == ("a", "separated", 0.0)
 
 
-def marks(board, target: float, metric: str = "test_accuracy") -> dict[str, str]:
+def marks(board, target: float, metric: str = "test_accuracy") -> dict[str, tuple]:
+    """label → (in the best group, rank with ties) of one column's cells."""
     return {
-        r.label: r.cells[target].marks[metric].symbol
+        r.label: (r.cells[target].marks[metric].best, r.cells[target].marks[metric].rank)
         for r in board.rows
         if not r.reference and target in r.cells
     }
 
 
-def test_marks_rank_tie_within_noise_and_untested(board) -> None:
-    # a beats b beyond noise; b is within noise of c; c and d tie; d is 4th: never marked.
-    assert marks(board, 0.9) == {"a": "¹", "b": "≈", "c": "≈", "d": "", "e": ""}
-    # every neighbour separated: the best three are ranked, the 4th is not.
-    assert marks(board, 0.95) == {"a": "¹", "b": "²", "c": "³", "d": "", "e": ""}
-    # a and b share one seed: nothing can be claimed, nothing is marked.
-    assert marks(board, 0.98) == {"a": "", "b": ""}
-    # speedup: b 3.0 > a 2.0 (constant difference: p = 0), a ties c (2.0), c > d > e.
-    assert marks(board, 0.9, "theoretical_speedup") == {
-        "b": "¹",
-        "a": "≈",
-        "c": "≈",
-        "d": "",
-        "e": "",
+def test_the_best_group_and_ranks_follow_holm_corrected_p_values_computed_by_hand() -> None:
+    """Four rows, three seeds: six pairs, their paired-t p-values in closed form (df = 2), Holm
+    by hand. x beats y and w on their own tests (p 0.038, 0.028) but not after the correction
+    (× 2 and × 3 of six tests): the best group is x, y, w; z is separated from all three."""
+    col = {"x": [10, 11, 12], "y": [9, 10.5, 11.0], "w": [9.3, 10.2, 10.8], "z": [5, 6, 7]}
+
+    class Row:
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+    entries = [(Row(k), dict(enumerate(v)), Mark()) for k, v in col.items()]
+    comps = {(c.upper, c.lower): c for c in rank_column(entries, "test_accuracy", 0.9)}
+
+    def p_of(a: str, b: str) -> float:
+        d = [u - v for u, v in zip(col[a], col[b])]
+        mean = sum(d) / 3
+        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+        return 0.0 if sd == 0 else p_df2(mean / (sd / math.sqrt(3)))
+
+    pairs = [("x", "y"), ("x", "w"), ("x", "z"), ("y", "w"), ("y", "z"), ("w", "z")]
+    raw = {pair: p_of(*pair) for pair in pairs}
+    assert raw[("x", "y")] == pytest.approx(1 - 5 / math.sqrt(27))  # t = 5
+    order = sorted(pairs, key=raw.get)  # Holm: k-th smallest × (6 − k + 1), running maximum
+    holm, running = {}, 0.0
+    for k, pair in enumerate(order):
+        running = max(running, min(1.0, raw[pair] * (len(pairs) - k)))
+        holm[pair] = running
+    for pair in pairs:
+        assert comps[pair].p == pytest.approx(raw[pair], abs=1e-12)
+        assert comps[pair].p_holm == pytest.approx(holm[pair], abs=1e-12)
+    assert raw[("x", "y")] < 0.05 and raw[("x", "w")] < 0.05  # separated alone ...
+    assert comps[("x", "y")].status == comps[("x", "w")].status == "noise"  # ... not corrected
+    assert {k: comps[k].status for k in [("x", "z"), ("y", "z"), ("w", "z")]} == dict.fromkeys(
+        [("x", "z"), ("y", "z"), ("w", "z")], "separated"
+    )
+    got = {row.label: (m.best, m.rank, m.group_size) for row, _, m in entries}
+    assert got == {"x": (True, 1, 3), "y": (True, 1, 3), "w": (True, 1, 3), "z": (False, 4, 3)}
+
+
+def test_marks_on_the_board(board) -> None:
+    # 0.9: b is separated from the best (a) after the correction; c and d, noisier, are not
+    assert marks(board, 0.9) == {
+        "a": (True, 1),
+        "b": (False, 2),
+        "c": (True, 1),
+        "d": (True, 1),
+        "e": (False, 4),
     }
-    # img/s: a 1000 > b 900 by 11 % (separated), b 900 vs c 880 by 2.3 % (within 5 %).
-    ips = {r.label: (r.img_per_s.source, r.img_per_s.mark.symbol) for r in board.rows}
-    assert ips == {
-        "dense": ("isolated", ""),
-        "a": ("isolated", "¹"),
-        "b": ("isolated", "≈"),
-        "c": ("isolated", "≈"),
-        "d": ("in-trial", ""),
-        "e": ("isolated", ""),
-    }
+    # a and b share one seed at 0.98: b is untested against the best, so nothing is marked
+    assert marks(board, 0.98) == {"a": (False, None), "b": (False, None)}
+    # speedup at 0.9: b 3.0 beats every other row on every seed (constant differences: p = 0)
+    assert marks(board, 0.9, "theoretical_speedup")["b"] == (True, 1)
+    # img/s without per-round figures cannot be tested: no marks
+    assert all(r.img_per_s.mark.rank is None for r in board.rows if r.img_per_s)
     assert board.row("d").img_per_s.value == pytest.approx(41.0)  # median of 40, 41, 42 x2
+    md = to_markdown(board)
+    a_row = next(line for line in md.splitlines() if line.startswith("| a |"))
+    b_row = next(line for line in md.splitlines() if line.startswith("| b |"))
+    assert "**96.00 ± 1.00**" in a_row and "95.00 ± 1.05 ²" in b_row
 
 
 def test_failed_runs_are_counted_and_shown(board) -> None:
@@ -307,7 +338,14 @@ def test_latest_attempt_per_run_key_counts() -> None:
 
 
 def _parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
-    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    """The board's main table: the first run of table lines."""
+    lines = []
+    for ln in md.splitlines():
+        if ln.startswith("|"):
+            lines.append(ln)
+        elif lines:
+            break
+    lines = [ln for ln in lines if ln.startswith("| ")]
     titles = [c.strip() for c in lines[0].strip("|").split(" | ")]
     rows = {}
     for ln in lines[1:]:
@@ -316,8 +354,9 @@ def _parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
     return titles, rows
 
 
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 ACC_RE = re.compile(
-    r"^(\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?(?P<mark>[¹²³]| ≈)? "
+    r"^(?P<bold>\*\*)?(?P<mean>[\d.]+)( ± (?P<std>[\d.]+))?(\*\*)?( (?P<rank>[⁰¹²³⁴⁵⁶⁷⁸⁹]+))? "
     r"_?\(n=(?P<n>\d+)( of (?P<of>\d+))?(, (?P<failed>\d+) failed)?\)_?( \[(?P<note>\d+)\])?$"
 )
 
@@ -326,8 +365,15 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
     md, data = to_markdown(board), json.loads(to_json(board))
     titles, rows = _parse_md_table(md)
     assert titles[:2] == ["Method", "img/s"]
-    assert titles[2:7] == ["90% Acc", "90% CI", "90% Speedup", "90% Train cost", "90% Sparsity"]
-    assert len(titles) == 2 + 5 * 3
+    assert titles[2:8] == [
+        "90% Acc",
+        "90% CI",
+        "90% Speedup",
+        "90% Measured",
+        "90% Train cost",
+        "90% Sparsity",
+    ]
+    assert len(titles) == 2 + 6 * 3
     assert list(rows) == [r["label"] for r in data["rows"]] == ["dense", "a", "b", "c", "d", "e"]
     marks_seen = 0
     for jrow in data["rows"]:
@@ -340,9 +386,9 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
         assert cells[1].endswith("†") == (ips["source"] == "in-trial")
         for i, target in enumerate(data["targets"]):
             key = "0.0" if jrow["reference"] else repr(target)
-            acc_t, ci_t, sp_t, cost_t, spars_t = cells[2 + 5 * i : 7 + 5 * i]
+            acc_t, ci_t, sp_t, meas_t, cost_t, spars_t = cells[2 + 6 * i : 8 + 6 * i]
             if key not in jrow["cells"]:  # c, d, e were not run at 0.98
-                assert [acc_t, ci_t, sp_t, cost_t, spars_t] == ["—"] * 5
+                assert [acc_t, ci_t, sp_t, meas_t, cost_t, spars_t] == ["—"] * 6
                 continue
             jcell = jrow["cells"][key]
             m = ACC_RE.match(acc_t)
@@ -354,22 +400,24 @@ def test_markdown_parses_back_and_json_numbers_equal_the_table(board) -> None:
             assert int(m["of"] or jcell["n"]) == jcell["n_expected"]
             assert int(m["failed"] or 0) == len(jcell["failed"])
             mark = acc["mark"]
-            if mark and mark["rank"]:
+            if mark and mark["best_group"]:
                 marks_seen += 1
-                assert m["mark"] == "¹²³"[mark["rank"] - 1] and acc_t.startswith("**")
-            elif mark and mark["within_noise"]:
-                assert m["mark"] == " ≈"
+                assert m["bold"] and m["rank"] is None
+            elif mark and mark["rank"]:
+                marks_seen += 1
+                assert not m["bold"] and m["rank"] == str(mark["rank"]).translate(SUPERSCRIPT)
             else:
-                assert m["mark"] is None
+                assert not m["bold"] and m["rank"] is None
             if acc["ci95"] is None:
                 assert ci_t == "—"
             else:
                 assert ci_t == f"[{acc['ci95'][0]:.2f}, {acc['ci95'][1]:.2f}]"
             sp = jcell["theoretical_speedup"]
-            assert sp_t.replace("**", "").rstrip("¹²³ ≈") == f"{sp['mean']:.2f}×"
+            assert sp_t.replace("**", "").rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹ ") == f"{sp['mean']:.2f}×"
+            assert meas_t == "—" and jcell["measured_speedup"] is None  # none recorded here
             assert cost_t == f"{jcell['train_cost']['mean']:.3g}×"
             assert spars_t == f"{jcell['sparsity']['mean'] * 100:.2f}%"
-    assert marks_seen == 4  # a¹ (0.9), a¹ b² c³ (0.95)
+    assert marks_seen == 10  # every compared accuracy cell of 0.9 and 0.95 (0.98 is untested)
     # JSON keeps the unrounded numbers and where each came from
     a95 = data["rows"][1]["cells"]["0.95"]
     assert a95["test_accuracy"]["mean"] == pytest.approx(91.0)
@@ -565,12 +613,13 @@ def test_img_per_s_neighbours_are_compared_over_the_timing_rounds() -> None:
         tp("c", 970.0, rounds=[1018.5, 970.0, 921.5]),
     ]
     board = aggregate(runs)
-    ranked = {c.upper: c for c in board.comparisons if c.metric == "img_per_s"}
-    assert ranked["a"].status == "noise" and ranked["b"].status == "separated"
+    pairs = {(c.upper, c.lower): c for c in board.comparisons if c.metric == "img_per_s"}
     d = [1000 - 1050, 1400 - 1000, 900 - 950]  # a − b per round
-    assert ranked["a"].p == pytest.approx(p_df2(paired_t(d)))
-    ips = {r.label: r.img_per_s.mark.symbol for r in board.rows}
-    assert ips == {"a": "≈", "b": "≈", "c": "³"}  # c: separated from its one neighbour
+    assert pairs[("a", "b")].p == pytest.approx(p_df2(paired_t(d)))
+    assert pairs[("a", "b")].status == "noise" and pairs[("b", "c")].status == "separated"
+    ips = {r.label: (r.img_per_s.mark.best, r.img_per_s.mark.rank) for r in board.rows}
+    # b is not separated from the best (a): both in the best group
+    assert ips["a"] == (True, 1) and ips["b"] == (True, 1)
 
 
 # ----------------------------------------------------------------------------- failures shown
@@ -602,22 +651,30 @@ def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None
     assert x.flags() == ["layer collapse: conv2, fc1 (1 of 3 seeds)"]
     assert y.flags() == ["sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison"]
     # neither is compared nor marked, in either marked column; the others keep their ranks
-    assert marks(board, 0.9) == {"a": "¹", "b": "²", "oneshot": "³", "x": "", "y": ""}
+    assert marks(board, 0.9) == {
+        "a": (True, 1),
+        "b": (False, 2),
+        "oneshot": (False, 3),
+        "x": (False, None),
+        "y": (False, None),
+    }
     assert marks(board, 0.9, "theoretical_speedup") == {
-        "a": "≈",
-        "b": "≈",
-        "oneshot": "≈",
-        "x": "",
-        "y": "",
+        "a": (True, 1),
+        "b": (True, 1),
+        "oneshot": (True, 1),
+        "x": (False, None),
+        "y": (False, None),
     }
     assert not {c.upper for c in board.comparisons} & {"x", "y"}
     assert not {c.lower for c in board.comparisons} & {"x", "y"}
 
     md = to_markdown(board)
     titles, rows = _parse_md_table(md)
-    for label, note in (("x", "1"), ("y", "2"), ("a", None)):
+    for label, note in (("y", "2"), ("a", None)):
         m = ACC_RE.match(rows[label][2])
-        assert m and m["note"] == note and m["mark"] == (None if note else "¹")
+        assert m and m["note"] == note and bool(m["bold"]) == (note is None)
+    # a cell with a failed seed (here a collapse) is printed seed by seed, not as mean ± std
+    assert rows["x"][2] == "seeds 99.00 / 99.40 / 99.80 (n=3) [1]"
     assert "- [1] x at 90%: layer collapse: conv2, fc1 (1 of 3 seeds)" in md
     assert "- [2] y at 90%: sparsity 92.00 % > target 90 % + 0.5 pp: not the same comparison" in md
     legend = md.split("## Legend", 1)[1]
@@ -629,7 +686,7 @@ def test_collapsed_and_overshooting_cells_are_footnoted_and_not_ranked() -> None
     jy = next(r for r in data["rows"] if r["label"] == "y")["cells"]["0.9"]
     assert (jx["left_out"], jx["footnote"], jx["collapsed"]) == (True, 1, {"1": ["conv2", "fc1"]})
     assert (jy["left_out"], jy["footnote"], jy["overshoot"]) == (True, 2, True)
-    assert jx["test_accuracy"]["mark"] == {"rank": None, "within_noise": False}
+    assert jx["test_accuracy"]["mark"] == {"best_group": False, "rank": None, "best_group_size": 0}
     assert [f["number"] for f in data["footnotes"]] == [1, 2]
     ja = next(r for r in data["rows"] if r["label"] == "a")["cells"]["0.9"]
     assert (ja["left_out"], ja["footnote"], ja["flags"]) == (False, None, [])
@@ -689,22 +746,37 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     from benchsuite.core.errors import BadInput
 
     runs = [rec("dense", 0.0, s, 95.0, tuned="false") for s in range(3)]
-    for target, variant in ((0.9, "ramp_end=0.5"), (0.95, "ramp_end=0.7")):
+    for target, variant in ((0.9, "ramp_end=0.5"), (0.95, "default")):
         runs += [rec("gmp", target, s, 90.0 + s, variant=variant, tuned="true") for s in range(3)]
-        runs += [rec("dnw", target, s, 89.0 + s, tuned="false") for s in range(3)]
+        runs += [rec("dst", target, s, 89.0 + s, tuned="false") for s in range(3)]
     board = aggregate(runs, experiment="digits-10ep-tuned")
-    assert [r.label for r in board.rows] == ["dense", "dnw", "gmp (tuned)"]
+    assert [r.label for r in board.rows] == ["dense", "dst", "gmp (tuned)"]
     assert set(board.row("gmp (tuned)").cells) == {0.9, 0.95}
+
+    def config(index: int, hparams: dict, scores: tuple[float, float]) -> dict:
+        return {"index": index, "hparams": hparams, "val_accuracy": sum(scores) / 2}
 
     chosen = {
         "0.9": {
             "hparams": {"ramp_end": 0.5},
+            "chosen": 1,
             "val_accuracy": 91.25,
-            "trials": 6,
-            "finished": 6,
+            "default_val_accuracy": 90.0,
+            "configs": [config(0, {}, (90.0, 90.0)), config(1, {"ramp_end": 0.5}, (91.0, 91.5))],
+            "trials": 4,
+            "finished": 4,
             "space": {"ramp_end": "uniform real in [0.2, 0.9]"},
         },
-        "0.95": {"hparams": {"ramp_end": 0.7}, "val_accuracy": 90.5, "trials": 6, "finished": 5},
+        "0.95": {
+            "hparams": {},
+            "chosen": 0,
+            "val_accuracy": 90.5,
+            "default_val_accuracy": 90.5,
+            "configs": [config(0, {}, (90.0, 91.0)), config(1, {"ramp_end": 0.7}, (90.0, 90.5))],
+            "trials": 4,
+            "finished": 3,
+            "space": {"pruning_interval": "uniform integer in [1, 5]"},
+        },
     }
     configs = tmp_path / "digits-10ep.json"
     configs.write_text(
@@ -714,8 +786,9 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
                 "epochs": 10,
                 "dataset": "digits",
                 "model": "smallcnn",
-                "trials_per_method": 6,
-                "seeds": list(range(1000, 1006)),
+                "data": "fp1",
+                "configs_per_method": 2,
+                "seeds": [1000, 1001],
                 "methods": {"gmp": chosen},
             }
         )
@@ -723,14 +796,14 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     board.tuning = tuning_for(board, root=tmp_path)
     md = to_markdown(board)
     assert "(see **Tuning** below)" in md
-    assert "6 full-budget random-search trials per method and target (seeds 1000–1005" in md
-    assert "dnw: no tunable hyperparameters" in md
+    assert "up to 2 configurations per method and target, the defaults first" in md
+    assert "the same tuning seeds (1000, 1001, none of them a benchmark seed)" in md
+    assert "dst: its only knobs are calibrated per target" in md
     row = next(line for line in md.splitlines() if line.startswith("| gmp |"))
-    # the second entry's space was not saved with it: described from the method's own ranges
     assert "ramp_end: uniform real in [0.2, 0.9]" in row
     assert "pruning_interval: uniform integer in [1, 5]" in row
-    assert "ramp_end=0.5 (val 91.25 %, 6/6 trials)" in row
-    assert "ramp_end=0.7 (val 90.50 %, 5/6 trials)" in row
+    assert "ramp_end=0.5 (val 91.25 % vs defaults 90.00 %; 2 configurations, 4/4 trials)" in row
+    assert "the defaults (val 90.50 % vs defaults 90.50 %; 2 configurations, 3/4 trials)" in row
     paths = publish(board, tmp_path / "out")
     published = json.loads((tmp_path / "out" / "digits-10ep-tuned.configs.json").read_text())
     assert published["methods"]["gmp"]["0.9"]["hparams"] == {"ramp_end": 0.5}
@@ -738,7 +811,8 @@ def test_tuned_rows_and_the_tuning_section(tmp_path) -> None:
     assert json.loads((tmp_path / "out" / "digits-10ep-tuned.json").read_text())["tuning"]
     assert "digits-10ep-tuned.configs" not in (tmp_path / "out" / "README.md").read_text()
 
-    configs.write_text(json.dumps({"preset": "digits", "epochs": 20, "methods": {}}))
+    other = {"preset": "digits", "epochs": 20, "dataset": "digits", "model": "smallcnn"}
+    configs.write_text(json.dumps({**other, "data": "fp1", "methods": {}}))
     with pytest.raises(BadInput, match="tuned for epochs 20"):
         tuning_for(board, root=tmp_path)
     with pytest.raises(BadInput, match="cannot read"):
@@ -763,3 +837,79 @@ def test_reproduce_lines_leave_out_where_results_go() -> None:
     assert reproducing("benchsuite run --hp 'imp.schedule=ft, llr'") == (
         "benchsuite run --hp 'imp.schedule=ft, llr'"
     )
+
+
+def test_a_dense_only_board_shows_its_accuracy() -> None:
+    """``run --methods dense`` has no target column: the board still shows the reference's
+    accuracy (one column group without a target), in the terminal and in the markdown."""
+    from rich.console import Console
+
+    board = aggregate(
+        [rec("dense", 0, s, a, speedup=1.0, sparsity=0.0) for s, a in enumerate(DENSE)]
+    )
+    assert board.targets == []
+    console = Console(record=True, width=200)
+    console.print(render_rich(board))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "Method" in line)
+    assert "Acc" in header and "Sparsity" in header
+    dense = next(line for line in text.splitlines() if line.strip("│ ").startswith("dense"))
+    assert "98.50 ± 0.50 (n=3)" in dense and "[97.26, 99.74]" in dense
+    md = to_markdown(board)
+    assert "| Method | img/s | Acc | CI | Speedup | Measured | Train cost | Sparsity |" in md
+    assert "| dense (reference) | 50.0† | 98.50 ± 0.50 (n=3) | [97.26, 99.74] |" in md
+
+
+def test_measured_speedup_column_marks_and_unavailable_cells() -> None:
+    """Measured speedups are cell statistics ranked like the theoretical ones (paired over
+    seeds); a cell without a figure says why (‡), and a structured board gets the speed figure."""
+    import dataclasses
+
+    from benchsuite.boards.plot import plot_speed, structured
+
+    def timed(r, large, one=None, why=None, pattern=None):
+        metrics = dict(r.metrics)
+        tags = dict(r.tags)
+        params = dict(r.params)
+        if large is not None:
+            metrics |= {"measured_speedup": large, "measured_speedup_b1": one or large}
+            tags |= {"benchsuite.latency_batch": "1024", "benchsuite.latency_dtype": "float32"}
+        if why:
+            tags["benchsuite.measured_speedup_unavailable"] = why
+        if pattern:
+            params["pattern"] = pattern
+        return dataclasses.replace(r, metrics=metrics, tags=tags, params=params)
+
+    runs = [
+        timed(rec("dense", 0, s, 98.0, speedup=1.0, sparsity=0.0), 1.0 + s / 100) for s in range(3)
+    ]
+    runs += [timed(rec("gmp", 0.5, s, 97.0), 1.0 + s / 100) for s in range(3)]
+    runs += [
+        timed(rec("l1", 0.5, s, 96.0, variant="channel"), 1.9 + s / 50, 1.2, pattern="channel")
+        for s in range(3)
+    ]
+    why = "no 2:4 sparse kernel on cpu: torch.sparse.to_sparse_semi_structured needs CUDA"
+    runs += [
+        timed(rec("srste", 0.5, s, 96.5, variant="2:4"), None, why=why, pattern="2:4")
+        for s in range(3)
+    ]
+    board = aggregate(runs, "structured")
+    l1 = board.row("l1 (channel)").cells[0.5]
+    assert l1.stats["measured_speedup"].mean == pytest.approx(1.92)
+    assert l1.marks["measured_speedup"].best  # ahead of gmp's ≈ 1.0 in every seed
+    srste = board.row("srste (2:4)").cells[0.5]
+    assert "measured_speedup" not in srste.stats and srste.measured_unavailable == why
+    md = to_markdown(board)
+    row = next(line for line in md.splitlines() if line.startswith("| l1 (channel)"))
+    assert "**1.92× / 1.20×**" in row
+    assert "n/a‡" in next(line for line in md.splitlines() if line.startswith("| srste (2:4)"))
+    assert f"**‡ n/a**: no measured speedup: {why}." in md
+    assert "measures ≈ 1.0× whatever its theoretical speedup" in md
+    assert board.header["patterns"] == "2:4, channel, unstructured"
+    assert board.header["latency"] == "batch 1 and 1024, float32"
+    data = json.loads(to_json(board))
+    cell = data["rows"][2]["cells"]["0.5"]
+    assert cell["measured_speedup"]["mean"] == pytest.approx(1.92)
+    assert structured(board) and not structured(aggregate(runs[:6], "plain"))
+    fig = plot_speed(board)
+    assert [ax.get_xscale() for ax in fig.axes[:2]] == ["log", "log"]

@@ -9,7 +9,7 @@ from torch.nn.utils import parametrize
 
 from benchsuite.core.budget import Budget
 from benchsuite.core.method import TrainState
-from benchsuite.pruning.masks import achieved_sparsity, latent_weight
+from benchsuite.pruning.masks import achieved_sparsity, keep_count, latent_weight
 from benchsuite.pruning.schedules import ScheduleSpec
 from benchsuite_methods.dnw import DNW, kth_smallest_abs
 
@@ -25,9 +25,12 @@ def tiny() -> nn.Sequential:
     return net
 
 
-def prepared(model: nn.Module, target: float, lr: float = 0.1) -> tuple[DNW, TrainState]:
+def prepared(
+    model: nn.Module, target: float, lr: float = 0.1, selection: str = "global"
+) -> tuple[DNW, TrainState]:
+    """DNW on ``model``; the hand computations below use the global τ unless told otherwise."""
     budget = Budget(1, 10)
-    hp = DNW.Hparams()
+    hp = DNW.Hparams(selection=selection)
     plan = DNW.plan(budget, hp, target, ScheduleSpec(kind="constant", lr=lr))
     method = DNW(hp, target, plan)
 
@@ -186,3 +189,49 @@ def test_finalized_weights_have_storage_of_their_own() -> None:
     with torch.no_grad():
         net[0].weight.fill_(1.0)
     assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]  # not a view of a shared buffer
+
+
+def test_per_layer_selection_keeps_each_layers_top_count():
+    """uniform: N = 6 at S = 0.5 keeps 3, split 2 + 1 over the layers of 4 and 2 weights
+    (exact counts); each layer masks at its own k_l-th smallest |w|."""
+    net = tiny()
+    method, _ = prepared(net, 0.5, selection="uniform")
+    # layer 1 |w| = 0.1, 0.5, 0.3, 0.05 keeps 2: 0.5 and 0.3; layer 2 |w| = 0.2, 0.4 keeps 0.4
+    assert method.taus() == [pytest.approx(0.1), pytest.approx(0.2)]
+    assert net[0].weight.tolist() == [[0.0, pytest.approx(-0.5)], [pytest.approx(0.3), 0.0]]
+    assert net[1].weight.tolist() == [[0.0, pytest.approx(-0.4)]]
+
+
+def test_ignorefirst_keeps_the_first_layer_dense_and_reaches_the_target():
+    """S = 0.5 of N = 6 keeps 3: the first layer's 4 are more than that, so a 2-layer net whose
+    first layer is the small one: 2 weights dense, the other 4 keep 1."""
+    net = nn.Sequential(nn.Linear(1, 2, bias=False), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.01], [-0.02]]))
+        net[1].weight.copy_(torch.tensor([[0.3, -0.1], [0.2, 0.05]]))
+    prepared(net, 0.5, selection="ignorefirst")
+    assert net[0].weight.tolist() == [[pytest.approx(0.01)], [pytest.approx(-0.02)]]
+    assert net[1].weight.tolist() == [[pytest.approx(0.3), 0.0], [0.0, 0.0]]
+
+
+def layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def test_the_default_keeps_weights_in_every_lenet5_layer_at_98_percent():
+    """The global τ from PyTorch's default init empties conv2 and fc1 of LeNet-5 at 98 %; the
+    authors' per-layer selection (the default) keeps weights in every layer."""
+    from benchsuite.models import build_model
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = build_model("lenet5", 10, (1, 28, 28))
+        method, _ = prepared(model, 0.98, selection=DNW.Hparams().selection)
+        kept = [int(m.weight.count_nonzero()) for m in layers(model)]
+        assert all(k > 0 for k in kept), kept
+        assert sum(kept) == keep_count(method.n, 0.98)  # exact per-layer counts
+        torch.manual_seed(seed)
+        model = build_model("lenet5", 10, (1, 28, 28))
+        prepared(model, 0.98, selection="global")
+        kept = [int(m.weight.count_nonzero()) for m in layers(model)]
+        assert 0 in kept  # the global form's collapse at init, as documented

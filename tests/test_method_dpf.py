@@ -121,10 +121,11 @@ def test_end_to_end_plain_weights_at_the_target() -> None:
     config = RunConfig(preset=preset, method="dpf", target=0.8, seed=0)
     curve: list[float] = []
     result = train_run(config, dataset=data, on_epoch=lambda p: curve.append(p.sparsity))
-    # T = 4, P = 1, ×0.1 LR decays after epochs 2 and 3: the ramp ends at E = 2, the last epoch
-    # followed by an LR of 10 % of the peak; targets 0.8·(1 − (1/2)³) = 0.7, then 0.8
-    assert curve[0] == pytest.approx(0.8 * 7 / 8, abs=1e-3)
-    assert all(c == pytest.approx(0.8, abs=1e-3) for c in curve[1:])
+    # T = 4, P = 1: the reference rule ends the ramp at E = 3; targets 0.8·(1 − (2/3)³),
+    # 0.8·(1 − (1/3)³), then 0.8 (kept in the last epoch)
+    assert curve[0] == pytest.approx(0.8 * 19 / 27, abs=1e-3)
+    assert curve[1] == pytest.approx(0.8 * 26 / 27, abs=1e-3)
+    assert all(c == pytest.approx(0.8, abs=1e-3) for c in curve[2:])
     model = result.model
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert all(type(p) is nn.Parameter for p in model.parameters())

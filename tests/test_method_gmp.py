@@ -57,13 +57,13 @@ def test_ramp_end_under_a_constant_schedule_is_the_reference_rule() -> None:
     # the LR never falls: E = T − P rounded down to a multiple of P, = (⌊T/P⌋ − 1)·P
     for epochs, interval, expected in ((8, 2, 6), (9, 2, 6), (10, 1, 9), (2, 1, 1)):
         budget = Budget(epochs, 4)
-        lr = GMP.plan(budget, GMPHparams(pruning_interval=interval), 0.9, SCHEDULE).lr
-        assert ramp_end_epoch(lr, budget, interval, None) == expected
+        GMP.plan(budget, GMPHparams(pruning_interval=interval), 0.9, SCHEDULE)
+        assert ramp_end_epoch(budget, interval, None) == expected
 
 
-def test_ramp_end_follows_the_step_decay() -> None:
-    """Fashion-MNIST's schedule: ×0.1 at 50 % and 75 % of 10 epochs (step 7.5·I). The next
-    step's LR after epoch 7 is still 0.1·peak, after epoch 8 it is 0.01·peak: E = 7."""
+def test_ramp_end_is_the_reference_rule_under_a_step_decay_too() -> None:
+    """Fashion-MNIST's schedule (×0.1 at 50 % and 75 % of 10 epochs): the default ignores the
+    schedule, E = (⌊10/1⌋ − 1)·1 = 9; a fraction puts E where it says."""
     budget = Budget(10, 421)
     step_decay = ScheduleSpec("multistep", lr=0.02, milestones=(0.5, 0.75), gamma=0.1)
 
@@ -71,8 +71,9 @@ def test_ramp_end_follows_the_step_decay() -> None:
         return GMP(hp, target, GMP.plan(budget, hp, target, step_decay))
 
     method = planned(GMPHparams(), 0.98)
-    assert method.last_epoch == 7
-    assert list(method.schedule) == [1, 2, 3, 4, 5, 6, 7] and method.schedule[7] == 0.98
+    assert method.last_epoch == 9
+    assert list(method.schedule) == list(range(1, 10)) and method.schedule[9] == 0.98
+    assert planned(GMPHparams(ramp_end=0.7), 0.98).last_epoch == 7
     # an explicit fraction: 0.5 of 10 epochs → E = 5; with P = 2 rounded to a multiple of 2
     assert planned(GMPHparams(ramp_end=0.5), 0.9).last_epoch == 5
     assert planned(GMPHparams(pruning_interval=2, ramp_end=0.5), 0.9).last_epoch in (4, 6)

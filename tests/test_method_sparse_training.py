@@ -262,3 +262,28 @@ def test_snip_scoring_leaves_the_counted_steps_and_their_data_order_alone(
     assert snip.metrics["train_steps"] == plain.metrics["train_steps"] == 2 * 14
     assert snip.metrics["score_images"] == preset.batch_size
     assert snip.metrics["sparsity"] == plain.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
+
+
+@pytest.mark.parametrize("method", ["random", "snip", "set", "rigl"])
+def test_a_sparse_start_is_the_shared_init_rescaled_per_unit(method) -> None:
+    """The default start and ``start=dense`` hold the same kept weights, the default's scaled
+    per output unit by √(fan-in ÷ kept fan-in): the same seed, only rescaled."""
+    from benchsuite.data.base import load_dataset
+    from benchsuite.presets import load_preset
+    from benchsuite.training.loop import RunConfig, setup
+
+    data = load_dataset("synthetic", n=64, n_test=16, shape=(1, 8, 8))
+    preset = load_preset("digits").replace(dataset="synthetic", batch_size=16)
+    weights = {}
+    for start in ("rescaled", "dense"):
+        config = RunConfig(preset, method, 0.9, 0, hparams=(("start", start),))
+        model, _, _ = setup(config, data, Budget(2, 4), "cpu")
+        layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        weights[start] = [m.weight.detach().clone() for m in layers]
+    for scaled, plain in zip(weights["rescaled"], weights["dense"]):
+        kept = plain != 0
+        assert torch.equal(scaled != 0, kept)
+        rows = kept.reshape(kept.shape[0], -1).sum(dim=1)
+        factor = torch.sqrt(kept[0].numel() / rows.clamp_min(1).to(plain.dtype))
+        factor = torch.where(rows > 0, factor, torch.ones_like(factor))
+        torch.testing.assert_close(scaled, plain * factor.view(-1, *[1] * (plain.dim() - 1)))

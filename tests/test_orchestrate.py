@@ -67,6 +67,29 @@ class Dies(PruningMethod):
             os.kill(os.getpid(), signal.SIGKILL)  # like the OOM killer: no exception, no cleanup
 
 
+class DiskFull(PruningMethod):
+    """The store's disk fills as this run writes its final metrics: SQLite's own error,
+    injected into this worker's store writes (once: the space is freed right after)."""
+
+    name = "diskfull"
+    source = "test"
+
+    def on_finish(self, state):
+        import sqlite3
+
+        from benchsuite.store.tracking import TrackedRun
+
+        real = TrackedRun.log_metrics
+
+        def full(run, metrics, step=0):
+            if "test_accuracy" not in metrics:
+                return real(run, metrics, step)
+            TrackedRun.log_metrics = real
+            raise sqlite3.OperationalError("database or disk is full")
+
+        TrackedRun.log_metrics = full
+
+
 class Flaky(PruningMethod):
     """Fails its first attempt, then works (for --retries)."""
 
@@ -86,6 +109,7 @@ explode = bs_testplugin:Explode
 nanloss = bs_testplugin:NanLoss
 dies = bs_testplugin:Dies
 flaky = bs_testplugin:Flaky
+diskfull = bs_testplugin:DiskFull
 """
 
 
@@ -245,6 +269,26 @@ def test_failing_methods_are_isolated(local_ray, plugin_methods, tmp_path, monke
     died = runs["dies"].data.tags["benchsuite.error"].lower()
     assert "died" in died or "exit" in died or "actor" in died, died
     assert "FAILED" in result.output and "explode" in result.output
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_a_trial_reaches_the_command_and_the_run(
+    local_ray, plugin_methods, tmp_path, monkeypatch
+) -> None:
+    """SQLite's "database or disk is full" as a Ray trial writes its final metrics: on the
+    command's line and in the run's error tag, not "the trial's process died"."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--methods", "dense,diskfull", "--sparsity", "0.5", "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--experiment", "full", "--no-throughput"])
+    assert result.exit_code == 1, result.output
+    assert "1 finished, 1 failed" in result.output
+    assert "FAILED diskfull@0.5/s0: OperationalError: database or disk is full" in result.output
+    runs = {
+        r.data.params["method"]: r for r in finished_runs(f"sqlite:///{tmp_path}/mlflow.db", "full")
+    }
+    assert runs["diskfull"].info.status == "FAILED"
+    error = runs["diskfull"].data.tags["benchsuite.error"]
+    assert error.startswith("OperationalError: database or disk is full"), error
 
 
 @pytest.mark.slow

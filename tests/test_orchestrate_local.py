@@ -199,3 +199,77 @@ def test_the_reaper_does_nothing_when_told_done(tmp_path: Path) -> None:
     finally:
         victim.kill()
         victim.wait()
+
+
+DISK_FULL = "database or disk is full"
+
+
+def full_disk_at_the_final_write(monkeypatch, *, and_after: bool) -> None:
+    """The store's disk fills as a run writes its final metrics (SQLite's own error, injected
+    where the store writes); with ``and_after`` it stays full, so the FAILED end fails too."""
+    import sqlite3
+
+    from benchsuite.store.tracking import TrackedRun
+
+    log_metrics, end = TrackedRun.log_metrics, TrackedRun.end
+    full: set[str] = set()
+
+    def failing_log_metrics(self, metrics, step=0):
+        if "test_accuracy" in metrics:
+            full.add(self.run_id)
+            raise sqlite3.OperationalError(DISK_FULL)
+        return log_metrics(self, metrics, step)
+
+    def failing_end(self, status="FINISHED", error=None):
+        if and_after and self.run_id in full:
+            raise sqlite3.OperationalError(DISK_FULL)
+        return end(self, status, error)
+
+    monkeypatch.setattr(TrackedRun, "log_metrics", failing_log_metrics)
+    monkeypatch.setattr(TrackedRun, "end", failing_end)
+
+
+@pytest.mark.integration
+def test_a_full_disk_at_the_final_write_says_why(tiny_preset, tiny_data, tmp_path, monkeypatch):
+    """The run ends FAILED with SQLite's reason, on the command's line and in its error tag."""
+    import io
+
+    full_disk_at_the_final_write(monkeypatch, and_after=False)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    out = io.StringIO()
+    configs = [RunConfig(tiny_preset.replace(epochs=1), "dense", 0.0, 0)]
+    outcome = run_local(configs, tiny_data, uri, "full", console=Console(file=out, width=300))
+    assert (outcome.finished, outcome.failed) == (0, 1)
+    assert outcome.trials[0].error.startswith(f"OperationalError: {DISK_FULL}")
+    assert f"FAILED dense@0/s0: OperationalError: {DISK_FULL}" in out.getvalue()
+    (run,) = runs_of(uri, "full")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["benchsuite.error"].startswith(f"OperationalError: {DISK_FULL}")
+
+
+@pytest.mark.integration
+def test_a_disk_that_stays_full_still_names_the_cause(
+    tiny_preset, tiny_data, tmp_path, monkeypatch
+):
+    """Nothing can end the run (the trial's end and the executor's both hit the full disk): the
+    error on the command's line says so and names the cause; the command does not crash."""
+    full_disk_at_the_final_write(monkeypatch, and_after=True)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    configs = [RunConfig(tiny_preset.replace(epochs=1), "dense", 0.0, 0)]
+    outcome = run_local(configs, tiny_data, uri, "full", console=QUIET)
+    error = outcome.trials[0].error
+    assert outcome.failed == 1 and error.startswith(f"OperationalError: {DISK_FULL}")
+    assert f"ending the run in the store failed too: OperationalError: {DISK_FULL}" in error
+    assert f"the store did not take the failure: OperationalError: {DISK_FULL}" in error
+    (run,) = runs_of(uri, "full")
+    assert run.info.status == "RUNNING"  # a later command ends it (its claimant is gone)
+
+
+@pytest.mark.integration
+def test_the_command_line_names_a_full_disk(tmp_path, monkeypatch):
+    full_disk_at_the_final_write(monkeypatch, and_after=False)
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--methods", "dense", "--epochs", "1", "--in-process", "--no-throughput"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert f"FAILED dense@0/s0: OperationalError: {DISK_FULL}" in result.output

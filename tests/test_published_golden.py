@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.boards import publish as leaderboard
+from benchsuite.boards.aggregation import aggregate
+from benchsuite.boards.render import to_json, to_markdown
 from benchsuite.studies import table1 as study
 from tests import test_leaderboard as lb
 from tests import test_study as st
@@ -55,8 +56,8 @@ def boards() -> dict[str, tuple[str, str]]:
         ("flagged", lb.flagged_runs()),
         ("in-trial", in_trial_runs()),
     ):
-        board = leaderboard.aggregate(renumbered(runs), experiment=f"golden-{name}")
-        out[f"leaderboard-{name}"] = (leaderboard.to_markdown(board), leaderboard.to_json(board))
+        board = aggregate(renumbered(runs), experiment=f"golden-{name}")
+        out[f"leaderboard-{name}"] = (to_markdown(board), to_json(board))
     board = study.aggregate_study(renumbered(st.records()), "golden-table1")
     out["study"] = (study.to_markdown(board), study.to_json(board))
     return out

@@ -1,5 +1,6 @@
 """Global magnitude selection, fractions of the remaining weights, hard masks, projection."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -109,3 +110,29 @@ def test_collapsed_layers_names_the_layers_without_a_nonzero_weight():
     with torch.no_grad():
         net[0].weight.zero_()
     assert collapsed_layers(net) == ["0", "2"]  # registration order
+
+
+def test_the_sparse_start_restores_each_units_variance_from_the_same_weights() -> None:
+    """A linear layer of 2,000 inputs keeps a random tenth of each unit's inputs: masked, each
+    unit's pre-activation variance (Σ w² for unit-variance inputs) falls to ~10 % of dense;
+    rescaled by √(fan-in ÷ kept) it is the dense one again (sampling error ~4 % per unit),
+    and every kept weight is its shared initial value times its unit's one factor."""
+    from benchsuite.pruning.masks import rescale_to_kept_fan_in
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(2000, 64)
+    dense = layer.weight.detach().clone()
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.rand(dense.shape, generator=gen) < 0.1
+    weight = dense * mask
+    kept = mask.sum(dim=1).to(dense.dtype)
+    masked_var = (weight**2).sum(dim=1)
+    rescale_to_kept_fan_in([weight], [mask])
+    dense_var = (dense**2).sum(dim=1)
+    ratio = (weight**2).sum(dim=1) / dense_var
+    assert float((masked_var / dense_var).mean()) == pytest.approx(0.1, abs=0.01)
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.02)
+    assert float(ratio.std()) < 0.1
+    factor = torch.sqrt(2000 / kept).unsqueeze(1)
+    assert torch.equal(weight == 0, ~mask)
+    torch.testing.assert_close(weight[mask], (dense * factor)[mask])

@@ -193,3 +193,147 @@ def test_execute_skips_a_finished_key(tmp_path, tiny_preset, tiny_data):
     status, result, why = execute(config, tracker, dataset=tiny_data)
     assert (status, result, why) == ("SKIPPED", None, "already finished")
     assert len(tracker.runs_of(key_for(config, tiny_data))) == 1
+
+
+def foreign_sqlite(path: Path) -> bytes:
+    """Someone else's SQLite database: one table ``runs(x)`` with a row."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE runs(x)")
+        conn.execute("INSERT INTO runs VALUES (1)")
+    conn.close()
+    return path.read_bytes()
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte(tmp_path):
+    """A SQLite file that is not an MLflow store is refused before MLflow's migrations could
+    add their tables to it, by the writer's check, the reader's check and the Tracker."""
+    db = tmp_path / "mlflow.db"
+    before = foreign_sqlite(db)
+    uri = f"sqlite:///{db}"
+    for write in (True, False):
+        with pytest.raises(StoreError, match=r"not an MLflow store \(its tables: runs\)"):
+            check_store(uri, write=write)
+    with pytest.raises(StoreError, match="not an MLflow store"):
+        Tracker(uri, "exp")
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock, no artifacts
+
+
+def test_the_cli_refuses_a_foreign_store_before_anything_runs(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from benchsuite.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    before = foreign_sqlite(tmp_path / "mlflow.db")
+    for args in (["run", "--methods", "dense", "--epochs", "1"], ["leaderboard"], ["publish"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is a SQLite database but not an MLflow store" in result.output
+        assert (tmp_path / "mlflow.db").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_reading_commands_create_nothing_where_there_is_no_store(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from benchsuite.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    for args, what in (
+        (["leaderboard"], "no experiment has runs"),
+        (["publish"], "no experiment has runs"),
+        (["leaderboard", "--experiment", "x"], "--experiment 'x' has no runs"),
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"{what}: there is no store at sqlite:///mlflow.db" in result.output
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no lock, no leaderboards/
+
+
+def hand_store(uri: str) -> None:
+    """A store with one experiment of two finished runs, as benchsuite records them."""
+    tracker = Tracker(uri, "exp")
+    for method, target, acc in (("dense", 0.0, 97.0), ("gmp", 0.9, 95.0)):
+        run = tracker.start_run(
+            method,
+            {"method": method, "variant": "default", "target_sparsity": target, "seed": 0},
+            {"run_key": method, "kind": "run"},
+        )
+        run.log_metrics({"test_accuracy": acc, "sparsity": target, "train_steps": 10})
+        run.end("FINISHED")
+
+
+@pytest.mark.integration  # a real MLflow store
+def test_a_leaderboard_reads_without_a_lock_or_a_write(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from benchsuite.cli.app import app
+
+    hand_store(f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "mlflow.db.lock").unlink()
+    before = (tmp_path / "mlflow.db").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["leaderboard"])
+    assert result.exit_code == 0, result.output
+    assert "gmp" in result.output and "95.00" in result.output
+    assert (tmp_path / "mlflow.db").read_bytes() == before
+    assert not (tmp_path / "mlflow.db.lock").exists()
+
+
+def unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # the CLI in a subprocess, in its own mount namespace
+@pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm (user and mount namespaces)")
+def test_a_store_on_a_read_only_mount_is_read(tmp_path):
+    """``leaderboard`` and ``publish --out`` elsewhere on a store whose folder is mounted
+    read-only (a real read-only mount, in a user and mount namespace of its own)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    hand_store(f"sqlite:///{store}/mlflow.db")
+    (store / "mlflow.db.lock").unlink()
+    before = (store / "mlflow.db").read_bytes()
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    cli = f"{sys.executable} -m benchsuite.cli"
+    script = (
+        f"set -e; mount --bind {store} {mount}; mount -o remount,bind,ro {mount}; cd {mount}; "
+        f"{cli} leaderboard; {cli} publish --out {tmp_path}/boards; "
+        f"{cli} publish --out {mount}/boards 2>&1 || echo exit $?; "
+        f"if touch {mount}/probe 2>/dev/null; then echo writable; else echo read-only; fi"
+    )
+    out = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "gmp" in out.stdout and out.stdout.rstrip().endswith("read-only")
+    assert f"error: --out {mount}/boards: cannot write in {mount} (read-only" in out.stdout
+    assert "exit 2" in out.stdout  # publishing into the read-only mount: one line, exit 2
+    assert (tmp_path / "boards" / "exp.md").exists()
+    assert (store / "mlflow.db").read_bytes() == before
+    assert sorted(p.name for p in store.iterdir()) == ["mlflow.db"]  # no lock, nothing new
+
+
+@pytest.mark.integration  # a real MLflow store
+def test_publish_that_cannot_write_a_file_is_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from benchsuite.cli.app import app
+
+    hand_store(f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "boards" / "exp.md").mkdir(parents=True)  # where the markdown would go
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["publish", "--out", "boards"])
+    assert result.exit_code == 2, result.output
+    assert "error: --out boards: cannot write boards/exp.md (Is a directory)" in result.stderr

@@ -47,51 +47,106 @@ def test_search_space_comes_from_the_hparams_metadata() -> None:
 
 
 def test_draws_are_reproducible_equal_per_method_and_fit_the_budget() -> None:
+    """Each (method, target): the defaults first, then distinct draws; every configuration on
+    every tuning seed (the same seeds for all)."""
     from benchsuite.data.base import load_dataset
 
-    preset = load_preset("digits").replace(epochs=EPOCHS)
+    preset = load_preset("digits").replace(epochs=10)
     data = load_dataset("digits")
     request = Request(preset, ["imp", "bimp", "dense"], [0.9], [], {})
-    configs, skipped = draw_trials(request, data, 5)
-    again, _ = draw_trials(request, data, 5)
+    configs, skipped = draw_trials(request, data, 5, seeds=2)
+    again, _ = draw_trials(request, data, 5, seeds=2)
     assert configs == again
     assert skipped == ["dense"]
     per_method = defaultdict(list)
     for c in configs:
         per_method[c.method].append(c)
         assert not c.evaluate_test
-    assert {m: len(v) for m, v in per_method.items()} == {"imp": 5, "bimp": 5}
+    assert {m: len(v) for m, v in per_method.items()} == {"imp": 10, "bimp": 10}
     for trials in per_method.values():
-        assert [c.seed for c in trials] == [TUNING_SEED + i for i in range(5)]
+        by_config = defaultdict(list)
+        for c in trials:
+            by_config[c.hparams].append(c.seed)
+        assert len(by_config) == 5  # distinct configurations ...
+        assert all(seeds == [TUNING_SEED, TUNING_SEED + 1] for seeds in by_config.values())
+        assert trials[0].hparams == ()  # ... the defaults first
     # one method's draws do not depend on which other methods are tuned with it
-    alone, _ = draw_trials(Request(preset, ["bimp"], [0.9], [], {}), data, 5)
+    alone, _ = draw_trials(Request(preset, ["bimp"], [0.9], [], {}), data, 5, seeds=2)
     assert alone == per_method["bimp"]
+    # at 4 epochs IMP's defaults (10 % retraining: 0 epochs) do not fit: five draws instead
+    short = Request(preset.replace(epochs=EPOCHS), ["imp"], [0.9], [], {})
+    drawn, _ = draw_trials(short, data, 5, seeds=1)
+    assert len(drawn) == 5 and all(c.hparams != () for c in drawn)
+
+
+def test_a_small_space_is_evaluated_whole() -> None:
+    """DNW's only knob has three choices: three configurations, the defaults among them."""
+    from benchsuite.data.base import load_dataset
+
+    preset = load_preset("digits").replace(epochs=EPOCHS)
+    configs, _ = draw_trials(Request(preset, ["dnw"], [0.9], [], {}), load_dataset("digits"), 6)
+    assert sorted({dict(c.hparams).get("selection", "default") for c in configs}) == [
+        "default",
+        "global",
+        "ignorefirst",
+    ]
 
 
 def test_the_search_suggests_the_drawn_trials_then_finishes() -> None:
-    """What Tune runs is what ``draw_trials`` checked up front: each trial with its run key and
-    the metric its score is reported under, round robin over the methods."""
+    """What Tune runs is what ``draw_trials`` checked up front: each trial with its run key, the
+    metric its score is reported under and its configuration's index, round robin over the
+    methods."""
     from ray.tune.search import Searcher
 
     from benchsuite.core.budget import Budget
     from benchsuite.data.base import load_dataset
 
-    preset = load_preset("digits").replace(epochs=EPOCHS)
+    preset = load_preset("digits").replace(epochs=10)
     data = load_dataset("digits")
     request = Request(preset, ["imp", "bimp"], [0.9], [], {})
-    drawn, _ = draw_trials(request, data, 2, seed=3)
+    drawn, _ = draw_trials(request, data, 2, seeds=1, seed=3)
     bases, _ = tuning_bases(request)
-    search = MethodSearch(bases, 2, Budget(EPOCHS, 40), seed=3, key=lambda c: c.label())
+    search = MethodSearch(bases, 2, Budget(10, 40), seeds=1, seed=3, key=lambda c: c.label())
     assert search.total == 4
     suggested = [search.suggest(f"t{i}")["run"] for i in range(4)]
     assert [run["config"] for run in suggested] == drawn
     assert [run["config"].method for run in suggested] == ["imp", "bimp", "imp", "bimp"]
+    assert [run["index"] for run in suggested] == [0, 0, 1, 1]
     assert [run["score"] for run in suggested[:2]] == [
         "val_accuracy/imp@0.9",
         "val_accuracy/bimp@0.9",
     ]
     assert suggested[0]["key"] == drawn[0].label()
     assert search.suggest("t4") == Searcher.FINISHED
+
+
+def test_selection_never_falls_below_the_defaults_on_validation() -> None:
+    """The mean over the same tuning seeds decides; a tie or no gain keeps the defaults; a
+    configuration with a failed seed cannot be chosen."""
+    from benchsuite.tuning.search import choose
+
+    base = tuning_bases(Request(load_preset("digits"), ["gmp"], [0.9], [], {}))[0][0]
+
+    def config(index: int, *scores: float, hps: dict | None = None) -> dict:
+        values = {str(1000 + j): v for j, v in enumerate(scores)}
+        mean = sum(scores) / len(scores) if len(scores) == 2 else None
+        return {"index": index, "hparams": hps or {}, "scores": values, "val_accuracy": mean}
+
+    defaults = config(0, 80.0, 82.0)  # mean 81
+    worse = config(1, 83.0, 78.0, hps={"ramp_end": 0.5})  # 80.5: one lucky seed is not enough
+    tie = config(2, 81.5, 80.5, hps={"ramp_end": 0.6})  # 81: a tie keeps the defaults
+    failed = config(3, 95.0, hps={"ramp_end": 0.7})  # one seed failed: not eligible
+    better = config(4, 81.0, 81.4, hps={"ramp_end": 0.8})  # 81.2
+
+    entry = choose(base, [defaults, worse, tie, failed], 2)
+    assert (entry["chosen"], entry["hparams"], entry["val_accuracy"]) == (0, {}, 81.0)
+    entry = choose(base, [defaults, worse, tie, failed, better], 2)
+    assert (entry["chosen"], entry["hparams"]) == (4, {"ramp_end": 0.8})
+    assert entry["val_accuracy"] >= entry["default_val_accuracy"] == 81.0
+    assert (entry["trials"], entry["finished"]) == (10, 9)
+    # the defaults failed: the best eligible configuration, still on the same seeds
+    entry = choose(base, [config(0, 80.0), worse, better], 2)
+    assert entry["chosen"] == 4 and entry["default_val_accuracy"] is None
 
 
 @pytest.mark.slow
@@ -111,11 +166,13 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
         [
             "tune",
             "--methods",
-            "imp,bimp",
+            "gmp,dpf",
             "--sparsity",
             "0.9",
             "--trials-per-method",
-            "3",
+            "2",
+            "--tuning-seeds",
+            "2",
             "--epochs",
             str(EPOCHS),
         ],
@@ -129,9 +186,9 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     by_method = defaultdict(list)
     for run in trials:
         by_method[run.data.params["method"]].append(run)
-    assert {m: len(v) for m, v in by_method.items()} == {"imp": 3, "bimp": 3}
+    assert {m: len(v) for m, v in by_method.items()} == {"gmp": 4, "dpf": 4}
     for runs in by_method.values():
-        assert sorted(int(r.data.params["seed"]) for r in runs) == [1000, 1001, 1002]
+        assert sorted(int(r.data.params["seed"]) for r in runs) == [1000, 1000, 1001, 1001]
     for run in trials:
         assert run.info.status == "FINISHED"  # none read the test split (it would have failed)
         assert run.data.tags["benchsuite.kind"] == "tune"
@@ -142,38 +199,42 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     saved = json.loads((tmp_path / f".benchsuite/tuned/digits-{EPOCHS}ep.json").read_text())
     for method, runs in by_method.items():
         entry = saved["methods"][method]["0.9"]
-        assert (entry["trials"], entry["finished"]) == (3, 3)
-        # the score is the finalized model's validation accuracy: the value logged last
+        assert (entry["trials"], entry["finished"]) == (4, 4)
+        # a configuration's score: the mean over the tuning seeds of the finalized model's
+        # validation accuracy (the value logged last)
         finals = {}
         for run in runs:
             history = client.get_metric_history(run.info.run_id, "val_accuracy")
             last = max(history, key=lambda m: (m.step, m.timestamp))
-            finals[run.info.run_id] = last.value
             assert run.data.metrics["val_accuracy"] == last.value
-        assert entry["val_accuracy"] == max(finals.values())
-        assert finals[entry["run_id"]] == entry["val_accuracy"]
-        chosen = next(r for r in runs if r.info.run_id == entry["run_id"])
-        for name, value in entry["hparams"].items():
-            assert chosen.data.params[f"hp.{name}"] == str(value)
+            finals[run.info.run_id] = last.value
+        for config in entry["configs"]:
+            scores = [finals[config["runs"][seed]] for seed in ("1000", "1001")]
+            assert config["val_accuracy"] == pytest.approx(sum(scores) / 2)
+        best = max(c["val_accuracy"] for c in entry["configs"])
+        assert entry["val_accuracy"] == best >= entry["default_val_accuracy"]
+        assert entry["configs"][0]["hparams"] == {}  # the defaults were a candidate
 
     # a re-run resumes: every trial already FINISHED, its score read back, the same choice
     tune_args = [
         "tune",
         "--methods",
-        "imp,bimp",
+        "gmp,dpf",
         "--sparsity",
         "0.9",
         "--trials-per-method",
-        "3",
+        "2",
+        "--tuning-seeds",
+        "2",
         "--epochs",
         str(EPOCHS),
     ]
     again = CliRunner().invoke(app, tune_args)
     assert again.exit_code == 0, again.output
-    assert "0 finished, 0 failed, 6 skipped (already finished)" in " ".join(again.stdout.split())
+    assert "0 finished, 0 failed, 8 skipped (already finished)" in " ".join(again.stdout.split())
     resaved = json.loads((tmp_path / f".benchsuite/tuned/digits-{EPOCHS}ep.json").read_text())
     assert resaved["methods"] == saved["methods"]
-    assert len(client.search_runs([exp.experiment_id], max_results=100)) == 6  # none redone
+    assert len(client.search_runs([exp.experiment_id], max_results=100)) == 8  # none redone
 
     result = CliRunner().invoke(
         app,
@@ -181,7 +242,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
             "run",
             "--in-process",
             "--methods",
-            "dense,imp,bimp",
+            "dense,gmp,dpf",
             "--sparsity",
             "0.9",
             "--epochs",
@@ -194,7 +255,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     kind_run = "tags.`benchsuite.kind` = 'run'"
     final = {r.data.params["method"]: r for r in client.search_runs([exp.experiment_id], kind_run)}
     assert final["dense"].data.tags["benchsuite.tuned"] == "false"
-    for method in ("imp", "bimp"):
+    for method in ("gmp", "dpf"):
         run = final[method]
         assert run.data.tags["benchsuite.tuned"] == "true"
         assert int(run.data.params["seed"]) < TUNING_SEED
@@ -212,8 +273,8 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
     md = (out / f"digits-{EPOCHS}ep.md").read_text()
     assert "## Tuning" in md and "dense: no tunable hyperparameters" in md
     firsts = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
-    assert {"| imp (tuned)", "| bimp (tuned)"} <= set(firsts)  # the board's rows, one per method
-    assert {"| imp", "| bimp"} <= set(firsts)  # the tuning section's rows
+    assert {"| gmp (tuned)", "| dpf (tuned)"} <= set(firsts)  # the board's rows, one per method
+    assert {"| gmp", "| dpf"} <= set(firsts)  # the tuning section's rows
     configs = out / f"digits-{EPOCHS}ep.configs.json"
     assert json.loads(configs.read_text())["methods"] == saved["methods"]
     rerun = CliRunner().invoke(
@@ -222,7 +283,7 @@ def test_tune_then_run_tuned(local_ray, tmp_path, monkeypatch) -> None:
             "run",
             "--in-process",
             "--methods",
-            "dense,imp,bimp",
+            "dense,gmp,dpf",
             "--sparsity",
             "0.9",
             "--epochs",
@@ -294,6 +355,7 @@ def test_a_tuned_file_for_another_budget_is_refused(tmp_path) -> None:
                 "dataset": preset.dataset,
                 "model": preset.model,
                 "epochs": 20,
+                "data": "0123456789abcdef",
                 "methods": {"imp": {"0.9": entry}},
             }
         )

@@ -14,7 +14,8 @@ Which runs count
 Cells left out of the marks
   A cell is not compared and never marked (accuracy and speedup) when any of its seeds ends
   with a *collapsed* layer (a prunable layer with no non-zero weight: the run's
-  ``collapsed_layers`` metric and ``benchsuite.collapsed`` tag), or when its mean achieved
+  ``collapsed_layers`` metric and ``benchsuite.collapsed`` tag), when any seed ends *at
+  chance* (test accuracy within ``CHANCE_PP`` of 100 / ``num_classes``), or when its mean achieved
   sparsity exceeds the target by more than ``OVERSHOOT_PP`` percentage points (a sparser
   model is not the same comparison). Such a cell gets a numbered footnote that says which
   and why; the other cells of its column are ranked among themselves as above.
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from benchsuite.boards.leaderboard import (
+    CHANCE_PP,
     OVERSHOOT_PP,
     REFERENCE_METHOD,
     Cell,
@@ -49,8 +51,13 @@ from benchsuite.core.record import Kinds, Metrics, Params, RunRecord, Tags, to_f
 
 _BOUNDS = {Metrics.TEST_ACCURACY: (0.0, 100.0), Metrics.SPARSITY: (0.0, 1.0)}  # their ranges
 _FAILED = {"FAILED", "KILLED"}
-_MARKED_METRICS = (Metrics.TEST_ACCURACY, Metrics.THEORETICAL_SPEEDUP)
-_CELL_METRICS = (*_MARKED_METRICS, Metrics.TRAIN_COST, Metrics.SPARSITY)
+_MARKED_METRICS = (Metrics.TEST_ACCURACY, Metrics.THEORETICAL_SPEEDUP, Metrics.MEASURED_SPEEDUP)
+_CELL_METRICS = (
+    *_MARKED_METRICS,
+    Metrics.MEASURED_SPEEDUP_B1,
+    Metrics.TRAIN_COST,
+    Metrics.SPARSITY,
+)
 
 
 def latest(records: Iterable[RunRecord], key: Any) -> tuple[list[RunRecord], int]:
@@ -73,6 +80,15 @@ def _collapsed(rec: RunRecord) -> tuple[str, ...]:
     if not names and count > 0:
         return (f"{int(count)} unnamed layer(s)",)
     return names
+
+
+def _at_chance(rec: RunRecord) -> bool:
+    """Test accuracy within ``CHANCE_PP`` of 100 / classes (a run that did not learn)."""
+    classes = to_float(rec.metrics.get(Metrics.NUM_CLASSES))
+    acc = to_float(rec.metrics.get(Metrics.TEST_ACCURACY))
+    if not classes or acc is None:
+        return False
+    return acc <= 100.0 / classes + CHANCE_PP
 
 
 def _overshoots(sparsity: float, target: float) -> bool:
@@ -116,7 +132,7 @@ def aggregate(
     )
     comparisons = _rank(ordered, targets, alpha)
     problems = _problems(trial, ordered, notes)
-    header = derive_header(experiment, trial, tp_latest, ordered)
+    header = {**derive_header(experiment, trial, tp_latest, ordered), **speed_header(trial)}
     return Leaderboard(experiment, targets, ordered, comparisons, problems, notes, header, alpha)
 
 
@@ -208,8 +224,12 @@ def _cell(
         if clean:
             cell.stats[metric] = Stat.of((clean[s] for s in sorted(clean)), _BOUNDS.get(metric))
     cell.marks = {m: Mark() for m in _MARKED_METRICS}
+    if Metrics.MEASURED_SPEEDUP not in cell.stats:
+        reasons = _distinct(done[s].tag(Tags.MEASURED_SPEEDUP_UNAVAILABLE) for s in cell.seeds)
+        cell.measured_unavailable = "; ".join(reasons) or None
     if not row.reference:
         cell.collapsed = {s: names for s in cell.seeds if (names := _collapsed(done[s]))}
+        cell.at_chance = tuple(s for s in cell.seeds if _at_chance(done[s]))
         spars = cell.stats.get(Metrics.SPARSITY)
         cell.overshoot = spars is not None and _overshoots(spars.mean, target)
     return cell
@@ -228,23 +248,31 @@ def _set_tuned(rows: list[Row], trial: list[RunRecord]) -> None:
 def _set_throughput(
     rows: list[Row], trial: list[RunRecord], tp_all: list[RunRecord], notes: list[str]
 ) -> list[RunRecord]:
-    """Each row's img/s: its isolated record, else the median in-trial figure of its runs.
+    """Each row's img/s: its isolated record, else its contended one (a timing phase that did
+    not have the machine to itself), else the median in-trial figure of its runs.
 
     Returns the latest throughput record of each (method, variant).
     """
     tp_latest, _ = latest(tp_all, key=lambda r: (r.method, r.variant))
-    tp_by_row = {
-        (r.method, r.variant): r
-        for r in tp_latest
-        if r.finished and to_float(r.metrics.get(Metrics.IMG_PER_S)) is not None
+    usable = [
+        r for r in tp_all if r.finished and to_float(r.metrics.get(Metrics.IMG_PER_S)) is not None
+    ]
+    by_row = {
+        source: {(r.method, r.variant): r for r in newest}
+        for source, newest in (
+            ("isolated", latest([r for r in usable if not r.tag(Tags.CONTENDED)], _row_of)[0]),
+            ("contended", latest([r for r in usable if r.tag(Tags.CONTENDED)], _row_of)[0]),
+        )
     }
     for row in rows:
-        rec = tp_by_row.get((row.method, row.variant))
-        if rec is not None:
+        key = (row.method, row.variant)
+        source = next((s for s, found in by_row.items() if key in found), None)
+        if source is not None:
+            rec = by_row[source][key]
             rounds = json.loads(rec.tag(Tags.IMG_PER_S_ROUNDS) or "[]")
             row.img_per_s = Throughput(
                 float(rec.metrics[Metrics.IMG_PER_S]),
-                "isolated",
+                source,
                 (rec.run_id,),
                 rec.tag(Tags.DEVICE),
                 rec.tag(Tags.THREADS),
@@ -265,10 +293,15 @@ def _set_throughput(
                 tuple(i for i, _ in pairs),
             )
     labels = {(row.method, row.variant) for row in rows}
-    orphan = sorted(f"{m} ({v})" for (m, v) in tp_by_row if (m, v) not in labels)
+    recorded = {k for found in by_row.values() for k in found}
+    orphan = sorted(f"{m} ({v})" for (m, v) in recorded if (m, v) not in labels)
     if orphan:
         notes.append("throughput records without trial runs: " + ", ".join(orphan))
     return tp_latest
+
+
+def _row_of(rec: RunRecord) -> tuple[str | None, str]:
+    return (rec.method, rec.variant)
 
 
 def _rank(rows: list[Row], targets: list[float], alpha: float) -> list[Comparison]:
@@ -407,4 +440,17 @@ def derive_header(
         "newest_run": _utc(max(times)) if times else "unknown",
         "command": "\n".join(commands) or "unknown",
         "tuned": tuned_s,
+    }
+
+
+def speed_header(trial: list[RunRecord]) -> dict[str, str]:
+    """The leaderboard's sparsity patterns and what its measured speedups timed."""
+    latency = _distinct(
+        f"batch 1 and {r.tag(Tags.LATENCY_BATCH)}, {r.tag(Tags.LATENCY_DTYPE)}"
+        for r in trial
+        if r.finished and r.tag(Tags.LATENCY_BATCH)
+    )
+    return {
+        "patterns": ", ".join(_distinct(r.pattern for r in trial)) or "unstructured",
+        "latency": "; ".join(latency) or "not measured",
     }

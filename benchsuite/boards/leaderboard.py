@@ -14,6 +14,9 @@ from benchsuite.core.record import Metrics
 # chosen here: half a point of sparsity changes accuracy and speedup measurably at 90-98 %
 # (docs/leaderboards.md); a cell beyond it is a different comparison, not a better method
 OVERSHOOT_PP = 0.5
+# chosen here: a seed within 2 pp of chance (100 / classes) did not learn; a cell with such a
+# seed is bimodal or dead, so it is printed seed by seed and left out of the marks
+CHANCE_PP = 2.0
 FLOOR_METHOD = "oneshot"  # dense training + the harness's projection: the floor row
 REFERENCE_METHOD = "dense"
 
@@ -35,6 +38,8 @@ class Cell:
     marks: dict[str, Mark] = field(default_factory=dict)
     collapsed: dict[int, tuple[str, ...]] = field(default_factory=dict)  # seed -> empty layers
     overshoot: bool = False  # mean achieved sparsity > target + OVERSHOOT_PP
+    at_chance: tuple[int, ...] = ()  # seeds whose test accuracy is within CHANCE_PP of chance
+    measured_unavailable: str | None = None  # why the cell has no measured speedup (N:M on CPU)
 
     @property
     def n(self) -> int:
@@ -42,8 +47,14 @@ class Cell:
 
     @property
     def ranked(self) -> bool:
-        """Compared and marked with the others: no collapsed layer, no sparsity overshoot."""
-        return not (self.collapsed or self.overshoot)
+        """Compared and marked with the others: no collapsed layer, no seed at chance, no
+        sparsity overshoot."""
+        return not (self.collapsed or self.overshoot or self.at_chance)
+
+    @property
+    def seed_by_seed(self) -> bool:
+        """Some seed failed (collapsed or at chance): the cell is shown seed by seed."""
+        return bool(self.collapsed or self.at_chance)
 
     def flags(self) -> list[str]:
         """Why the cell is left out of the marks (the text of its footnote)."""
@@ -54,6 +65,11 @@ class Cell:
             )
             out.append(
                 f"layer collapse: {', '.join(names)} ({len(self.collapsed)} of {self.n} seeds)"
+            )
+        if self.at_chance:
+            out.append(
+                f"did not learn: test accuracy at chance in {len(self.at_chance)} of {self.n} "
+                f"seeds (seed {', '.join(map(str, self.at_chance))})"
             )
         if self.overshoot:
             mean = self.stats[Metrics.SPARSITY].mean
@@ -71,7 +87,7 @@ class Cell:
 @dataclass
 class Throughput:
     value: float
-    source: str  # "isolated" | "in-trial"
+    source: str  # "isolated" | "contended" (timed while the machine was busy) | "in-trial"
     run_ids: tuple[str, ...]
     device: str | None = None
     threads: str | None = None
@@ -92,7 +108,7 @@ class Row:
     def label(self) -> str:
         return self.method if self.variant == "default" else f"{self.method} ({self.variant})"
 
-    def cell(self, target: float) -> Cell | None:
+    def cell(self, target: float | None) -> Cell | None:
         """The cell shown in column ``target``: the reference row shows its one cell everywhere."""
         if self.reference:
             return next(iter(self.cells.values()), None)
@@ -109,7 +125,9 @@ class Leaderboard:
     notes: list[str]  # worth saying, not unfair
     header: dict[str, str]
     alpha: float = ALPHA
-    tuning: dict[str, Any] | None = None  # a tuned board's tuning (tuning_report.tuning_for)
+    tuning: dict[str, Any] | None = None  # a tuned board's tuning (tuning_section.tuning_for)
+    # a tuned board's paired differences to a defaults board (findings.tuned_minus_default)
+    deltas: list[Any] | None = None
 
     @property
     def fair(self) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchsuite.boards.findings import AcrossTargets, across_targets
 from benchsuite.boards.format import percent
 from benchsuite.boards.leaderboard import (
     FLOOR_METHOD,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 DROP_FLOOR_PP = 0.1
 _SPARSITY_TICKS = (0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99)
 _MARKERS = "os^DvPX*<>ph"
+_SPEEDUP_TICKS = (0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)
 
 
 def _density_scale(x: Any) -> Any:
@@ -72,9 +74,16 @@ def plot(board: Leaderboard) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13.0, 5.0), dpi=120)
+    ranking = across_targets(board, board.alpha)
+    height = 5.0 if ranking is None else 5.0 + 0.9 + 0.16 * len(ranking.methods)
+    fig = Figure(figsize=(13.0, height), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot: no global state, no GUI backend
-    full, zoom = fig.subplots(1, 2)
+    if ranking is None:
+        full, zoom = fig.subplots(1, 2)
+    else:
+        grid = fig.add_gridspec(2, 2, height_ratios=[5.0, height - 5.0])
+        full, zoom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        _cd_diagram(fig.add_subplot(grid[1, :]), ranking, board.alpha)
     ref = next((r for r in board.rows if r.reference), None)
     ref_cell = None if ref is None else ref.cell(0.0)
     ref_acc = None if ref_cell is None else ref_cell.stats.get(Metrics.TEST_ACCURACY)
@@ -270,3 +279,112 @@ def _notes(zoom: Any, ref_acc: Stat | None, left_out: list[str]) -> None:
         ha="left",
         color="0.3",
     )
+
+
+def _cd_diagram(ax: Any, ranking: AcrossTargets, alpha: float) -> None:
+    """Demšar's critical-difference diagram of the methods' average ranks across the board's
+    blocks, drawn by scikit-posthocs from Nemenyi's pairwise tests (its bars join methods the
+    test does not separate)."""
+    import pandas as pd
+    import scikit_posthocs as sp
+
+    columns = list(ranking.average_rank)
+    frame = pd.DataFrame(ranking.matrix, columns=columns)
+    significance = sp.posthoc_nemenyi_friedman(frame)
+    ranks = pd.Series(ranking.average_rank)
+    sp.critical_difference_diagram(ranks, significance, ax=ax, alpha=alpha)
+    p_text = "" if ranking.p is None else f", Friedman p = {ranking.p:.2g}"
+    ax.set_title(
+        f"average rank across {ranking.blocks} blocks (target × seed; 1 = best){p_text}; "
+        f"bars: not separated (Nemenyi, α = {alpha}, CD = {ranking.cd:.2f})",
+        fontsize="small",
+    )
+
+
+def structured(board: Leaderboard) -> bool:
+    """A board with runs of a structured sparsity pattern (N:M, channel)."""
+    return any(p != "unstructured" for p in board.header.get("patterns", "").split(", ") if p)
+
+
+def _speed_points(row: Row, targets: list[float], metric: str) -> list[tuple[float, float, float]]:
+    """(mean speedup, mean accuracy, accuracy std) of a row's cells with both, by speedup."""
+    pts = []
+    for t in targets:
+        cell = row.cell(t) if row.reference else row.cells.get(t)
+        if cell is None or not {Metrics.TEST_ACCURACY, metric} <= cell.stats.keys():
+            continue
+        acc = cell.stats[Metrics.TEST_ACCURACY]
+        pts.append((cell.stats[metric].mean, acc.mean, acc.std or 0.0))
+        if row.reference:
+            break
+    return sorted(pts)
+
+
+def plot_speed(board: Leaderboard) -> Figure:
+    """Test accuracy against the *measured* speedup at the large batch (left) and against the
+    theoretical speedup (right), both on a log scale: the distance between a method's two
+    points is what its zeros fail to buy. Rows without a measured figure (N:M without a
+    sparse kernel) are only in the right panel, and listed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    fig = Figure(figsize=(13.0, 5.0), dpi=120)
+    FigureCanvasAgg(fig)
+    measured, theory = fig.subplots(1, 2, sharey=True)
+    missing = []
+    for i, row in enumerate(board.rows):
+        style = {
+            "marker": _MARKERS[i % len(_MARKERS)],
+            "markersize": 5,
+            "capsize": 3,
+            "linewidth": 1.2,
+            "linestyle": ":" if row.reference else ("--" if i >= 10 else "-"),
+            "color": "0.3" if row.reference else f"C{i % 10}",
+        }
+        for ax, metric in (
+            (measured, Metrics.MEASURED_SPEEDUP),
+            (theory, Metrics.THEORETICAL_SPEEDUP),
+        ):
+            pts = _speed_points(row, board.targets, metric)
+            if not pts:
+                if ax is measured and not row.reference:
+                    missing.append(row.label)
+                continue
+            x, y, e = zip(*pts, strict=True)
+            label = row.label + (" (reference)" if row.reference else "")
+            ax.errorbar(x, y, yerr=e, label=label if ax is theory else f"_{label}", **style)
+    for ax, title in (
+        (measured, "measured speedup (large batch, mean over seeds)"),
+        (theory, "theoretical speedup (multiply-adds)"),
+    ):
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="0.5", linewidth=0.8)
+        ax.xaxis.set_major_locator(FixedLocator(list(_SPEEDUP_TICKS)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.set_xlabel(title)
+        ax.grid(True, alpha=0.3)
+    measured.set_ylabel("test accuracy (%), error bars: std over seeds")
+    measured.set_title(f"measured on {board.header.get('device', 'unknown')}", fontsize="medium")
+    theory.set_title("what the zeros promise", fontsize="medium")
+    if missing:
+        measured.text(
+            0.01,
+            0.01,
+            textwrap.fill(
+                "no measured speedup (no kernel on this device): " + ", ".join(missing), 70
+            ),
+            transform=measured.transAxes,
+            fontsize="x-small",
+            va="bottom",
+            color="0.3",
+        )
+    fig.suptitle(f"{board.experiment}: test accuracy vs speedup, measured and theoretical")
+    handles, labels = theory.get_legend_handles_labels()
+    if handles:
+        theory.legend(
+            handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0)
+        )
+    fig.tight_layout()
+    return fig

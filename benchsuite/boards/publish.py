@@ -14,31 +14,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchsuite.boards.aggregation import aggregate
-from benchsuite.boards.format import configs_name, published_stem
-from benchsuite.boards.leaderboard import UnfairComparison
-from benchsuite.boards.plot import plot
-from benchsuite.boards.render import JSON_SCHEMA, render_rich, to_json, to_markdown
-from benchsuite.core.record import RunRecord
+from benchsuite.boards.findings import findings
+from benchsuite.boards.format import configs_name, percent, published_stem
+from benchsuite.boards.leaderboard import FLOOR_METHOD, Leaderboard, UnfairComparison
+from benchsuite.boards.plot import plot, plot_speed, structured
+from benchsuite.boards.render import (
+    JSON_SCHEMA,
+    acc_value,
+    md_marked,
+    to_json,
+    to_markdown,
+)
+from benchsuite.core.errors import BadInput
+from benchsuite.core.record import Metrics, RunRecord
 from benchsuite.store.tracking import Reader
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from benchsuite.boards.leaderboard import Leaderboard
-__all__ = [
-    "UnfairComparison",
-    "aggregate",
-    "newest_experiment",
-    "experiments",
-    "leaderboard_for",
-    "load_runs",
-    "plot",
-    "publish",
-    "render_rich",
-    "to_json",
-    "to_markdown",
-    "write_published",
-]
 
 _INDEX_START = "<!-- benchsuite:index:start -->"
 _INDEX_END = "<!-- benchsuite:index:end -->"
@@ -123,14 +115,62 @@ def write_published(
     return [md, js, png, _write_index(out_dir)]
 
 
+def readme_markers(experiment: str) -> tuple[str, str]:
+    return f"<!-- results:{experiment} -->", f"<!-- /results:{experiment} -->"
+
+
+def readme_excerpt(board: Leaderboard, link: str) -> str:
+    """The README's results excerpt of a board: test accuracy per target (bold: the best group;
+    seed by seed where a seed failed) and the board's findings, every word from its statistics."""
+    titles = ["method", *(percent(t) for t in board.targets)]
+    lines = [
+        f"From [{board.experiment}]({link}) (test top-1 %, mean ± std over seeds "
+        f"{board.header.get('seeds', '?')}; **bold**: the best group of the column, the methods "
+        "no Holm-corrected paired t-test separates from its best mean):",
+        "",
+        "| " + " | ".join(titles) + " |",
+        "|" + " --- |" * len(titles),
+    ]
+    for row in board.rows:
+        cells = []
+        for t in board.targets:
+            cell = row.cell(t)
+            if cell is None:
+                cells.append("—")
+                continue
+            text = acc_value(cell)
+            if not row.reference and cell.ranked:
+                text = md_marked(text, cell.marks[Metrics.TEST_ACCURACY])
+            elif not row.reference:
+                text += " (" + "; ".join(f.split(":")[0] for f in cell.flags()) + ")"
+            cells.append(text)
+        name = row.label + (" (reference)" if row.reference else "")
+        name += " (floor)" if row.method == FLOOR_METHOD else ""
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    lines += ["", *[f"- {line}" for line in findings(board, board.alpha)]]
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, experiment: str, excerpt: str) -> None:
+    """Replace what lies between the experiment's markers in ``path`` (``readme_markers``)."""
+    start, end = readme_markers(experiment)
+    text = Path(path).read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise BadInput(f"--readme {path}: no {start} ... {end} markers to write between")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    Path(path).write_text(f"{head}{start}\n{excerpt}\n{end}{tail}", encoding="utf-8")
+
+
 def publish(
     board: Leaderboard, out_dir: Path, header: dict[str, str] | None = None, *, force: bool = False
 ) -> list[Path]:
     """The leaderboard's published files; an unfair table is refused unless forced."""
     if board.problems and not force:
         raise UnfairComparison("; ".join(board.problems))
+    figure = plot_speed(board) if structured(board) else plot(board)
     paths = write_published(
-        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), plot(board)
+        board.experiment, out_dir, to_markdown(board, header), to_json(board, header), figure
     )
     if board.tuning:  # the configurations the tuned rows ran, so anyone can rerun them
         configs = Path(out_dir) / configs_name(board.experiment)

@@ -1,6 +1,6 @@
-"""Statistics over seeds and the marks of a column: which differences are beyond noise.
+"""Statistics over seeds and the marks of a column: which differences survive a correction.
 
-Shared by the leaderboard (``benchsuite.aggregation``) and the study board; pure numbers.
+Shared by the leaderboard (``boards/aggregation.py``) and the studies; pure numbers.
 
 Statistics
   ``std`` is the sample standard deviation (ddof = 1). The 95 % interval of a mean is
@@ -8,35 +8,33 @@ Statistics
   [0, 100]); with n < 2 there is neither.
 
 Marks (accuracy and speedup columns; higher is better)
-  Seeds are paired across methods (same seed: same initial weights and batches), so
-  neighbours are compared with a two-sided paired t-test (``scipy.stats.ttest_rel``) over
-  the seeds both cells have, at α = 0.05. Within one column:
+  Seeds are paired across methods (same seed: same initial weights and batches), so two cells
+  are compared by a two-sided paired t-test (``scipy.stats.ttest_rel``) over the seeds both
+  have. Within one column:
 
-  1. The candidates are the non-reference rows with n ≥ 1 whose cell is not left out (see
-     below); they are sorted by mean, best first (means rounded to 12 significant digits;
-     equal means keep row order, which is alphabetical, and neither is ranked above the
-     other: see *tie*).
-  2. Each candidate is compared with the next one in that order. The pair is
-     *separated* if the means differ and the test gives p < α; *tie* if the means are
-     equal (relative difference ≤ 1e-9), whatever the seeds; *untested* if they share
-     fewer than 2 seeds; otherwise *noise*. Paired differences that are all equal have no
-     spread: p = 0 if they are non-zero (separated), a tie if they are zero.
-  3. The candidate at position k ∈ {1, 2, 3} gets rank mark k (bold, superscript k) only if
-     it is separated from its upper neighbour (if any) and from its lower neighbour (if
-     any), and the column has at least two candidates.
-  4. An unmarked candidate at position 1-3 whose link to a neighbour is *noise* or *tie*
-     is shown ``≈`` (within noise of its neighbour). Candidates whose only unseparated
-     links are *untested* (fewer than 2 shared seeds) are left unmarked.
+  1. The candidates are the non-reference rows with n ≥ 1 whose cell is not left out; the
+     best is the one with the highest mean (means rounded to 12 significant digits; equal
+     means keep row order).
+  2. Every pair of candidates is tested; the family's p-values are corrected by Holm's
+     step-down procedure (``statsmodels.stats.multitest.multipletests``, method "holm") over
+     all the column's tested pairs, at α = 0.05. A pair is *separated* if its corrected p is
+     below α; *tie* if the means are equal (relative difference ≤ 1e-9); *untested* if the
+     cells share fewer than 2 seeds (neither enters the family); otherwise *noise*. Paired
+     differences with no spread have p = 0 if they are non-zero, a tie if they are zero.
+  3. The **best group** is the best candidate and every candidate not separated from it: the
+     methods this column cannot tell apart from the best. Its size is reported.
+  4. Every candidate's rank, with ties, is 1 + the number of candidates separated from it
+     and above it: candidates that no corrected test separates share a rank.
+  5. A candidate untested against the best (fewer than 2 shared seeds) gets no mark; a column
+     whose best could be tested against no other candidate gets none at all.
 
 Marks (img/s column)
   An isolated throughput figure is the mean over interleaved timing rounds
-  (``benchsuite.throughput``); round r of every variant ran in the same spell of the
-  machine, so neighbours are compared by the same two-sided paired t-test, over the rounds
-  instead of the seeds. A record without per-round figures (older records) falls back to a
-  stated relative threshold: separated when the faster is more than 5 % faster
-  (``IMG_S_REL_THRESHOLD``). Only isolated measurements are ranked; a row without one
-  shows the median in-trial ``train_img_per_s`` of its runs marked ``†`` (measured under
-  contention) and is never marked. Achieved sparsity is never marked.
+  (``training/throughput.py``); round r of every variant ran in the same spell of the machine,
+  so the rows are compared by the same paired t-test with Holm's correction, over the rounds
+  instead of the seeds. Only isolated measurements are compared; a row without one shows the
+  median in-trial ``train_img_per_s`` of its runs marked ``†`` (measured under contention) and
+  is never marked. Achieved sparsity is never marked.
 """
 
 from __future__ import annotations
@@ -49,8 +47,7 @@ from typing import Protocol
 
 import numpy as np
 from scipy import stats
-
-from benchsuite.core.record import Metrics
+from statsmodels.stats.multitest import multipletests
 
 
 class Labelled(Protocol):
@@ -60,9 +57,8 @@ class Labelled(Protocol):
 
 
 ALPHA = 0.05
-IMG_S_REL_THRESHOLD = 0.05
 _TIE_REL = 1e-9
-_SUPERSCRIPT = {1: "¹", 2: "²", 3: "³"}
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 @dataclass(frozen=True)
@@ -96,31 +92,35 @@ class Stat:
 
 @dataclass
 class Mark:
-    """rank 1-3 if beyond noise; ``within_noise`` for an unranked top-3 next to noise/tie."""
+    """A compared cell's place in its column: in the best group (not separated from the best by
+    a corrected test), and its rank with ties (1 + candidates separated above it)."""
 
-    rank: int | None = None
-    within_noise: bool = False
+    best: bool = False
+    rank: int | None = None  # None: not compared (left out, reference, or no value)
+    group_size: int = 0  # the size of its column's best group
 
     @property
     def symbol(self) -> str:
-        if self.rank is not None:
-            return _SUPERSCRIPT[self.rank]
-        return "≈" if self.within_noise else ""
+        """The rank as a superscript, for cells outside the best group (bold says the rest)."""
+        if self.rank is None or self.best:
+            return ""
+        return str(self.rank).translate(_SUPERSCRIPT)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One neighbour comparison in a sorted column (the evidence behind the marks)."""
+    """One pair of a column's candidates (the evidence behind the marks)."""
 
     metric: str
     target: float | None
-    upper: str
+    upper: str  # the higher mean
     lower: str
     shared_seeds: int
-    diff: float  # mean paired difference (upper - lower); relative difference for img/s
+    diff: float  # mean paired difference (upper − lower)
     t: float | None
-    p: float | None
-    status: str  # separated | noise | tie | untested
+    p: float | None  # the paired test's own p-value
+    p_holm: float | None  # corrected over the column's family (Holm)
+    status: str  # separated | noise | tie | untested (after the correction)
 
 
 def equal(a: float, b: float) -> bool:
@@ -154,18 +154,11 @@ def paired_test(
     return len(seeds), diff, t, p, ("separated" if p < alpha else "noise")
 
 
-def assign_marks(order: list[Mark], links: list[str]) -> None:
-    """Rules 3-4 of the module docstring; ``links[i]`` joins positions i and i+1."""
-    if len(order) < 2:
-        return
-    for k in range(min(3, len(order))):
-        up = links[k - 1] if k > 0 else None
-        down = links[k] if k < len(links) else None
-        near = [x for x in (up, down) if x is not None]
-        if all(x == "separated" for x in near):
-            order[k].rank = k + 1
-        elif any(x in ("noise", "tie") for x in near):
-            order[k].within_noise = True
+def holm(pvalues: list[float], alpha: float = ALPHA) -> list[float]:
+    """Holm-corrected p-values of one family (statsmodels' ``multipletests``)."""
+    if not pvalues:
+        return []
+    return [float(p) for p in multipletests(pvalues, alpha=alpha, method="holm")[1]]
 
 
 def rank_column(
@@ -174,31 +167,37 @@ def rank_column(
     target: float | None,
     alpha: float = ALPHA,
 ) -> list[Comparison]:
-    """Sort one column's candidates, compare neighbours, set their marks."""
+    """Compare every pair of one column's candidates, correct the family (Holm), set the marks
+    (the best group and the ranks with ties, module docstring); returns every comparison."""
 
-    def mean(e: tuple[Labelled, dict[int, float], Mark]) -> float:
-        return float(np.mean(list(e[1].values())))
+    def mean(values: dict[int, float]) -> float:
+        return float(np.mean(list(values.values())))
 
     # Rounded key (12 significant digits): float noise in a mean must not reorder a tie;
     # the sort is stable, so equal means keep row order.
-    ranked = sorted(entries, key=lambda e: -float(f"{mean(e):.12g}"))
-    comps: list[Comparison] = []
-    links: list[str] = []
-    for (row_u, vals_u, _), (row_l, vals_l, _) in zip(ranked, ranked[1:], strict=False):
-        if metric == Metrics.IMG_PER_S and min(len(vals_u), len(vals_l)) < 2:  # no rounds: 5 % rule
-            hi, lo = mean((row_u, vals_u, Mark())), mean((row_l, vals_l, Mark()))
-            rel = hi / lo - 1.0 if lo > 0 else math.inf
-            status = (
-                "tie" if equal(hi, lo) else ("separated" if rel > IMG_S_REL_THRESHOLD else "noise")
-            )
-            comps.append(
-                Comparison(metric, target, row_u.label, row_l.label, 0, rel, None, None, status)
-            )
-        else:
-            shared, diff, t, p, status = paired_test(vals_u, vals_l, alpha)
-            comps.append(
-                Comparison(metric, target, row_u.label, row_l.label, shared, diff, t, p, status)
-            )
-        links.append(status)
-    assign_marks([e[2] for e in ranked], links)
+    ranked = sorted(entries, key=lambda e: -float(f"{mean(e[1]):.12g}"))
+    raw = []
+    for i, (row_u, vals_u, _) in enumerate(ranked):
+        for row_l, vals_l, _ in ranked[i + 1 :]:
+            raw.append((row_u.label, row_l.label, *paired_test(vals_u, vals_l, alpha)))
+    tested = [k for k, r in enumerate(raw) if r[-1] in ("separated", "noise")]
+    corrected = dict(zip(tested, holm([raw[k][5] for k in tested], alpha)))
+    comps = []
+    for k, (upper, lower, shared, diff, t, p, status) in enumerate(raw):
+        p_holm = corrected.get(k)
+        if p_holm is not None:
+            status = "separated" if p_holm < alpha else "noise"
+        comps.append(Comparison(metric, target, upper, lower, shared, diff, t, p, p_holm, status))
+    status = {(c.upper, c.lower): c.status for c in comps}
+    labels = [row.label for row, _, _ in ranked]
+    compared = [lab for lab in labels[1:] if status[(labels[0], lab)] != "untested"]
+    if not compared:  # nothing could be tested against the best: no claim at all
+        return comps
+    group = [labels[0]] + [lab for lab in compared if status[(labels[0], lab)] != "separated"]
+    for j, (row, _, mark) in enumerate(ranked):
+        if j and row.label not in compared:
+            continue  # untested against the best: unmarked
+        mark.rank = 1 + sum(status[(labels[i], row.label)] == "separated" for i in range(j))
+        mark.best = row.label in group
+        mark.group_size = len(group)
     return comps

@@ -49,17 +49,29 @@ def _percent(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.2f} %"
 
 
+def _config_text(entry: dict[str, Any]) -> str:
+    chosen = entry.get("chosen")
+    if chosen is None:
+        return "no configuration finished on every seed"
+    if chosen == 0:
+        return "the defaults"
+    return ", ".join(f"{k}={v}" for k, v in sorted((entry.get("hparams") or {}).items()))
+
+
 def markdown_lines(tuning: dict[str, Any], targets: list[float], configs_name: str) -> list[str]:
     """The board's "Tuning" section."""
     seeds = tuning.get("seeds") or []
-    seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if seeds else "tuning seeds"
+    seed_text = ", ".join(map(str, seeds)) if seeds else "the tuning seeds"
     out = [
         "## Tuning",
         "",
-        f"- **Trials:** {tuning.get('trials_per_method')} full-budget random-search trials per "
-        f"method and target ({seed_text}, none of them a benchmark seed), scored on the "
-        "validation accuracy of the finalized model; the test split was never read. The best "
-        "trial's configuration was then trained on the board's seeds.",
+        f"- **Search:** up to {tuning.get('configs_per_method')} configurations per method and "
+        f"target, the defaults first and the others drawn at random from the ranges below; "
+        f"every configuration trained on the same tuning seeds ({seed_text}, none of them a "
+        "benchmark seed) and scored by its mean validation accuracy of the finalized model; "
+        "the test split was never read. The highest mean was chosen; a tie, or no "
+        "configuration above the defaults, kept the defaults (so the chosen one is never below "
+        "them on validation). The chosen configuration was then trained on the board's seeds.",
         f"- **Configurations:** `{configs_name}`; rerun them with "
         f"`benchsuite run --tuned-configs {configs_name} ...`.",
     ]
@@ -82,10 +94,10 @@ def markdown_lines(tuning: dict[str, Any], targets: list[float], configs_name: s
             if e is None:
                 cells.append("—")
                 continue
-            values = ", ".join(f"{k}={v}" for k, v in sorted((e.get("hparams") or {}).items()))
             cells.append(
-                f"{values} (val {_percent(e.get('val_accuracy'))}, "
-                f"{e.get('finished')}/{e.get('trials')} trials)"
+                f"{_config_text(e)} (val {_percent(e.get('val_accuracy'))} vs defaults "
+                f"{_percent(e.get('default_val_accuracy'))}; {len(e.get('configs', []))} "
+                f"configurations, {e.get('finished')}/{e.get('trials')} trials)"
             )
         out.append(f"| {method} | {searched} | " + " | ".join(cells) + " |")
     return out + [""]

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from benchsuite import __version__
-from benchsuite.cli.checks import absolute_dir, check_writable, parse_resources
+from benchsuite.cli.checks import absolute_dir, check_out_dir, check_writable, parse_resources
 from benchsuite.cli.options import (
     GridOptions,
     InProcessOption,
@@ -78,7 +78,19 @@ def experiment_name(preset: str, epochs: int) -> str:
 def run(
     opts: GridOptions,
     methods: MethodsOption = "all",
-    sparsity: SparsityOption = "0.9",
+    sparsity: Annotated[
+        str | None,
+        typer.Option(
+            help="Target sparsities in (0, 1), comma separated (default 0.9; N:M: 1 − N/M)."
+        ),
+    ] = None,
+    pattern: Annotated[
+        str,
+        typer.Option(
+            help="Sparsity pattern: unstructured, N:M (N kept of every M along the input, e.g. "
+            "2:4) or channel (whole channels removed)."
+        ),
+    ] = "unstructured",
     seeds: Annotated[
         int, typer.Option(help="Number of seeds (0..N-1), paired across methods.")
     ] = 1,
@@ -102,20 +114,30 @@ def run(
     ] = True,
 ) -> None:
     """Train every requested method on the same data, start and budget; record each in MLflow."""
-    from benchsuite.execution.grid import Request, expand, parse_hp_options, parse_methods
+    from benchsuite.execution.grid import (
+        Request,
+        check_pattern,
+        expand,
+        parse_hp_options,
+        parse_methods,
+        parse_pattern_option,
+    )
 
     report_broken_plugins()
     try:
         check_seeds(seeds)
-        names = parse_methods(methods)
-        targets = parse_sparsities(sparsity)
+        shape = parse_pattern_option(pattern)
+        names = parse_methods(methods, shape)
+        implied = shape.sparsity
+        targets = parse_sparsities(sparsity or ("0.9" if implied is None else f"{implied:g}"))
         variants = parse_hp_options(hp or [], names)
         preset, resources, data_dir, data = load_grid(opts)
+        check_pattern(shape, targets, preset, data)
         best = None
         if tuned or tuned_configs:
             from benchsuite.tuning.search import load_for_run
 
-            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs)
+            best = load_for_run(preset, names, targets, seeds, bool(hp), tuned_configs, data=data)
         request = Request(
             preset,
             names,
@@ -125,6 +147,7 @@ def run(
             data_dir,
             opts.device or "cpu",
             best,
+            shape,
         )
         configs = expand(request, data)
         check_writable(opts.tracking_uri, opts.cache_dir)
@@ -132,15 +155,20 @@ def run(
         fail(str(exc))
     name = experiment or experiment_name(preset.name, preset.epochs)
     outcome = run_grid_or_exit(configs, data, opts, name, resources, in_process=in_process)
-    from benchsuite.boards.publish import aggregate, load_runs, render_rich
+    from benchsuite.boards.aggregation import aggregate
+    from benchsuite.boards.publish import load_runs
+    from benchsuite.boards.render import render_rich
 
     uri = absolute_uri(opts.tracking_uri)
     if throughput and opts.address is None and not outcome.interrupted:
         from benchsuite.store.tracking import Tracker
         from benchsuite.training.throughput import record_isolated
 
-        with console.status("timing each method variant alone (isolated img/s)"):
-            record_isolated(configs, data, Tracker(uri, name))
+        with console.status(
+            "timing each method variant alone (isolated img/s; other benchsuite commands on "
+            "this machine take turns with it)"
+        ):
+            record_isolated(outcome.configs or configs, data, Tracker(uri, name))
 
     console.print(render_rich(aggregate(load_runs(uri, name))))
     summarize(outcome, opts.tracking_uri, name)
@@ -234,8 +262,15 @@ def tune(
     methods: MethodsOption = "all",
     sparsity: SparsityOption = "0.9",
     trials_per_method: Annotated[
-        int, typer.Option(help="Full-budget trials per method and target.")
-    ] = 8,
+        int,
+        typer.Option(
+            help="Configurations per method and target, the defaults among them; each trains "
+            "on every tuning seed."
+        ),
+    ] = 6,
+    tuning_seeds: Annotated[
+        int, typer.Option(help="Tuning seeds (1000, 1001, ...) every configuration trains on.")
+    ] = 2,
     experiment: Annotated[
         str | None,
         typer.Option(help="MLflow experiment of the trials (default <preset>-<epochs>ep-tune)."),
@@ -261,11 +296,15 @@ def tune(
     try:
         if trials_per_method < 1:
             raise BadInput(f"--trials-per-method {trials_per_method} must be >= 1")
+        if tuning_seeds < 1:
+            raise BadInput(f"--tuning-seeds {tuning_seeds} must be >= 1")
         names = parse_methods(methods)
         targets = parse_sparsities(sparsity)
         preset, resources, data_dir, data = load_grid(opts)
         request = Request(preset, names, targets, [], {}, data_dir, opts.device or "cpu")
-        configs, untunable = draw_trials(request, data, trials_per_method, seed=seed)
+        configs, untunable = draw_trials(
+            request, data, trials_per_method, seeds=tuning_seeds, seed=seed
+        )
         if not configs:
             raise BadInput(
                 f"--methods: {', '.join(untunable)} declare no tunable hyperparameters "
@@ -282,19 +321,22 @@ def tune(
     name = experiment or experiment_name(preset.name, preset.epochs) + "-tune"
     console.print(
         f"tuning {', '.join(m for m in names if m not in untunable)}: {trials_per_method} "
-        f"full-budget trial(s) per method and target, seeds {TUNING_SEED}.."
-        f"{TUNING_SEED + trials_per_method - 1}, scored on the finalized model's val accuracy"
+        f"configuration(s) per method and target (the defaults first), each on seeds "
+        f"{TUNING_SEED}..{TUNING_SEED + tuning_seeds - 1}, scored by the mean validation "
+        "accuracy of the finalized model"
     )
-    search = searcher(trials_per_method, preset, data, seed=seed)
+    search = searcher(trials_per_method, preset, data, seeds=tuning_seeds, seed=seed)
     bases = tuning_bases(request)[0]
     outcome = run_grid_or_exit(bases, data, opts, name, resources, kind="tune", search=search)
     from benchsuite.store.tracking import Tracker
 
     finished = Tracker(absolute_uri(opts.tracking_uri), name).finished(kind="tune")
-    best = select_best(outcome.results, outcome.configs, trials_per_method, finished)
+    best = select_best(outcome.results, outcome.configs, tuning_seeds, finished)
     path = tuned_path(preset)
-    save_tuned(path, preset, data, best, trials=trials_per_method, experiment=name)
-    console.print(best_table(best, trials_per_method))
+    save_tuned(
+        path, preset, data, best, configs=trials_per_method, seeds=tuning_seeds, experiment=name
+    )
+    console.print(best_table(best))
     console.print(f"saved → {path}; `benchsuite run --tuned` uses it")
     summarize(outcome, opts.tracking_uri, name)
 
@@ -325,12 +367,15 @@ def load_board(tracking_uri: str, experiment: str | None):
     """The experiment's leaderboard, or its study board when its runs are a study's."""
     from benchsuite.boards.aggregation import aggregate
     from benchsuite.boards.publish import experiments, load_runs, newest_experiment
-    from benchsuite.store.sqlite import StoreError, check_store
+    from benchsuite.store.sqlite import NoStore, StoreError, check_store
     from benchsuite.studies.table1 import aggregate_study, is_study
     from benchsuite.studies.table2 import aggregate_table2, is_table2
 
+    what = f"--experiment {experiment!r} has no runs" if experiment else "no experiment has runs"
     try:
         check_store(tracking_uri, write=False)
+    except NoStore as exc:
+        fail(f"{what}: {exc}")
     except StoreError as exc:
         fail(str(exc))
 
@@ -340,9 +385,6 @@ def load_board(tracking_uri: str, experiment: str | None):
     except KeyError:
         runs = []
     if not runs:
-        what = (
-            f"--experiment {experiment!r} has no runs" if experiment else "no experiment has runs"
-        )
         known = ", ".join(experiments(tracking_uri)) or "(none: run `benchsuite run` first)"
         fail(f"{what} at {tracking_uri}; choose from {known}")
     if is_study(runs):
@@ -365,13 +407,14 @@ def leaderboard(
 def board_writers(board):
     """(render_rich, publish) of the board's layout: the leaderboard's or a study's."""
     from benchsuite.boards import publish as leaderboard
+    from benchsuite.boards.render import render_rich
     from benchsuite.studies import table1, table2
 
     if isinstance(board, table1.StudyBoard):
         return table1.render_rich, table1.publish
     if isinstance(board, table2.Table2Board):
         return table2.render_rich, table2.publish
-    return leaderboard.render_rich, leaderboard.publish
+    return render_rich, leaderboard.publish
 
 
 @app.command()
@@ -385,25 +428,60 @@ def publish(
         bool, typer.Option(help="Publish even if the runs are not comparable.")
     ] = False,
     tuned_configs: TunedConfigsOption = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="A tuned board's defaults experiment: tuned − defaults per cell, paired by seed."
+        ),
+    ] = None,
+    readme: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also rewrite the results excerpt between this file's "
+            "<!-- results:EXPERIMENT --> markers."
+        ),
+    ] = None,
 ) -> None:
     """Write <experiment>.md, .json and .png (and the index) for publication.
 
     A study experiment (``benchsuite study``) is published in its own layout; a board with tuned
     rows says how they were tuned and is published with their configurations."""
-    from benchsuite.boards.leaderboard import Leaderboard
-    from benchsuite.boards.publish import UnfairComparison
+    from benchsuite.boards import publish as boards
+    from benchsuite.boards.findings import tuned_minus_default
+    from benchsuite.boards.format import published_stem
+    from benchsuite.boards.leaderboard import Leaderboard, UnfairComparison
     from benchsuite.boards.tuning_section import tuning_for
 
+    try:
+        check_out_dir(out)
+    except BadInput as exc:
+        fail(str(exc))
     board = load_board(tracking_uri, experiment)
+    is_study = not isinstance(board, Leaderboard)
+    if is_study and baseline:
+        fail("--baseline is for a tuned leaderboard, not for a study's board")
     write = board_writers(board)[1]
     try:
-        if isinstance(board, Leaderboard):
+        if not is_study:
             board.tuning = tuning_for(board, tuned_configs)
+            if baseline:
+                board.deltas = tuned_minus_default(board, load_board(tracking_uri, baseline))
         paths = write(board, out, force=force)
+        if readme is not None:
+            link = f"{out.as_posix().rstrip('/')}/{published_stem(board.experiment)}.md"
+            excerpt = (
+                f"From [{board.experiment}]({link}): {board.headline}"
+                if is_study
+                else boards.readme_excerpt(board, link)
+            )
+            boards.update_readme(readme, board.experiment, excerpt)
+            paths.append(readme)
     except UnfairComparison as exc:
         fail(f"{exc} (use --force to publish anyway; the problems are then listed in the file)")
     except BadInput as exc:
         fail(str(exc))
+    except OSError as exc:  # what the check above cannot foresee (a full disk, a race)
+        fail(f"--out {out}: cannot write {exc.filename or out} ({exc.strerror or exc})")
     for path in paths:
         console.print(f"wrote {path}")
 

@@ -119,3 +119,26 @@ def check_writable(tracking_uri: str, cache_dir: Path) -> None:
         raise BadInput(
             f"--cache-dir {cache_dir}: cannot write there ({exc.strerror}); give a writable folder"
         ) from None
+
+
+def check_out_dir(out: Path) -> None:
+    """``publish --out``: a folder that exists or can be made, and can be written (checked
+    before the store is read, so a bad target costs nothing and writes nothing)."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise BadInput(
+            f"--out {out} is a file, not a folder; give a folder for the board's .md, .json "
+            "and .png (made if missing)"
+        )
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(
+            f"--out {out}: {parent} is a file, so no folder can be made under it; give a folder"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(
+            f"--out {out}: cannot write in {parent} (read-only or not permitted); give a "
+            "writable folder"
+        )

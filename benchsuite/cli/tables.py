@@ -29,6 +29,8 @@ def methods_table(reg: Any) -> Table:
         paper = cls.source + (
             "" if cls.targets_sparsity else "\n(sparsity emerges from hyperparameters)"
         )
+        if not cls.one_per_seed:
+            paper += "\npatterns: " + ", ".join(cls.patterns)
         table.add_row(name, reg.sources[name], paper, "\n".join(lines) or "—")
     return table
 
@@ -56,21 +58,35 @@ def presets_table() -> Table:
     return table
 
 
-def best_table(best: dict[str, dict[str, dict[str, Any]]], trials_per_method: int) -> Table:
-    """The best trial per method and target (``tuning.select_best``)."""
-    table = Table(title=f"Best of {trials_per_method} trials per method (validation accuracy)")
-    for col in ("method", "sparsity", "trials", "finished", "val acc", "hyperparameters"):
+def best_table(best: dict[str, dict[str, dict[str, Any]]]) -> Table:
+    """The chosen configuration per method and target (``search.select_best``) beside the
+    defaults' validation accuracy."""
+    table = Table(title="Tuned configurations (mean validation accuracy over the tuning seeds)")
+    for col in (
+        "method",
+        "sparsity",
+        "trials",
+        "finished",
+        "defaults",
+        "chosen",
+        "hyperparameters",
+    ):
         table.add_column(col, overflow="fold")
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}%"
+
     for method, per_target in best.items():
         for target, entry in per_target.items():
-            score = entry.get("val_accuracy")
+            chosen = entry.get("chosen")
+            values = ", ".join(f"{k}={v}" for k, v in sorted((entry.get("hparams") or {}).items()))
             table.add_row(
                 method,
                 target,
                 str(entry["trials"]),
                 str(entry["finished"]),
-                "—" if score is None else f"{score:.2f}%",
-                ", ".join(f"{k}={v}" for k, v in sorted((entry.get("hparams") or {}).items()))
-                or "—",
+                pct(entry.get("default_val_accuracy")),
+                pct(entry.get("val_accuracy")),
+                "—" if chosen is None else ("the defaults" if chosen == 0 else values),
             )
     return table

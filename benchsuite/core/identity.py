@@ -22,6 +22,7 @@ from benchsuite.core.method import PruningMethod, get_method, parse_hparams, var
 from benchsuite.core.record import TUNED_VARIANT
 from benchsuite.data.base import Dataset
 from benchsuite.presets import Preset
+from benchsuite.pruning.patterns import UNSTRUCTURED
 
 SEED_STREAMS = ("init", "order", "augment", "method")
 
@@ -43,6 +44,7 @@ class RunConfig:
     bn_recalibration_batches: int = 0  # optional, for every method alike (off by default)
     evaluate_test: bool = True  # False while tuning: the test split is never read (not in run_key)
     threads: int = 1  # torch threads of the trial (--cpus-per-trial): part of the numerics
+    pattern: str = "unstructured"  # the sparsity pattern (--pattern); in the key when structured
 
     def method_cls(self) -> type[PruningMethod]:
         return get_method(self.method)
@@ -57,7 +59,10 @@ class RunConfig:
         a tuned run's row is the method tuned (its values differ per target)."""
         if self.tuned:
             return TUNED_VARIANT
-        return variant_name(parse_hparams(self.method_cls().Hparams, dict(self.hparams)))
+        hps = variant_name(parse_hparams(self.method_cls().Hparams, dict(self.hparams)))
+        if self.pattern == UNSTRUCTURED:
+            return hps
+        return self.pattern if hps == "default" else f"{self.pattern},{hps}"
 
     def label(self) -> str:
         v = self.variant()
@@ -110,6 +115,8 @@ def resolved(config: RunConfig) -> dict[str, Any]:
         "seed": config.seed,
         "bn_recalibration_batches": config.bn_recalibration_batches,
         "version": __version__,
+        # only a structured pattern enters: every unstructured run keeps its key
+        **({} if config.pattern == UNSTRUCTURED else {"pattern": config.pattern}),
     }
 
 

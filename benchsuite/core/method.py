@@ -22,7 +22,14 @@ from torch import Tensor, nn
 
 from benchsuite.core.budget import Budget, Phase, Plan
 from benchsuite.core.registry import Registry, discover
-from benchsuite.pruning.masks import HardMasks, parameter_norm, prunable_modules, zero_momentum
+from benchsuite.pruning.masks import (
+    HardMasks,
+    parameter_norm,
+    prunable_modules,
+    rescale_to_kept_fan_in,
+    zero_momentum,
+)
+from benchsuite.pruning.patterns import UNSTRUCTURED, UNSTRUCTURED_PATTERN, Pattern
 from benchsuite.pruning.schedules import LRRecord, ScheduleSpec, original_schedule
 
 
@@ -157,6 +164,8 @@ class TrainState:
     train_batches: Callable[[torch.Generator], Iterator[tuple[Tensor, Tensor]]] | None = None
     recorded: dict[str, float] = field(default_factory=dict)  # run-level metrics (``record``)
     dense_grad_steps: int = 0  # steps whose weight gradient a method used densely (RigL)
+    pattern: Pattern = UNSTRUCTURED_PATTERN  # the run's sparsity pattern (``patterns.py``)
+    input_shape: tuple[int, ...] | None = None  # one sample's shape (C, H, W)
 
     # --- services -------------------------------------------------------------------------
     def prunable(self) -> list[tuple[str, nn.Module]]:
@@ -168,9 +177,23 @@ class TrainState:
             self.masks = HardMasks([m.weight for _, m in self.prunable()])
         return self.masks
 
+    def example_input(self) -> Tensor:
+        """One zero input sample, as a batch of 1 on the model's device (to trace the model's
+        channels, ``ChannelGroups``)."""
+        if self.input_shape is None:
+            raise RuntimeError("this training path gives the method no input shape")
+        device = next(self.model.parameters()).device
+        return torch.zeros(1, *self.input_shape, device=device)
+
     def zero_momentum(self, params: list[Tensor], masks: list[Tensor]) -> None:
         assert self.optimizer is not None
         zero_momentum(self.optimizer, params, masks)
+
+    def start_sparse(self, params: list[Tensor], masks: list[Tensor]) -> None:
+        """A sparse start that carries signal: each unit of the masked initial weights scaled to
+        the dense init's pre-activation variance at its kept fan-in (``rescale_to_kept_fan_in``);
+        for every method whose mask at step 0 is not all ones, before the optimizer exists."""
+        rescale_to_kept_fan_in([p.data for p in params], masks)
 
     def reset_optimizer(self) -> None:
         """A fresh optimizer (empty momentum) over the same parameters; the LR comes from ``lr``."""
@@ -252,11 +275,19 @@ class PruningMethod:
     # False for a study setting that trains longer than the budget (imp-retrain): left out of
     # ``--methods all`` so a leaderboard never mixes budgets by default
     budget_equal: ClassVar[bool] = True
+    # the sparsity patterns the method can train to (``patterns.KINDS``); the run's pattern is
+    # ``state.pattern``
+    patterns: ClassVar[tuple[str, ...]] = (UNSTRUCTURED,)
 
     def __init__(self, hp: Any, target: float, plan: Plan) -> None:
         """``plan`` is the one ``plan`` returned; a hook reads it again as ``state.plan``."""
         self.hp = hp
         self.target = target
+
+    @classmethod
+    def supports(cls, pattern: Pattern) -> bool:
+        """Whether a run of this method may have ``pattern`` (the dense reference has none)."""
+        return cls.one_per_seed or pattern.kind in cls.patterns
 
     @classmethod
     def plan(cls, budget: Budget, hp: Any, target: float, schedule: ScheduleSpec) -> Plan:
@@ -322,3 +353,44 @@ def list_methods() -> list[str]:
 
 def get_method(name: str) -> type[PruningMethod]:
     return method_registry().get(name)
+
+
+def check_targets_table(table: dict[str, Any], section: str, field: str | None = None) -> None:
+    """A ``{method: {target: entry}}`` table (a preset's calibration, a tuned-configurations
+    file): every method known, every target a sparsity in (0, 1) spelled as the harness looks
+    it up (``f"{t:g}"``), every entry's hyperparameters (the entry, or its ``field``) accepted
+    by the method's own parsing. ``ValueError`` naming the place (``section.method.target``) and the
+    expected form."""
+    for method, targets in table.items():
+        try:
+            hparams = get_method(method).Hparams
+        except KeyError:
+            raise ValueError(
+                f"{section}.{method}: unknown method; choose from {', '.join(list_methods())}"
+            ) from None
+        if not isinstance(targets, dict):
+            raise ValueError(f"{section}.{method} must be a table of targets")
+        for target, entry in targets.items():
+            key = f"{section}.{method}.{target}"
+            try:
+                number = float(target)
+            except ValueError:
+                number = math.nan
+            if not 0 < number < 1 or f"{number:g}" != target:
+                raise ValueError(
+                    f"{key}: a target must be a sparsity in (0, 1) written as --sparsity prints "
+                    'it, e.g. "0.9"'
+                )
+            values = entry if field is None else entry[field]
+            key = key if field is None else f"{key}.{field}"
+            if not isinstance(values, dict):
+                raise ValueError(f"{key} must be a table of hyperparameters")
+            try:
+                parse_hparams(hparams, values)
+            except KeyError as exc:
+                names = ", ".join(f.name for f in hparam_fields(hparams)) or "(none)"
+                raise ValueError(
+                    f"{key}: {method} has no hyperparameter {exc}; choose from {names}"
+                ) from None
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{key}: {exc}") from None

@@ -41,6 +41,7 @@ class Params:
     BATCH_SIZE = "batch_size"
     LR = "lr"
     SEED = "seed"
+    PATTERN = "pattern"  # only where not unstructured (unstructured runs keep their params)
     HP = "hp."  # prefix: hp.schedule, hp.retrain_budget, ...
 
 
@@ -57,6 +58,7 @@ class Metrics:
     SPARSITY_BEFORE_PROJECTION = "sparsity_before_projection"
     PROJECTION_DROP = "projection_drop"
     COLLAPSED_LAYERS = "collapsed_layers"
+    NUM_CLASSES = "num_classes"  # of the dataset: what chance accuracy is (100 / classes)
     THEORETICAL_SPEEDUP = "theoretical_speedup"
     FLOPS_DENSE = "flops_dense"
     FLOPS_SPARSE = "flops_sparse"
@@ -67,6 +69,15 @@ class Metrics:
     TRAIN_IMAGES = "train_images"
     WALL_TIME_S = "wall_time_s"
     BN_RECAL_IMAGES = "bn_recal_images"
+    # the deployable model against the dense one (training/latency.py)
+    MEASURED_SPEEDUP = "measured_speedup"  # at the preset's evaluation batch
+    MEASURED_SPEEDUP_B1 = "measured_speedup_b1"  # at batch 1
+    DEPLOYED_MAX_ABS_DIFF = "deployed_max_abs_diff"  # its logits against the masked model's
+    # structured runs only: the pattern held (1) or not (0), and what breaks it
+    PATTERN_VALID = "pattern_valid"
+    PATTERN_VIOLATIONS = "pattern_violations"
+    PARAMS_DENSE = "params_dense"  # channel runs: parameters of the model trained ...
+    PARAMS_DEPLOYED = "params_deployed"  # ... and of its exported, smaller form
     # per-epoch curves (with SPARSITY and VAL_ACCURACY)
     TRAIN_LOSS = "train_loss"
     LR = "lr"
@@ -91,7 +102,15 @@ class Tags:
     COLLAPSED = "collapsed"  # comma-separated names of the layers left with no weight
     NUMERICS = "numerics."  # prefix: numerics.torch, numerics.amp, ...
     IMG_PER_S_ROUNDS = "img_per_s_rounds"  # JSON list, one figure per timing round
+    CONTENDED = "contended"  # a throughput record not measured alone: why (absent: isolated)
     ERROR = "error"
+    PATTERN_EXEMPT = "pattern_exempt"  # N:M: comma-separated layers left dense
+    DEPLOYED_FORM = "deployed_form"  # what the measured speedup timed
+    DEPLOYED_EXPORT_ERROR = "deployed_export_error"  # why a channel run has no deployed.pt2
+    LATENCY_DTYPE = "latency_dtype"
+    LATENCY_BATCH = "latency_batch"  # the large batch of measured_speedup
+    LATENCY_ROUNDS = "latency_rounds"  # JSON: ms per forward per round, dense and deployed
+    MEASURED_SPEEDUP_UNAVAILABLE = "measured_speedup_unavailable"  # why there is no figure
     CLAIM_HOST = "claim_host"
     CLAIM_PID = "claim_pid"
     CLAIM_START = "claim_start"
@@ -101,6 +120,7 @@ class Tags:
 class Artifacts:
     LAYER_SPARSITY = "layer_sparsity.json"  # prunable layer name -> fraction of zeros
     MODEL = "model.safetensors"
+    DEPLOYED = "deployed.pt2"  # channel runs: the smaller model, a torch.export program
 
 
 def to_float(value: Any) -> float | None:
@@ -151,6 +171,10 @@ class RunRecord:
         if (self.tag(Tags.TUNED) or "").lower() == "true":
             return TUNED_VARIANT
         return self.params.get(Params.VARIANT) or "default"
+
+    @property
+    def pattern(self) -> str:
+        return self.params.get(Params.PATTERN) or "unstructured"
 
     @property
     def target(self) -> float | None:

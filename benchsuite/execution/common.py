@@ -22,7 +22,7 @@ from benchsuite.execution.progress import GridProgress
 from benchsuite.store.sqlite import is_sqlite
 from benchsuite.store.tracking import Tracker, peek_finished_keys
 from benchsuite.training.loop import RunConfig
-from benchsuite.training.runner import key_for
+from benchsuite.training.runner import first_line, key_for, record_failure
 
 # A search (``tuning``): from the bases (resolved) and the run-key function, a Tune searcher
 # that draws the trials, with ``total``: how many it draws.
@@ -201,6 +201,34 @@ def open_tracker(uri: str, experiment: str, redo: set[str]) -> Tracker:
     return tracker
 
 
+def record_failed(
+    tracker: Tracker,
+    key: str,
+    config: RunConfig,
+    data: Dataset,
+    error: str,
+    *,
+    since_ms: int,
+    owner: dict[str, str],
+    command: str = "",
+    node: str = "unknown",
+    kind: str = "run",
+) -> str | None:
+    """A failed run is in the store, FAILED with its error, whoever could write it: its run
+    left RUNNING (the trial's process died, or its store writes failed) is ended here, and a
+    run that never got a record gets one. Returns why the store could not take it (None when
+    it did): a full disk fails the driver's writes as it failed the trial's."""
+    try:
+        if tracker.fail_running(key, error, since_ms=since_ms, owner=owner):
+            return None
+        mine = [r for r in tracker.runs_of(key, kind) if r.start_time >= since_ms]
+        if not any(r.status == "FAILED" for r in mine):
+            record_failure(config, tracker, data, error, command=command, node=node, kind=kind)
+    except Exception as exc:  # noqa: BLE001 - the run's error is already on the command's line
+        return f"{type(exc).__name__}: {first_line(exc)}"
+    return None
+
+
 def end_leftovers(tracker: Tracker | None, owner: dict[str, str], since_ms: int) -> None:
     """Whatever this command claimed and is still RUNNING once the grid is over was stopped
     (Ctrl-C, a trial cancelled by Tune): KILLED, so nothing is left RUNNING."""
@@ -209,6 +237,8 @@ def end_leftovers(tracker: Tracker | None, owner: dict[str, str], since_ms: int)
     try:
         tracker.fail_running(None, "interrupted", since_ms=since_ms, status="KILLED", owner=owner)
     except KeyboardInterrupt:  # a second Ctrl-C: a later command ends them (stale claims)
+        pass
+    except Exception:  # noqa: BLE001 - the store fails (a full disk): a later command ends them
         pass
 
 

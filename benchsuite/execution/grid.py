@@ -11,13 +11,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+import torch
+
 from benchsuite.core.budget import BudgetError
 from benchsuite.core.errors import BadInput
 from benchsuite.core.identity import preset_budget
 from benchsuite.core.method import get_method, hparam_fields, list_methods, parse_hparams
 from benchsuite.data.base import DataError, Dataset, load_dataset
-from benchsuite.models import ModelError, get_model
+from benchsuite.models import ModelError, build_model, get_model
 from benchsuite.presets import Preset, PresetError, load_preset
+from benchsuite.pruning.channels import ChannelGroups
+from benchsuite.pruning.patterns import (
+    CHANNEL,
+    NM,
+    UNSTRUCTURED_PATTERN,
+    Pattern,
+    parse_pattern,
+)
 from benchsuite.training.loop import RunConfig, hparam_pairs
 
 
@@ -47,19 +57,36 @@ def parse_sparsities(text: str) -> list[float]:
     )
 
 
-def parse_methods(text: str) -> list[str]:
+def parse_pattern_option(text: str) -> Pattern:
+    """``--pattern``: unstructured, channel or N:M (one line naming the choices otherwise)."""
+    try:
+        return parse_pattern(text)
+    except ValueError as exc:
+        raise BadInput(f"--pattern {exc}") from None
+
+
+def parse_methods(text: str, pattern: Pattern = UNSTRUCTURED_PATTERN) -> list[str]:
     """A comma list of method names and shell-style patterns (``imp*``, ``*``).
 
-    ``all`` and every pattern select among the budget-equal methods only; a study setting
-    that is not budget-equal (imp-retrain) is run by naming it exactly (docs/extending.md).
+    ``all`` and every pattern select among the budget-equal methods that train to the
+    sparsity ``pattern`` only; a study setting that is not budget-equal (imp-retrain) is run
+    by naming it exactly (docs/extending.md), and a method named that does not support the
+    sparsity pattern is refused.
     """
     known = list_methods()
-    equal = [m for m in known if get_method(m).budget_equal]
+    fitting = [m for m in known if get_method(m).supports(pattern)]
+    equal = [m for m in fitting if get_method(m).budget_equal]
     choices = f"choose from all, {', '.join(known)}"
     names: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         if part == "all":
             names += equal
+        elif part in known and part not in fitting:
+            supported = ", ".join(get_method(part).patterns)
+            raise BadInput(
+                f"--methods {part} does not train to the {pattern} pattern (it supports "
+                f"{supported}); for {pattern} choose from {', '.join(fitting)}"
+            )
         elif part in known:
             names.append(part)
         elif any(c in part for c in "*?["):
@@ -67,8 +94,33 @@ def parse_methods(text: str) -> list[str]:
         elif part:
             raise BadInput(f"--methods: unknown method {part!r}; {choices}")
     if not names:
-        raise BadInput(f"--methods is empty; {choices}")
+        raise BadInput(f"--methods selects no method for the {pattern} pattern; {choices}")
     return list(dict.fromkeys(names))
+
+
+def check_pattern(pattern: Pattern, sparsities: list[float], preset: Preset, data: Dataset) -> None:
+    """N:M sets the sparsity of its layers (1 − N/M): every target must be that. Channels need
+    a model Torch-Pruning can trace."""
+    if pattern.kind == NM:
+        implied = pattern.sparsity
+        assert implied is not None
+        for target in sparsities:
+            if abs(target - implied) > 1e-9:
+                raise BadInput(
+                    f"--sparsity {target:g} with --pattern {pattern}: {pattern} keeps {pattern.n} "
+                    f"of every {pattern.m} weights, sparsity {implied:g}; give --sparsity "
+                    f"{implied:g} (or leave it out)"
+                )
+    if pattern.kind == CHANNEL:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(preset.model, data.num_classes, data.input_shape)
+        try:
+            ChannelGroups(model, torch.zeros(1, *data.input_shape)).check()
+        except Exception as exc:  # noqa: BLE001 - any tracing failure is the model's
+            raise BadInput(
+                f"--pattern channel: Torch-Pruning's dependency graph does not describe model "
+                f"{preset.model!r}: {exc}"
+            ) from None
 
 
 def _matching(pattern: str, equal: list[str], known: list[str], choices: str) -> list[str]:
@@ -153,6 +205,7 @@ class Request:
     device: str = "cpu"
     # method → target sparsity (as f"{t:g}") → best hyperparameters from `benchsuite tune`
     tuned: dict[str, dict[str, dict[str, str]]] | None = None
+    pattern: Pattern = UNSTRUCTURED_PATTERN
 
 
 def expand(request: Request, data: Dataset) -> list[RunConfig]:
@@ -181,6 +234,8 @@ def expand(request: Request, data: Dataset) -> list[RunConfig]:
                 data_dir=request.data_dir,
                 device=request.device,
                 tuned=tuned,
+                # the dense reference is one run whatever the pattern (its key stays)
+                pattern="unstructured" if cls.one_per_seed else str(request.pattern),
             )
             try:
                 cls.plan(budget, config.hp(), target, request.preset.schedule)

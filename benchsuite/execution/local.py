@@ -29,13 +29,14 @@ from benchsuite.execution.common import (
     final_report,
     open_tracker,
     pending_runs,
+    record_failed,
 )
 from benchsuite.execution.progress import GridProgress
 from benchsuite.store.owners import claimant
 from benchsuite.store.sqlite import absolute_uri
 from benchsuite.store.tracking import Tracker
 from benchsuite.training.loop import Progress, RunConfig
-from benchsuite.training.runner import execute
+from benchsuite.training.runner import execute, first_line
 
 
 def run_local(
@@ -100,6 +101,7 @@ def run_local(
                     tracker,
                     data,
                     resources.retries,
+                    since_ms,
                     cache_dir=cache_dir,
                     command=command,
                     kind=kind,
@@ -123,6 +125,7 @@ def _attempts(
     tracker: Tracker,
     data: Dataset,
     retries: int,
+    since_ms: int,
     **run: Any,
 ) -> None:
     """Run one configuration, again while it fails, up to ``retries`` more times, feeding
@@ -142,7 +145,25 @@ def _attempts(
                 "epoch", key, {"epoch": p.epoch, "epochs": p.epochs, "val_accuracy": p.val_accuracy}
             )
 
-        status, result, error = execute(config, tracker, dataset=data, on_epoch=on_epoch, **run)
+        try:
+            status, result, error = execute(config, tracker, dataset=data, on_epoch=on_epoch, **run)
+        except Exception as exc:  # noqa: BLE001 - the store failed before the run existed
+            status, result, error = "FAILED", None, f"{type(exc).__name__}: {first_line(exc)}"
+        if status == "FAILED":  # its store writes may have failed: FAILED in the store anyway
+            why = record_failed(
+                tracker,
+                key,
+                config,
+                data,
+                error or "",
+                since_ms=since_ms,
+                owner=run["owner"],
+                command=run["command"],
+                node="local",
+                kind=run["kind"],
+            )
+            if why:
+                error = f"{error} (and the store did not take the failure: {why})"
         state.apply(
             "final",
             key,

@@ -55,13 +55,14 @@ from benchsuite.execution.common import (
     final_report,
     open_tracker,
     pending_runs,
+    record_failed,
 )
 from benchsuite.execution.progress import GridProgress
 from benchsuite.store.owners import claimant
 from benchsuite.store.sqlite import absolute_uri, is_sqlite
 from benchsuite.store.tracking import Tracker, preload
 from benchsuite.training.loop import Progress, RunConfig
-from benchsuite.training.runner import execute, key_for, record_failure
+from benchsuite.training.runner import execute, first_line, key_for
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (event, run key, payload)
 
@@ -140,8 +141,6 @@ def trial(config: dict[str, Any], job: Job) -> None:
     node = context.get_node_id()
     data = _DATA.setdefault(job.data.fingerprint, job.data)
     tracker_key = (job.tracking_uri, job.experiment)
-    if tracker_key not in _TRACKERS:
-        _TRACKERS[tracker_key] = Tracker(*tracker_key)
     reads = data.test_reads
 
     def on_epoch(p: Progress) -> None:
@@ -155,17 +154,22 @@ def trial(config: dict[str, Any], job: Job) -> None:
             }
         )
 
-    status, result, error = execute(
-        run_config,
-        _TRACKERS[tracker_key],
-        dataset=data,
-        cache_dir=Path(job.cache_dir) if job.cache_dir else None,
-        command=job.command,
-        node=node,
-        on_epoch=on_epoch,
-        kind=job.kind,
-        owner=job.owner,
-    )
+    try:
+        if tracker_key not in _TRACKERS:
+            _TRACKERS[tracker_key] = Tracker(*tracker_key)
+        status, result, error = execute(
+            run_config,
+            _TRACKERS[tracker_key],
+            dataset=data,
+            cache_dir=Path(job.cache_dir) if job.cache_dir else None,
+            command=job.command,
+            node=node,
+            on_epoch=on_epoch,
+            kind=job.kind,
+            owner=job.owner,
+        )
+    except Exception as exc:  # noqa: BLE001 - the store failed (a full disk): the driver says why
+        status, result, error = "FAILED", None, f"{type(exc).__name__}: {first_line(exc)}"
     report = final_report(
         status,
         result,
@@ -176,7 +180,7 @@ def trial(config: dict[str, Any], job: Job) -> None:
         trial_s=time.perf_counter() - started,
     )
     score = config["run"].get("score")
-    if score and status == "SKIPPED" and error == ALREADY_FINISHED:
+    if score and status == "SKIPPED" and error == ALREADY_FINISHED and tracker_key in _TRACKERS:
         runs = _TRACKERS[tracker_key].runs_of(config["run"]["key"], job.kind)  # newest first
         stored = next((r.metrics for r in runs if r.finished), {})
         report["final_val_accuracy"] = stored.get(Metrics.VAL_ACCURACY)
@@ -231,10 +235,12 @@ def _make_watcher(
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             payload = self._failure(trial)
-            if payload["hard"]:
+            try:  # a run its trial could not end (died, or its store writes failed): FAILED
                 self.tracker = self.tracker or Tracker(uri, experiment)
                 key = trial.config["run"]["key"]
                 self.tracker.fail_running(key, payload["error"], since_ms=since_ms, owner=owner)
+            except Exception:  # noqa: BLE001 - the store fails (a full disk): the retry says so
+                pass
             emit("retry", trial.config["run"]["key"], payload)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -361,7 +367,7 @@ def run_grid(
                 state.view.expect(space.total, max(c.preset.epochs for c in configs))
             with state.view:
                 outcome.results = _fit(job, space, resources, gpus, cluster, state, scratch)
-            _record_deaths(job, tracker, records, state.configs, since_ms)
+            _record_failures(job, tracker, records, state.configs, since_ms, state.view.console)
     except KeyboardInterrupt:  # before, between or after Tune's own handling of Ctrl-C
         for rec in records.values():
             if rec.status in ("PENDING", "RUNNING"):
@@ -410,28 +416,37 @@ def _on_device(configs: list[RunConfig], resources: Resources, gpus: float) -> l
     return [c if c.device == device else dataclasses.replace(c, device=device) for c in configs]
 
 
-def _record_deaths(
+def _record_failures(
     job: Job,
     tracker: Tracker,
     records: dict[str, TrialRecord],
     configs: dict[str, RunConfig],
     since_ms: int,
+    console: Console,
 ) -> None:
-    """A trial whose process died could not end its own MLflow run: the driver ends it FAILED,
-    or records a FAILED run where it died before it had one (a run is never dropped)."""
+    """Every failed run is FAILED in the store with its error: a trial whose process died, or
+    whose store writes failed, could not end its own MLflow run, so the driver ends it, or
+    records a FAILED run where it had none (a run is never dropped)."""
     for key, rec in records.items():
-        if not rec.hard:
+        if rec.status != "FAILED":
             continue
-        error = rec.error or "trial died"
-        if not tracker.fail_running(key, error, since_ms=since_ms, owner=job.owner):
-            record_failure(
-                configs[key],
-                tracker,
-                job.data,
-                error,
-                command=job.command,
-                node=rec.node or "unknown",
-                kind=job.kind,
+        why = record_failed(
+            tracker,
+            key,
+            configs[key],
+            job.data,
+            rec.error or "trial died",
+            since_ms=since_ms,
+            owner=job.owner,
+            command=job.command,
+            node=rec.node or "unknown",
+            kind=job.kind,
+        )
+        if why:
+            console.print(
+                f"warning: {rec.label}: the store did not take its failure ({why})",
+                markup=False,
+                highlight=False,
             )
 
 

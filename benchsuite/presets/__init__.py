@@ -23,13 +23,16 @@ from types import ModuleType
 from typing import Any
 
 from benchsuite.core.registry import Registry, UnknownName, discover
+from benchsuite.presets.schema import (
+    PresetError,
+    check_calibration,
+    check_optimizer,
+    check_schedule,
+    check_top,
+)
 from benchsuite.pruning.schedules import ScheduleSpec
 
 GROUP = "benchsuite.presets"
-
-
-class PresetError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def load_preset(name: str) -> Preset:
 
 
 def parse_preset(name: str, value: str | Mapping[str, Any] | Preset, origin: str = "") -> Preset:
-    """Validate a preset (TOML text or its table); every problem is one PresetError line."""
+    """Validate a preset (TOML text or its table); every problem is one PresetError line
+    naming the key and the form expected (``schema.py``), before anything is built from it."""
     if isinstance(value, Preset):
         return value
     where = origin or f"preset {name!r}"
@@ -143,6 +147,11 @@ def parse_preset(name: str, value: str | Mapping[str, Any] | Preset, origin: str
     except tomllib.TOMLDecodeError as exc:
         raise PresetError(f"{where}: {exc}") from None
     _check_keys(raw, where)
+    check_top(raw, where)
+    check_optimizer(raw["optimizer"], where)
+    lr = raw["optimizer"].get("lr", OptimizerSpec.lr)
+    check_schedule(raw["schedule"], where, raw["epochs"], lr)
+    check_calibration(raw.get("calibration", {}), where)
     try:
         sched = dict(raw.pop("schedule"))
         sched["milestones"] = tuple(sched.get("milestones", ()))

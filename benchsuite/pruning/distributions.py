@@ -80,19 +80,32 @@ def apportion(ideal: Sequence[float], sizes: Sequence[int], total: int) -> list[
 
 
 def layer_keep_counts(
-    distribution: str, shapes: Sequence[Sequence[int]], sparsity: float
+    distribution: str, shapes: Sequence[Sequence[int]], sparsity: float, dense: Sequence[int] = ()
 ) -> list[int]:
-    """Entries each layer keeps under ``uniform`` or ``erk``; the sum is keep_count(N, S)."""
+    """Entries each layer keeps under ``uniform`` or ``erk``; the sum is keep_count(N, S).
+
+    ``dense``: indices of layers kept whole (a method's dense first or last layer); the others
+    share what is left of the budget by the distribution, so the network still reaches S."""
     check_distribution(distribution)
     if distribution == "global":
         raise ValueError("global keep counts follow the scores; use distribution_masks")
     sizes = [math.prod(s) for s in shapes]
     total = keep_count(sum(sizes), sparsity)
+    rest = [i for i in range(len(sizes)) if i not in set(dense)]
+    left = total - sum(sizes[i] for i in dense)
+    rest_size = sum(sizes[i] for i in rest)
+    if left < 0 or not rest:
+        raise ValueError(f"dense layers {list(dense)} hold more than the {total} entries kept")
+    rest_sparsity = 1.0 - left / rest_size
     if distribution == "uniform":
-        ideal = [(1.0 - sparsity) * n for n in sizes]
+        ideal = [(1.0 - rest_sparsity) * sizes[i] for i in rest]
     else:
-        ideal = [d * n for d, n in zip(erk_densities(shapes, sparsity), sizes)]
-    return apportion(ideal, sizes, total)
+        ideal = [
+            d * sizes[i]
+            for d, i in zip(erk_densities([shapes[i] for i in rest], rest_sparsity), rest)
+        ]
+    counts = dict(zip(rest, apportion(ideal, [sizes[i] for i in rest], left)))
+    return [sizes[i] if i not in counts else counts[i] for i in range(len(sizes))]
 
 
 def top_masks(scores: Sequence[Tensor], counts: Sequence[int]) -> list[Tensor]:
@@ -107,17 +120,27 @@ def top_masks(scores: Sequence[Tensor], counts: Sequence[int]) -> list[Tensor]:
 
 
 def distribution_masks(
-    distribution: str, scores: Sequence[Tensor], sparsity: float
+    distribution: str, scores: Sequence[Tensor], sparsity: float, dense: Sequence[int] = ()
 ) -> list[Tensor]:
     """Boolean masks keeping the highest-scoring entries, split over layers by ``distribution``.
 
     ``scores`` are non-negative (|w|, |w·g|, or uniform random numbers for a random mask); for
     ``global`` one threshold over all of them decides, for ``uniform``/``erk`` each layer keeps
-    its own count. Exactly keep_count(N, S) entries are kept in all three cases.
+    its own count. Exactly keep_count(N, S) entries are kept in all three cases; ``dense``
+    layers keep everything and the others share the rest.
     """
     check_distribution(distribution)
     if distribution == "global":
         total = keep_count(sum(s.numel() for s in scores), sparsity)
-        return global_magnitude_masks(list(scores), total)
-    counts = layer_keep_counts(distribution, [tuple(s.shape) for s in scores], sparsity)
-    return top_masks(scores, counts)
+        rest = [s for i, s in enumerate(scores) if i not in set(dense)]
+        left = total - sum(scores[i].numel() for i in dense)
+        if left < 0 or not rest:
+            raise ValueError(f"dense layers {list(dense)} hold more than the {total} entries kept")
+        kept = global_magnitude_masks(rest, left)
+        it = iter(kept)
+        return [
+            torch.ones_like(s, dtype=torch.bool) if i in set(dense) else next(it)
+            for i, s in enumerate(scores)
+        ]
+    shapes = [tuple(s.shape) for s in scores]
+    return top_masks(scores, layer_keep_counts(distribution, shapes, sparsity, dense))

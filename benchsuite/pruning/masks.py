@@ -99,6 +99,24 @@ def project_to_sparsity(model: nn.Module, target: float) -> None:
             w.mul_(m)
 
 
+@torch.no_grad()
+def rescale_to_kept_fan_in(weights: list[Tensor], masks: list[Tensor]) -> None:
+    """Scale each output unit's weights by √(fan_in / kept fan_in), in place.
+
+    A unit's pre-activation variance is (its kept fan-in)·Var(w)·Var(x); cut out of a dense
+    initialisation it falls with the density, and through several sparse layers the signal
+    reaching the logits vanishes (Evci et al. 2022, "Gradient flow in sparse neural networks
+    and how lottery tickets win"). The rescale restores the dense init's variance per unit
+    while keeping the same weights (only scaled), so runs of one seed stay paired. A unit with
+    nothing kept is left as it is.
+    """
+    for w, m in zip(weights, masks):
+        kept = m.reshape(m.shape[0], -1).sum(dim=1).to(w.dtype)
+        fan_in = w[0].numel()
+        scale = torch.where(kept > 0, torch.sqrt(fan_in / kept.clamp_min(1)), torch.ones_like(kept))
+        w.mul_(scale.view(-1, *[1] * (w.dim() - 1)))  # any memory layout (channels_last)
+
+
 class HardMasks:
     """Masks that keep pruned weights at exactly zero without touching the forward.
 

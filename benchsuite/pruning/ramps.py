@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from benchsuite.core.budget import Budget, BudgetError
 
 CUBIC_EXPONENT = 3  # Zhu & Gupta 2017 eq. (1); hard-coded in the reference code
-# chosen here: "a useful LR" after the last prune = at least one tenth of the peak, i.e. before
-# a classic ×0.1 step decay's second drop, or the first 90 % of a linear decay
-RAMP_LR_FLOOR = 0.1
 
 
 def check_interval(method: str, budget: Budget, interval: int) -> None:
@@ -22,19 +17,17 @@ def check_interval(method: str, budget: Budget, interval: int) -> None:
 
 
 def ramp_end_epoch(
-    lr: np.ndarray, budget: Budget, interval: int, ramp_end: float | None, method: str = "gmp"
+    budget: Budget, interval: int, ramp_end: float | None, method: str = "gmp"
 ) -> int:
     """E, the epoch at whose end the cubic ramp reaches the target: a multiple of P in [P, T − P].
 
-    ``ramp_end`` None: the last such epoch after which the next step's LR is still at least
-    ``RAMP_LR_FLOOR`` of the peak (P if none is); otherwise the fraction of the budget, rounded
-    to a multiple of P.
+    ``ramp_end`` None: the reference code's rule, K = ⌊T/P⌋ − 1 prunes and E = K·P (the last
+    prune P epochs or a little more before the end); otherwise the fraction of the budget,
+    rounded to a multiple of P.
     """
     last = budget.epochs - interval  # at least P epochs at the final sparsity
     if ramp_end is None:
-        floor = RAMP_LR_FLOOR * float(lr.max()) * (1 - 1e-9)
-        useful = [e for e in range(interval, last + 1, interval) if lr[budget.steps(e)] >= floor]
-        return max(useful, default=interval)
+        return interval * (budget.epochs // interval - 1)
     end = interval * round(ramp_end * budget.epochs / interval)
     if not (0 < ramp_end <= 1) or not interval <= end <= last:
         raise BudgetError(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from benchsuite.core.budget import Budget, Plan
 from benchsuite.core.method import PruningMethod, TrainState, hparam
-from benchsuite.pruning.masks import prune_remaining
 from benchsuite.pruning.ramps import check_interval, cubic_schedule, ramp_end_epoch
 from benchsuite.pruning.schedules import ScheduleSpec
 
@@ -24,17 +23,16 @@ class RampHparams:
 
     pruning_interval: int = hparam(
         1,
-        "chosen here: the finest epoch-granular cubic ramp, valid for every budget of >= 2 "
-        "epochs (2P <= T); also the reference code's MNIST smoke-test value (docs/methods.md)",
+        "reference code (its only concrete value, the MNIST smoke test): the finest "
+        "epoch-granular cubic ramp, valid for every budget of >= 2 epochs (2P <= T)",
         low=1,
         high=5,
         help="P, epochs between prunes; prunes at the ends of epochs P, 2P, .., E",
     )
     ramp_end: float | None = hparam(
         None,
-        "chosen here: None derives E from the preset's schedule, the last prune followed by an "
-        "LR of at least 10 % of the peak (Zhu & Gupta 2017 §3: pruning ends while the LR is "
-        "still high enough to recover); the reference code's (⌊T/P⌋ − 1)·P is ramp_end = 1 − P/T",
+        "reference code (the BIMP paper's GMP and DPF): None is its rule, ⌊T/P⌋ − 1 prunes and "
+        "the last at epoch E = (⌊T/P⌋ − 1)·P; a number is the fraction of the budget",
         low=0.2,
         high=0.9,
         help="fraction of the budget at whose end the target is reached (E ≈ ramp_end·T)",
@@ -50,12 +48,12 @@ class ScheduledMagnitude(PruningMethod):
     def plan(cls, budget: Budget, hp: RampHparams, target: float, schedule: ScheduleSpec) -> Plan:
         check_interval(cls.name, budget, hp.pruning_interval)
         plan = super().plan(budget, hp, target, schedule)
-        ramp_end_epoch(plan.lr, budget, hp.pruning_interval, hp.ramp_end, cls.name)  # refuses
+        ramp_end_epoch(budget, hp.pruning_interval, hp.ramp_end, cls.name)  # refuses
         return plan
 
     def __init__(self, hp: RampHparams, target: float, plan: Plan) -> None:
         super().__init__(hp, target, plan)
-        last = ramp_end_epoch(plan.lr, plan.budget, hp.pruning_interval, hp.ramp_end, self.name)
+        last = ramp_end_epoch(plan.budget, hp.pruning_interval, hp.ramp_end, self.name)
         self.schedule = cubic_schedule(last, hp.pruning_interval, target)  # epoch → sparsity
         self.last_epoch = max(self.schedule)
         self.current = 0.0  # the sparsity reached so far (S_prev)
@@ -69,9 +67,10 @@ class ScheduledMagnitude(PruningMethod):
 
     def reach(self, state: TrainState, goal: float) -> None:
         """Hard-mask the smallest remaining weights: the fraction 1 − (1 − goal)/(1 − S_prev)
-        of the still-unpruned ones, globally; zeroes them and their momentum once."""
+        of the still-unpruned ones, globally and within the run's pattern (N:M: the ramp ends
+        with N in every group); zeroes them and their momentum once."""
         masks = state.hard_masks()
         fraction = 1.0 - (1.0 - goal) / (1.0 - self.current)
-        new = prune_remaining(masks.params, fraction, masks.bool_masks())
+        new = state.pattern.prune_remaining(masks.params, fraction, masks.bool_masks())
         masks.set(new, state.optimizer)
         self.current = goal

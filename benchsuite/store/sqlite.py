@@ -1,7 +1,13 @@
 """The tracking store's file checked, created and locked, so several commands can share it.
 
-Checked: a bad ``--tracking-uri``, a file that is not a database, a folder that cannot be
-written are one line (``StoreError``, exit 2) before Ray starts or anything trains.
+Checked: a bad ``--tracking-uri``, a file that is not a database, a SQLite database that is
+not an MLflow store (checked read-only, before MLflow's migrations could add their tables to
+it), a folder that cannot be written are one line (``StoreError``, exit 2) before Ray starts
+or anything trains.
+
+Read without being written: a command that only reads (``leaderboard``, ``publish``) opens the
+file read-only (``read_only_uri``), takes no lock and creates nothing, so it works on a store
+on a read-only mount and leaves a folder without a store as it was.
 
 Created once: MLflow migrates a new SQLite schema on first open; two processes doing that
 at once corrupt the file for good. Every open of a SQLite store, and every claim
@@ -16,8 +22,12 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+# Tables every MLflow store has had since its first schema (with alembic's version table): a
+# SQLite file holding tables but not these is someone else's database.
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
 
 
 def is_sqlite(uri: str) -> bool:
@@ -35,6 +45,10 @@ def absolute_uri(uri: str) -> str:
 
 class StoreError(ValueError):
     """The tracking store cannot be used: one line naming it, exit code 2."""
+
+
+class NoStore(StoreError):
+    """There is no store to read (no file, or an empty database): nothing has run there."""
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -79,18 +93,32 @@ def locked(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def read_only_uri(uri: str) -> str:
+    """The URI MLflow reads a SQLite store through without any write (SQLite's ``mode=ro``):
+    a reader cannot create, migrate or change it, whatever MLflow tries. Spelled with the
+    driver (``sqlite+pysqlite``) because MLflow makes the "parent folder" of a ``sqlite:///``
+    path, which for a ``file:`` URI is a folder named ``file:`` in the working directory."""
+    db = sqlite_path(uri)
+    if db is None:
+        return uri
+    return f"sqlite+pysqlite:///file:{quote(str(db.resolve()), safe='/')}?mode=ro&uri=true"
+
+
 def check_store(uri: str, *, write: bool = True) -> None:
     """Open the store once, now: create (migrate) it under the lock, or say why it cannot be.
 
-    Raises ``StoreError`` naming the path. ``write=False`` (leaderboards): an existing store
-    need only be readable.
+    Raises ``StoreError`` naming the path. ``write=False`` (leaderboards): an existing MLflow
+    store, opened read-only, with no lock; a missing or empty one is an error, never created.
     """
     check_uri(uri)
     db = sqlite_path(uri)
     if db is None:
         return
     db = db.resolve()
-    _check_sqlite_file(db, write or not db.exists())
+    if not write:
+        _check_readable(uri, db)
+        return
+    _check_sqlite_file(db, write=True)
     try:
         with locked(f"sqlite:///{db}"):
             if db.exists():
@@ -119,6 +147,40 @@ def _create(db: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _check_readable(uri: str, db: Path) -> None:
+    """A store to read: it exists, is an MLflow store, and MLflow opens it read-only."""
+    if not db.exists():
+        raise NoStore(
+            f"there is no store at {uri} (no file {db}); run `benchsuite run` first, or give "
+            "--tracking-uri of an existing store"
+        )
+    if not store_tables(db):
+        raise NoStore(f"{db} is an empty database, not an MLflow store yet (nothing has run there)")
+    try:
+        open_store(read_only_uri(uri))
+    except Exception as exc:  # noqa: BLE001 - MLflow wraps SQLAlchemy's errors in its own
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise StoreError(f"--tracking-uri {uri}: cannot read the store {db}: {reason}") from None
+
+
+def store_tables(db: Path) -> set[str]:
+    """The tables of an existing SQLite file, read-only (``StoreError`` when the file is not a
+    SQLite database, or is one that is not an MLflow store): nothing is written to it."""
+    try:
+        with sqlite3.connect(f"file:{quote(str(db), safe='/')}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"--tracking-uri: {db} is not a usable SQLite database ({exc})") from None
+    tables = {name for (name,) in rows}
+    if tables and not MLFLOW_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+        raise StoreError(
+            f"--tracking-uri: {db} is a SQLite database but not an MLflow store (its tables: "
+            f"{shown}); give the path of an MLflow store or of a new file"
+        )
+    return tables
+
+
 def _check_sqlite_file(db: Path, write: bool) -> None:
     folder = db.parent
     if not folder.is_dir():
@@ -132,11 +194,15 @@ def _check_sqlite_file(db: Path, write: bool) -> None:
         return
     if write and not os.access(db, os.W_OK):
         raise StoreError(f"--tracking-uri: {db} is read-only")
-    try:
-        with sqlite3.connect(f"file:{db}?mode={'rw' if write else 'ro'}", uri=True) as conn:
-            conn.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"--tracking-uri: {db} is not a usable SQLite database ({exc})") from None
+    store_tables(db)
+
+
+def check_mlflow_file(uri: str) -> None:
+    """Refuse an existing SQLite file that is not an MLflow store before MLflow opens it (its
+    migrations would add their tables to the user's file); other stores pass."""
+    db = sqlite_path(uri)
+    if db is not None and db.exists():
+        store_tables(db)
 
 
 def open_store(uri: str) -> None:

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from benchsuite.core.record import TAG, Kinds, RunRecord, Tags
 from benchsuite.store.owners import alive, owned_by
-from benchsuite.store.sqlite import check_store, is_sqlite, locked, sqlite_path
+from benchsuite.store.sqlite import (
+    check_mlflow_file,
+    check_store,
+    is_sqlite,
+    locked,
+    read_only_uri,
+    sqlite_path,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -80,6 +87,7 @@ def peek_finished_keys(uri: str, experiment: str, kind: str = Kinds.RUN) -> set[
         return set()
     from mlflow.tracking import MlflowClient
 
+    check_mlflow_file(uri)
     client = MlflowClient(tracking_uri=uri)
     with locked(uri):  # the first call opens (and may migrate) the store
         if retry_locked(client.get_experiment_by_name)(experiment) is None:
@@ -98,6 +106,7 @@ class Tracker:
         db = sqlite_path(uri)
         if db is not None and not db.exists():
             check_store(uri)  # created whole or not at all
+        check_mlflow_file(uri)  # someone else's SQLite file is never migrated
         self.client = MlflowClient(tracking_uri=uri)
         with locked(uri):  # a new SQLite store is created (migrated) here: one process at a time
             self.experiment_id = self._experiment_id()
@@ -283,13 +292,14 @@ def _paged(search: Callable[[str | None], Any]) -> list[Any]:
 
 
 class Reader:
-    """A store read, never written: its experiments, their runs, a run's artifacts."""
+    """A store read, never written: its experiments, their runs, a run's artifacts. A SQLite
+    store is opened read-only (``sqlite.read_only_uri``), without its lock."""
 
     def __init__(self, uri: str) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = MlflowClient(tracking_uri=read_only_uri(uri))
 
     def _experiments(self) -> list[Any]:
         return _paged(lambda t: self.client.search_experiments(max_results=1000, page_token=t))

@@ -11,16 +11,20 @@ from benchsuite.boards.stats import ALPHA, Comparison
 
 @dataclass
 class Column:
-    """One (sparsity, retraining budget) column and how ALLR fares in it."""
+    """One (sparsity, retraining budget) column: who has the highest mean, and how ALLR fares
+    against it and against LLR by Holm-corrected paired tests (the column's family)."""
 
     target: float
     budget: float
-    leader: str | None = None
-    allr: str = "missing"  # first (highest mean, or tied) | within noise | behind | untested
+    leader: str | None = None  # the highest mean
+    allr: str = "missing"  # first | not separated | behind | untested | missing
     allr_gap: float | None = None  # leader − ALLR, mean paired difference (points)
-    allr_p: float | None = None
-    second: str | None = None  # when ALLR is first: the runner-up and the link's status
-    second_status: str | None = None
+    allr_p: float | None = None  # Holm-corrected
+    vs_llr: str = "missing"  # ALLR against LLR: ahead | behind | not separated | untested
+    llr_gap: float | None = None  # ALLR − LLR, mean paired difference (points)
+    llr_p: float | None = None  # Holm-corrected
+    ft_lrw_last: bool = False  # FT and LRW hold the two lowest means
+    allr_lr: float | None = None  # ALLR's initial LR after the prune ÷ η_max, mean over seeds
 
 
 @dataclass

@@ -56,6 +56,7 @@ SCHEMA = "benchsuite.study/1"
 DEFAULT_SPARSITIES = (0.7, 0.8, 0.9, 0.95, 0.98)  # the paper's three, and where LeNet-5 strains
 DEFAULT_BUDGETS = (0.0222, 0.0555, 0.1111)  # Table 1: 2, 5 and 10 of 90 epochs
 _BUDGET, _SCHEDULE = Params.HP + "retrain_budget", Params.HP + "schedule"  # its variant
+ALLR_INITIAL_LR = "allr_initial_lr"  # what imp logs at each prune (methods/imp.py)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -175,7 +176,12 @@ def aggregate_study(
     problems += _study_problems(counted, dense_steps)
     schedules = [s for s in RETRAIN_SCHEDULES if any(k[0] == s for k in cells)]
     schedules += sorted({k[0] for k in cells} - set(schedules))
-    columns = [column(cells, schedules, t, b, alpha) for t in sorted(targets) for b in budgets]
+    allr_lr = _allr_initial_lr(counted)
+    columns = [
+        column(cells, schedules, t, b, comparisons, allr_lr.get((t, b)))
+        for t in sorted(targets)
+        for b in budgets
+    ]
     header = _header(experiment, counted, budgets, retrain_steps, dense_steps)
     board = StudyBoard(
         experiment,
@@ -196,6 +202,18 @@ def aggregate_study(
     )
     board.headline, board.findings = compare_with_paper(board)
     return board
+
+
+def _allr_initial_lr(runs: list[RunRecord]) -> dict[tuple[float, float], float]:
+    """Per (target, budget): ALLR's initial learning rate after the prune ÷ η_max (the preset's
+    peak LR), the mean over its finished seeds (the runs log it as ``allr_initial_lr``)."""
+    ratios: dict[tuple[float, float], list[float]] = {}
+    for r in runs:
+        lr0 = to_float(r.metrics.get(ALLR_INITIAL_LR))
+        peak = to_float(r.params.get(Params.LR))
+        if r.finished and r.params.get(_SCHEDULE) == "allr" and lr0 is not None and peak:
+            ratios.setdefault((r.target, _budget(r)), []).append(lr0 / peak)  # type: ignore[arg-type]
+    return {k: sum(v) / len(v) for k, v in ratios.items()}
 
 
 def _study_runs(runs: list[RunRecord], notes: list[str]) -> list[RunRecord]:
@@ -324,13 +342,16 @@ def to_markdown(board: StudyBoard) -> str:
         "- Cells: test top-1 accuracy (%), mean ± sample std over seeds (`n=2 of 3` where a "
         "cell has fewer seeds than its column; failed and running runs are counted there).",
         "- Columns: target sparsity · retraining budget (a fraction of the dense budget's steps).",
-        "- Marks, within each column: the schedules sorted by mean, each compared with the next "
-        "by a two-sided paired t-test over shared seeds (same seed: same dense model, same "
-        f"batches), α = {board.alpha}. **Bold** with ¹ ² ³: that place, separated from both "
-        "neighbours; ≈: within noise of a neighbour (the leaderboard's rules, "
-        "docs/leaderboards.md).",
-        "- ALLR is *first* when it has the highest mean, *within noise of the first* when the "
-        "paired test against the first is not separated, *behind* otherwise.",
+        "- Marks, within each column: every pair of schedules is compared by a two-sided "
+        "paired t-test over shared seeds (same seed: same dense model, same batches), the "
+        f"column's p-values corrected together by Holm's procedure, α = {board.alpha}. "
+        "**Bold**: the best group (the highest mean and every schedule not separated from it); "
+        "a superscript: the rank with ties (the leaderboard's rules, docs/leaderboards.md).",
+        "- *Separated* (ahead or behind) means a corrected test separates the two schedules; "
+        "*not separated* means it does not, which is not evidence that they are equal.",
+        "- ALLR's initial LR: the learning rate ALLR restarts retraining at, "
+        "clip(d/√p·η_max, budget-aware floor, η_max) (docs/methods.md, imp), as a fraction of "
+        "η_max, mean over seeds.",
     ]
     out += ["", "## Comparison with the paper (computed from the numbers above)", ""]
     out += [f"- {line}" for line in board.findings]
@@ -376,7 +397,10 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
         "dense_steps": board.dense_steps,
         "schedules": board.schedules,
         "alpha": board.alpha,
-        "test": "two-sided paired t-test (scipy.stats.ttest_rel) between neighbours by mean",
+        "test": (
+            "two-sided paired t-test (scipy.stats.ttest_rel) between every pair of a column's "
+            "schedules, Holm-corrected over the column (statsmodels multipletests)"
+        ),
         "headline": board.headline,
         "findings": board.findings,
         "problems": board.problems,
@@ -394,6 +418,7 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
                 "t": c.t if c.t is not None and math.isfinite(c.t) else None,
                 "t_infinite": c.t is not None and math.isinf(c.t),
                 "p": c.p,
+                "p_holm": c.p_holm,
                 "status": c.status,
             }
             for c in board.comparisons

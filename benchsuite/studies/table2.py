@@ -34,7 +34,7 @@ from benchsuite.boards.leaderboard import (
     UnfairComparison,
 )
 from benchsuite.boards.publish import write_published
-from benchsuite.boards.render import acc_value, md_marked, n_text, stat_json
+from benchsuite.boards.render import acc_value, mark_json, md_marked, n_text, stat_json
 from benchsuite.boards.stats import ALPHA, Mark
 from benchsuite.core.errors import BadInput
 from benchsuite.core.record import Kinds, Metrics, RunRecord, Tags
@@ -287,10 +287,11 @@ def _legend(board: Table2Board) -> list[str]:
         f"interleaved timing rounds ({h.get('throughput_device', 'unknown')}); † in-trial, "
         "measured while trials shared the cores, never marked.",
         "**Marks** (the leaderboard's rules, docs/leaderboards.md), among the paper's eight "
-        "methods only: within a column they are sorted by mean and each is compared with the "
-        "next by a two-sided paired t-test over shared seeds (img/s: over the timing rounds), "
-        f"α = {board.alpha:g}. **Bold** with ¹ ² ³: that place, separated from both neighbours; "
-        "≈: within noise of a neighbour.",
+        "methods only: every pair in a column is tested by a two-sided paired t-test over shared "
+        "seeds (img/s: over the timing rounds), Holm-corrected over the column, "
+        f"α = {board.alpha:g}. **Bold**: the best group, the best mean and every method not "
+        "separated from it; a superscript elsewhere is the rank with ties (1 + the methods "
+        "separated above it).",
         f"`{label(REFERENCE_METHOD)}` is the unpruned network (every column, never ranked); "
         f"`{label(FLOOR_METHOD)}` the floor, dense training then one global magnitude prune to "
         f"the target; `{label(RIGL)}` a sparse-to-sparse method outside the paper's table. The "
@@ -389,7 +390,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
             "source": tp.source,
             "rounds": list(tp.rounds),
             "run_ids": list(tp.run_ids),
-            "mark": {"rank": tp.mark.rank, "within_noise": tp.mark.within_noise},
+            "mark": mark_json(tp.mark),
         },
         "cells": cells,
     }

@@ -5,17 +5,18 @@ methods against the board's order by mean, Kendall's τ-b between the paper's va
 board's means (``scipy.stats.kendalltau``, with its p-value), and every pair of methods tested:
 a two-sided paired t-test over the seeds both cells share (``scipy.stats.ttest_rel``; for img/s
 over the interleaved timing rounds, which are paired the same way), with Holm's correction over
-the column's tested pairs (``statsmodels.stats.multitest.multipletests``, method "holm").
+the column's tested pairs (``statsmodels.stats.multitest.multipletests``, method "holm"); both
+are the leaderboard's own (``boards/stats.py``), so a pair is tested the same way everywhere.
 A pair is *in the paper's order beyond noise* or *reversed beyond noise* only when its
 Holm-adjusted p is below α; otherwise it is *within noise* and its order is not established,
 which is never counted as agreement. Paired differences without spread (every seed the same
-difference) have no t statistic: p = 0 when the difference is non-zero, p = 1 when it is zero.
+difference) have no t statistic: p = 0 when the difference is non-zero; equal means are a tie,
+left untested.
 The same test, Holm-corrected over the column's methods, says which methods are above the
 one-shot floor beyond noise.
 
-These statistics live here, not in ``boards/stats.py`` (the leaderboard's neighbour marks):
-the marks answer "which places are established", this module "does the small scale reproduce
-the paper's order".
+The leaderboard's marks answer "which places are established"; this module "does the small
+scale reproduce the paper's order".
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from benchsuite.boards.format import img_per_s_text, percent, two_dp
 from benchsuite.boards.leaderboard import FLOOR_METHOD, Cell, Row
+from benchsuite.boards.stats import holm, paired_test
 from benchsuite.core.record import Metrics
 from benchsuite.studies.table2_board import ColumnComparison, FloorTest, Pair, Table2Board
 
@@ -109,37 +110,6 @@ def _p(p: float | None) -> str:
 # ----------------------------------------------------------------------------- statistics
 
 
-def paired(
-    upper: dict[int, float], lower: dict[int, float]
-) -> tuple[int, float | None, float | None, float | None]:
-    """(shared, mean paired difference upper − lower, t, two-sided p) over the shared keys."""
-    keys = sorted(set(upper) & set(lower))
-    if not keys:
-        return 0, None, None, None
-    a = np.array([upper[k] for k in keys], dtype=float)
-    b = np.array([lower[k] for k in keys], dtype=float)
-    d = a - b
-    diff = float(d.mean())
-    if len(keys) < 2:
-        return len(keys), diff, None, None
-    if float(np.ptp(d)) <= 1e-9 * max(float(np.max(np.abs(d))), 1.0):  # no spread: no t
-        if abs(diff) <= 1e-9 * max(float(np.max(np.abs(a))), 1.0):
-            return len(keys), diff, None, 1.0
-        return len(keys), diff, math.copysign(math.inf, diff), 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_rel(a, b)
-    return len(keys), diff, float(res.statistic), float(res.pvalue)
-
-
-def holm(pvalues: Sequence[float], alpha: float) -> tuple[list[bool], list[float]]:
-    """Holm's step-down correction: (beyond noise, adjusted p) per p-value."""
-    if not pvalues:
-        return [], []
-    reject, adjusted, _, _ = multipletests(list(pvalues), alpha=alpha, method="holm")
-    return [bool(r) for r in reject], [float(p) for p in adjusted]
-
-
 def _mean(values: dict[int, float]) -> float:
     return float(np.mean(list(values.values())))
 
@@ -176,10 +146,10 @@ def compare_column(
     raw = []
     for i, up in enumerate(paper_order):
         for low in paper_order[i + 1 :]:
-            raw.append((up, low, *paired(values[up], values[low])))
+            raw.append((up, low, *paired_test(values[up], values[low])[:4]))
     tested = [r for r in raw if r[5] is not None]
-    beyond, adjusted = holm([r[5] for r in tested], alpha)
-    holm_of = {(r[0], r[1]): (b, a) for r, b, a in zip(tested, beyond, adjusted)}
+    adjusted = holm([r[5] for r in tested], alpha)
+    holm_of = {(r[0], r[1]): (a < alpha, a) for r, a in zip(tested, adjusted)}
     pairs = []
     for up, low, shared, diff, t, p in raw:
         status, p_holm = "untested", None
@@ -201,10 +171,10 @@ def floor_tests(
     methods: list[str], values: dict[str, dict[int, float]], floor: dict[int, float], alpha: float
 ) -> list[FloorTest]:
     """Each method against the one-shot floor, Holm over the column's methods."""
-    raw = [(m, *paired(values[m], floor)) for m in methods]
+    raw = [(m, *paired_test(values[m], floor)[:4]) for m in methods]
     tested = [r for r in raw if r[4] is not None]
-    beyond, adjusted = holm([r[4] for r in tested], alpha)
-    holm_of = {r[0]: (b, a) for r, b, a in zip(tested, beyond, adjusted)}
+    adjusted = holm([r[4] for r in tested], alpha)
+    holm_of = {r[0]: (a < alpha, a) for r, a in zip(tested, adjusted)}
     out = []
     for m, shared, diff, _t, p in raw:
         status, p_holm = "untested", None

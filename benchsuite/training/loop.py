@@ -54,12 +54,13 @@ from benchsuite.pruning.masks import (
     count_zeros,
     effective_weights,
     layer_sparsity,
-    project_to_sparsity,
 )
+from benchsuite.pruning.patterns import CHANNEL, exempt_layers, parse_pattern, project, violations
 from benchsuite.training import evaluation
 from benchsuite.training.allocator import keep_freed_memory
 from benchsuite.training.checkpoints import Checkpoints, prefix_key
 from benchsuite.training.evaluation import channels_last_input, recalibrate_bn, unchanged
+from benchsuite.training.latency import measure_speedup
 
 
 class NonFiniteLoss(RuntimeError):
@@ -123,6 +124,8 @@ class RunResult:
     tags: dict[str, str] = field(default_factory=dict)
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     model: nn.Module | None = None
+    deployed: nn.Module | None = None  # a channel run's smaller model, saved beside ``model``
+    input_shape: tuple[int, ...] = ()  # one sample's, to save ``deployed`` with
 
 
 def setup(
@@ -159,6 +162,8 @@ def setup(
         optimizer_factory=lambda: make_optimizer(model, config),
         train_batches=train_batches
         or (lambda gen: data.train_batches(preset.batch_size, gen, gen, device)),
+        pattern=parse_pattern(config.pattern),
+        input_shape=tuple(data.input_shape),
     )
     method.on_start(state)
     state.optimizer = make_optimizer(model, config)
@@ -311,6 +316,7 @@ def cache_key(config: RunConfig, plan: Plan, fingerprint: str) -> str | None:
     if plan.cache_epoch is None or plan.cache_key is None:
         return None
     prefix = {**resolved(config), "method": plan.cache_key, "hparams": None, "target": None}
+    prefix.pop("pattern", None)  # a dense prefix is the same whatever the pattern
     prefix["data"] = fingerprint
     prefix["numerics"] = numerics(config)  # a prefix trained with other numerics differs
     return prefix_key(prefix)
@@ -419,7 +425,13 @@ def finalize_and_project(loop: Loop) -> dict[str, float]:
         else:
             val_finalized = loop.validate()
         del validated
-    project_to_sparsity(model, config.target)
+    pattern = loop.state.pattern
+    example = torch.zeros(1, *loop.data.input_shape, device=loop.device)
+    project(model, config.target, pattern, example)
+    if pattern.structured:
+        broken = violations(model, pattern, example)
+        measured[Metrics.PATTERN_VIOLATIONS] = float(broken)
+        measured[Metrics.PATTERN_VALID] = float(broken == 0)
     if val_finalized is not None:
         # The projection only zeroes entries: it changed the model iff it added zeros. A
         # second validation pass (for projection_drop) only then.
@@ -476,6 +488,7 @@ def finish(loop: Loop, wall_start: float) -> RunResult:
         Metrics.TRAIN_IMAGES: float(loop.images + loop.cached_images),
         Metrics.WALL_TIME_S: time.perf_counter() - wall_start,
         Metrics.COLLAPSED_LAYERS: float(len(collapsed)),
+        Metrics.NUM_CLASSES: float(data.num_classes),
         Metrics.TRAIN_FLOPS: flops_train,
         Metrics.TRAIN_COST: flops_train / flops_dense_train if flops_dense_train else 1.0,
         **state.recorded,
@@ -490,4 +503,19 @@ def finish(loop: Loop, wall_start: float) -> RunResult:
         Tags.COLLAPSED: ",".join(collapsed),  # empty when no layer collapsed
         **{f"{Tags.NUMERICS}{k}": str(v) for k, v in numerics(config).items()},
     }
-    return RunResult(metrics, tags, layer_sparsity(model), model)
+    if state.pattern.structured:
+        tags[Tags.PATTERN_EXEMPT] = ",".join(exempt_layers(model, state.pattern))
+    deployed = None
+    if loop.evaluation and config.evaluate_test:  # benchmark runs: measured beside theoretical
+        try:
+            speed, speed_tags, form = measure_speedup(
+                model, config, data.num_classes, tuple(data.input_shape), loop.device
+            )
+        except Exception as exc:  # noqa: BLE001 - a timing problem never loses a trained run
+            tags[Tags.MEASURED_SPEEDUP_UNAVAILABLE] = f"{type(exc).__name__}: {exc}"
+        else:
+            metrics.update(speed)
+            tags.update(speed_tags)
+            if state.pattern.kind == CHANNEL:  # a smaller model of plain modules: saved
+                deployed = form.module
+    return RunResult(metrics, tags, layer_sparsity(model), model, deployed, tuple(data.input_shape))

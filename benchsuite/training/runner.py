@@ -17,9 +17,12 @@ from benchsuite import __version__
 from benchsuite.core.identity import RunConfig, preset_budget, run_key
 from benchsuite.core.record import Artifacts, Kinds, Metrics, Params, Tags
 from benchsuite.data.base import Dataset, load_dataset
+from benchsuite.pruning.deploy import save_program
+from benchsuite.pruning.patterns import UNSTRUCTURED
 from benchsuite.store.claims import claim
 from benchsuite.store.owners import claimant
 from benchsuite.store.tracking import TrackedRun, Tracker
+from benchsuite.training import turns
 from benchsuite.training.loop import EpochCallback, Progress, RunResult, train_run
 
 
@@ -37,6 +40,8 @@ def run_params(config: RunConfig) -> dict[str, Any]:
         Params.LR: preset.optimizer.lr,
         Params.SEED: config.seed,
     }
+    if config.pattern != UNSTRUCTURED:
+        params[Params.PATTERN] = config.pattern
     for name, value in dataclasses.asdict(config.hp()).items():
         params[f"{Params.HP}{name}"] = value
     return params
@@ -62,8 +67,11 @@ def execute(
     owner: dict[str, str] | None = None,
 ) -> tuple[str, RunResult | None, str | None]:
     """Claim, train and record one run. Returns (status, result, error); never raises for a
-    run error. Status SKIPPED (error: why) where the run key is finished or another live
-    command has claimed it (``store.claim``).
+    run error, including one in recording its results (a full disk): the run ends FAILED with
+    it, or, where the store cannot even take that, the error says so and the caller ends it
+    (``execution.common.record_failed``). Status SKIPPED (error: why) where the run key is
+    finished or another live command has claimed it (``store.claim``). The claim itself can
+    raise (the store fails before the run exists).
 
     ``kind`` is ``run`` for benchmark runs and ``tune`` for tuning trials (leaderboards and
     resume count only their own kind). ``owner`` names the claimant (default: this process).
@@ -79,16 +87,25 @@ def execute(
     if isinstance(run, str):
         return "SKIPPED", None, run
     try:
-        result = train_run(
-            config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
-        )
+        with turns.training():  # another command's timing phase waits for it (turns.py)
+            result = train_run(
+                config, dataset=data, cache_dir=cache_dir, on_epoch=recorder(run, on_epoch)
+            )
+        record_result(run, result)  # a full disk fails here: the run failed, and says why
+        run.end("FINISHED")
     except Exception as exc:  # noqa: BLE001 - one run's crash never loses the others
         error = f"{type(exc).__name__}: {exc}"
-        run.end("FAILED", error + "\n" + traceback.format_exc())
+        try:
+            run.end("FAILED", error + "\n" + traceback.format_exc())
+        except Exception as store:  # noqa: BLE001 - the store fails too: the caller ends it
+            error += f" (ending the run in the store failed too: {type(store).__name__}: "
+            error += f"{first_line(store)})"
         return "FAILED", None, error
-    record_result(run, result)
-    run.end("FINISHED")
     return "FINISHED", result, None
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
 def recorder(run: TrackedRun, on_epoch: EpochCallback | None) -> EpochCallback:
@@ -148,3 +165,12 @@ def record_result(run: TrackedRun, result: RunResult) -> None:
             state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
             save_file(state, str(path), metadata={"format": "pt", "params": json.dumps({})})
             run.log_file(path)
+    if result.deployed is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Artifacts.DEPLOYED
+            try:
+                save_program(result.deployed, result.input_shape, path)
+            except Exception as exc:  # noqa: BLE001 - the run and its weights are recorded
+                run.set_tags({Tags.DEPLOYED_EXPORT_ERROR: f"{type(exc).__name__}: {exc}"})
+            else:
+                run.log_file(path)

@@ -1,0 +1,117 @@
+"""What a board says in words: only what its corrected tests support; failed cells shown as
+failed; the README's excerpt rewritten between its markers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from benchsuite.boards.aggregation import aggregate
+from benchsuite.boards.findings import across_targets, cliques, findings, tuned_minus_default
+from benchsuite.boards.publish import readme_excerpt, readme_markers, update_readme
+from benchsuite.boards.render import to_json, to_markdown
+from benchsuite.core.errors import BadInput
+from tests.test_leaderboard import rec
+
+# three methods, four seeds, two targets; z is far below, x and y close together
+ACC = {
+    0.9: {"x": [90.0, 91.0, 92.0, 91.0], "y": [89.5, 90.8, 91.5, 91.3], "z": [80, 81, 82, 81]},
+    0.98: {"x": [85.0, 86.0, 87.0, 86.0], "y": [84.5, 86.5, 86.2, 85.7], "z": [70, 71, 72, 71]},
+}
+
+
+def runs(acc=ACC, floor="z") -> list:
+    out = [rec("dense", 0, s, 95.0, sparsity=0.0) for s in range(4)]
+    for target, by_method in acc.items():
+        for m, vals in by_method.items():
+            name = "oneshot" if m == floor else m
+            out += [
+                rec(name, target, s, v, sparsity=target, classes=10) for s, v in enumerate(vals)
+            ]
+    return out
+
+
+def test_sentences_claim_only_what_the_corrected_tests_separate() -> None:
+    board = aggregate(runs(), experiment="words")
+    text = findings(board)
+    # x and y: no corrected test separates them, so no order is claimed between them
+    at90 = next(t for t in text if t.startswith("At 90%, the best group"))
+    assert "has 2 of 3 compared methods: x has the highest mean" in at90
+    assert "no corrected test separates y from it; their order is not established" in at90
+    assert "At 90%, every compared method is separated above the one-shot floor" in " ".join(text)
+    for sentence in text:
+        for word in ("leads", "beats", "ahead of", "outperforms", "better than"):
+            assert word not in sentence
+
+
+def test_friedman_ranks_and_critical_difference_by_hand() -> None:
+    """Blocks are every (target, seed): x wins 6 of 8, y 2 of 8, z is last in all."""
+    board = aggregate(runs(), experiment="ranks")
+    result = across_targets(board)
+    assert result is not None and result.blocks == 8
+    blocks = [(t, s) for t in ACC for s in range(4)]
+    wins_x = sum(ACC[t]["x"][s] > ACC[t]["y"][s] for t, s in blocks)
+    assert wins_x == 6
+    assert result.average_rank == {
+        "oneshot": 3.0,
+        "x": pytest.approx((wins_x * 1 + (8 - wins_x) * 2) / 8),
+        "y": pytest.approx(((8 - wins_x) * 1 + wins_x * 2) / 8),
+    }
+    columns = [[ACC[t][m][s] for t, s in blocks] for m in ("x", "y", "z")]
+    assert result.chi2 == pytest.approx(stats.friedmanchisquare(*columns).statistic)
+    # Nemenyi: CD = q_α/√2 · √(k(k+1)/(6N)), q_0.05 for k = 3 (infinite df) = 3.314
+    assert result.cd == pytest.approx(3.314 / math.sqrt(2) * math.sqrt(3 * 4 / (6 * 8)), rel=1e-3)
+    assert cliques(["a", "b", "c"], {"a": 1.0, "b": 1.5, "c": 3.0}, 1.0) == [["a", "b"]]
+    md = to_markdown(board)
+    assert "## Across targets" in md and "| x | 1.25 |" in md
+
+
+def test_a_cell_with_a_seed_at_chance_is_footnoted_left_out_and_shown_seed_by_seed() -> None:
+    acc = {
+        0.9: {"x": [90.0, 91.0, 92.0, 91.0], "y": [85.0, 10.5, 86.0, 11.0], "z": [80, 81, 82, 81]}
+    }
+    board = aggregate(runs(acc), experiment="chance")
+    y = board.row("y").cells[0.9]
+    assert y.at_chance == (1, 3) and not y.ranked
+    assert y.flags() == ["did not learn: test accuracy at chance in 2 of 4 seeds (seed 1, 3)"]
+    assert y.marks["test_accuracy"].rank is None  # not compared
+    assert not any("y" in (c.upper, c.lower) for c in board.comparisons)
+    md = to_markdown(board)
+    row = next(line for line in md.splitlines() if line.startswith("| y |"))
+    assert "seeds 85.00 / 10.50 / 86.00 / 11.00" in row and "±" not in row.split("|")[3]
+    assert "- [1] y at 90%: did not learn: test accuracy at chance in 2 of 4 seeds" in md
+    assert "at 90%, y is left out of the marks: did not learn" in " ".join(findings(board)).lower()
+
+
+def test_the_readme_excerpt_is_rewritten_between_its_markers(tmp_path) -> None:
+    board = aggregate(runs(), experiment="words")
+    start, end = readme_markers("words")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{start}\nold text\n{end}\n\nafter\n")
+    excerpt = readme_excerpt(board, "leaderboards/words.md")
+    update_readme(readme, "words", excerpt)
+    text = readme.read_text()
+    assert text.startswith("# title\n\n") and text.endswith(f"{end}\n\nafter\n")
+    assert "old text" not in text and "| x | **91.00 ± 0.82** |" in text
+    assert "- At 90%, the best group has 2 of 3" in text
+    update_readme(readme, "words", excerpt)  # idempotent: the same bytes again
+    assert readme.read_text() == text
+    with pytest.raises(BadInput, match="no <!-- results:other --> ... <!-- /results:other -->"):
+        update_readme(readme, "other", excerpt)
+
+
+def test_tuned_minus_default_is_paired_by_seed() -> None:
+    defaults = aggregate(runs(), experiment="d")
+    tuned_runs = [
+        rec("x", 0.9, s, v + 0.5, variant="tuned", tuned="true", classes=10)
+        for s, v in enumerate(ACC[0.9]["x"])
+    ]
+    board = aggregate(tuned_runs, experiment="t")
+    (delta,) = tuned_minus_default(board, defaults)
+    assert (delta.method, delta.target, delta.seeds) == ("x", 0.9, 4)
+    assert delta.mean == pytest.approx(0.5) and delta.ci95 == pytest.approx((0.5, 0.5))
+    board.deltas = [delta]
+    assert "## Tuned − defaults" in to_markdown(board)
+    assert '"tuned_minus_default"' in to_json(board)
