@@ -191,15 +191,16 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """CIFAR ResNet-(6n+2) of He et al. 2016 (§4.2): a 3×3 stem with 16 channels, three
     stages of n BasicBlocks with 16/32/64 channels (stride 2 at the start of stages 2 and
-    3), global average pooling, one linear classifier."""
+    3), global average pooling, one linear classifier. ``width`` replaces the 16 (the stages
+    then have width/2·width/4·width channels)."""
 
-    def __init__(self, n: int, num_classes: int, in_channels: int = 3) -> None:
+    def __init__(self, n: int, num_classes: int, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         blocks: list[nn.Module] = []
-        in_planes = 16
-        for stage, planes in enumerate((16, 32, 64)):
+        in_planes = width
+        for stage, planes in enumerate((width, 2 * width, 4 * width)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(BasicBlock(in_planes, planes, stride))
@@ -207,7 +208,7 @@ class CifarResNet(nn.Module):
         self.layer1 = nn.Sequential(*blocks[:n])
         self.layer2 = nn.Sequential(*blocks[n : 2 * n])
         self.layer3 = nn.Sequential(*blocks[2 * n :])
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
         _kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -310,6 +311,21 @@ def resnet20(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
 
 def resnet56(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     return CifarResNet(9, num_classes, input_shape[0])
+
+
+def cifar_resnet(
+    num_classes: int, input_shape: tuple[int, int, int], *, depth: str, width: str
+) -> nn.Module:
+    """``resnet<depth>-<width>``: the CIFAR ResNet at any depth 6n+2 and stem width (16 in
+    He et al. 2016; ``resnet20-16`` is ``resnet20``), for budgets that cannot train ResNet-20."""
+    if not (depth.isdigit() and width.isdigit()):
+        raise ModelError(f"resnet{depth}-{width}: expected integers, as in resnet14-16")
+    d, w = int(depth), int(width)
+    if (d - 2) % 6 != 0 or d < 8 or w < 1:
+        raise ModelError(
+            f"resnet{depth}-{width}: expected a depth of 6n+2 (n >= 1) and a width >= 1"
+        )
+    return CifarResNet((d - 2) // 6, num_classes, input_shape[0], width=w)
 
 
 def wide_resnet(

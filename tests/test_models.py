@@ -85,6 +85,32 @@ def test_cifar_resnets() -> None:
     assert r20(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_cifar_resnet_template_depth_and_width() -> None:
+    """resnet8-8, the fashion-mnist-resnet preset's model: one BasicBlock per stage, 8/16/32
+    channels, on 1×28×28 (stride 2 makes 28 → 14 → 7)."""
+    model = build_model("resnet8-8", 10, (1, 28, 28))
+    # stem 1·8·9 + BN 16; stage 1: 2 × (8·8·9 + 16); stage 2: 8·16·9 + 16·16·9 + 2 × 32;
+    # stage 3: 16·32·9 + 32·32·9 + 2 × 64; fc 32·10 + 10
+    expected = (72 + 16) + 2 * (576 + 16) + (1_152 + 2_304 + 64) + (4_608 + 9_216 + 128) + 330
+    assert count_parameters(model) == expected == 19_074
+    prunable = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert sum(w.numel() for w in prunable) == 18_824
+    assert sum(isinstance(m, ShortcutA) for m in model.modules()) == 2  # no projection weights
+    shapes = []
+    for stage in (model.layer1, model.layer2, model.layer3):
+        stage.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
+    assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert shapes == [(2, 8, 28, 28), (2, 16, 14, 14), (2, 32, 7, 7)]
+    torch.manual_seed(5)
+    a = build_model("resnet20-16", 10, (3, 32, 32))
+    torch.manual_seed(5)
+    b = build_model("resnet20", 10, (3, 32, 32))  # the same network, the same draws
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    for bad in ("resnet9-8", "resnet8-0", "resnet8-x"):
+        with pytest.raises(ModelError, match=bad):
+            build_model(bad, 10, (1, 28, 28))
+
+
 def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
     x = torch.arange(16 * 4 * 4, dtype=torch.float32).view(1, 16, 4, 4)
     out = ShortcutA(16, 32, stride=2)(x)

@@ -369,6 +369,7 @@ def load_board(tracking_uri: str, experiment: str | None):
     from benchsuite.boards.publish import experiments, load_runs, newest_experiment
     from benchsuite.store.sqlite import NoStore, StoreError, check_store
     from benchsuite.studies.table1 import aggregate_study, is_study
+    from benchsuite.studies.table2 import aggregate_table2, is_table2
 
     what = f"--experiment {experiment!r} has no runs" if experiment else "no experiment has runs"
     try:
@@ -386,7 +387,9 @@ def load_board(tracking_uri: str, experiment: str | None):
     if not runs:
         known = ", ".join(experiments(tracking_uri)) or "(none: run `benchsuite run` first)"
         fail(f"{what} at {tracking_uri}; choose from {known}")
-    return aggregate_study(runs, name) if is_study(runs) else aggregate(runs, experiment=name)
+    if is_study(runs):
+        return aggregate_study(runs, name)
+    return aggregate_table2(runs, name) if is_table2(runs) else aggregate(runs, experiment=name)
 
 
 @app.command()
@@ -397,12 +400,21 @@ def leaderboard(
     tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
 ) -> None:
     """Render an experiment's leaderboard (paired statistics over seeds) in the terminal."""
-    from benchsuite.boards.render import render_rich
-    from benchsuite.studies import table1 as study
-
     board = load_board(tracking_uri, experiment)
-    render = study.render_rich if isinstance(board, study.StudyBoard) else render_rich
-    console.print(render(board))
+    console.print(board_writers(board)[0](board))
+
+
+def board_writers(board):
+    """(render_rich, publish) of the board's layout: the leaderboard's or a study's."""
+    from benchsuite.boards import publish as leaderboard
+    from benchsuite.boards.render import render_rich
+    from benchsuite.studies import table1, table2
+
+    if isinstance(board, table1.StudyBoard):
+        return table1.render_rich, table1.publish
+    if isinstance(board, table2.Table2Board):
+        return table2.render_rich, table2.publish
+    return render_rich, leaderboard.publish
 
 
 @app.command()
@@ -437,19 +449,18 @@ def publish(
     from benchsuite.boards import publish as boards
     from benchsuite.boards.findings import tuned_minus_default
     from benchsuite.boards.format import published_stem
-    from benchsuite.boards.leaderboard import UnfairComparison
+    from benchsuite.boards.leaderboard import Leaderboard, UnfairComparison
     from benchsuite.boards.tuning_section import tuning_for
-    from benchsuite.studies import table1 as study
 
     try:
         check_out_dir(out)
     except BadInput as exc:
         fail(str(exc))
     board = load_board(tracking_uri, experiment)
-    is_study = isinstance(board, study.StudyBoard)
+    is_study = not isinstance(board, Leaderboard)
     if is_study and baseline:
         fail("--baseline is for a tuned leaderboard, not for a study's board")
-    write = study.publish if is_study else boards.publish
+    write = board_writers(board)[1]
     try:
         if not is_study:
             board.tuning = tuning_for(board, tuned_configs)
@@ -530,6 +541,70 @@ def study_table1(
     from benchsuite.boards.publish import load_runs
 
     board = study.aggregate_study(load_runs(absolute_uri(opts.tracking_uri), name), name)
+    console.print(study.render_rich(board))
+    console.print(f"publish it: benchsuite publish --experiment {name}")
+    summarize(outcome, opts.tracking_uri, name)
+
+
+@study_app.command("table2")
+@grid_options
+def study_table2(
+    opts: GridOptions,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1), paired.")] = 3,
+    sparsity: SparsityOption = "0.7,0.8,0.9",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="The rows to run: the paper's bimp,gmp,gsm,dpf,dnw,lc,str,dst and the "
+            "references dense,oneshot,rigl (comma list, or all)."
+        ),
+    ] = "all",
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default <preset>-<epochs>ep-table2).")
+    ] = None,
+    in_process: InProcessOption = False,
+    throughput: Annotated[
+        bool, typer.Option(help="After the grid, time each method alone for the img/s column.")
+    ] = True,
+) -> None:
+    """The paper's Table 2 on any preset: BIMP and the pruning-stable methods at 70/80/90 %.
+
+    Ordinary budget-equal runs with default hyperparameters (and the preset's calibration),
+    plus dense, the one-shot floor and RigL as reference rows. Reruns resume by run key;
+    `benchsuite publish` writes the board in the paper's layout with its comparison to the paper.
+    """
+    from benchsuite.studies import table2 as study
+
+    report_broken_plugins()
+    try:
+        check_seeds(seeds)
+        targets = parse_sparsities(sparsity)
+        names = study.parse_methods(methods)
+        preset, resources, data_dir, data = load_grid(opts)
+        configs = study.table2_configs(
+            preset,
+            data,
+            targets,
+            names,
+            list(range(seeds)),
+            data_dir=data_dir,
+            device=opts.device or "cpu",
+        )
+        check_writable(opts.tracking_uri, opts.cache_dir)
+    except BadInput as exc:
+        fail(str(exc))
+    name = experiment or study.experiment_name(preset)
+    outcome = run_grid_or_exit(configs, data, opts, name, resources, in_process=in_process)
+    from benchsuite.boards.publish import load_runs
+
+    uri = absolute_uri(opts.tracking_uri)
+    if throughput and opts.address is None and not outcome.interrupted:
+        from benchsuite.store.tracking import Tracker
+        from benchsuite.training.throughput import record_isolated
+
+        with console.status("timing each method alone (isolated img/s)"):
+            record_isolated(configs, data, Tracker(uri, name))
+    board = study.aggregate_table2(load_runs(uri, name), name)
     console.print(study.render_rich(board))
     console.print(f"publish it: benchsuite publish --experiment {name}")
     summarize(outcome, opts.tracking_uri, name)
