@@ -37,6 +37,7 @@ from benchsuite.core.record import Metrics
 
 if TYPE_CHECKING:  # rich stays lazy: the CLI imports this module often
     import rich.table
+    import rich.text
 
 JSON_SCHEMA = "benchsuite.leaderboard/1"
 
@@ -137,9 +138,14 @@ def _column_titles(targets: list[float | None]) -> list[str]:
 
 def footnotes(board: Leaderboard) -> list[tuple[int, Row, Cell]]:
     """The cells left out of the marks, numbered in reading order (row, then column)."""
+    return footnoted_cells(board.rows, board.targets)
+
+
+def footnoted_cells(rows: list[Row], targets: list[float]) -> list[tuple[int, Row, Cell]]:
+    """Of any board's rows: the cells left out of the marks (collapse, overshoot), numbered."""
     out: list[tuple[int, Row, Cell]] = []
-    for row in board.rows:
-        for t in board.targets:
+    for row in rows:
+        for t in targets:
             cell = None if row.reference else row.cells.get(t)
             if cell is not None and not cell.ranked:
                 out.append((len(out) + 1, row, cell))
@@ -447,6 +453,26 @@ def stat_json(st: Stat | None, mark: Mark | None = None) -> dict[str, Any] | Non
     return out
 
 
+def cell_json(target: float, cell: Cell) -> dict[str, Any]:
+    """What every published board says of a cell: its seeds and runs, accuracy and speedup."""
+    return {
+        "target_sparsity": target,
+        "n": cell.n,
+        "n_expected": cell.n_expected,
+        "seeds": list(cell.seeds),
+        "run_ids": {str(s): rid for s, rid in sorted(cell.run_ids.items())},
+        "failed": cell.failed,
+        "running": cell.running,
+        "test_accuracy": stat_json(
+            cell.stats.get(Metrics.TEST_ACCURACY), cell.marks.get(Metrics.TEST_ACCURACY)
+        ),
+        "theoretical_speedup": stat_json(
+            cell.stats.get(Metrics.THEORETICAL_SPEEDUP),
+            cell.marks.get(Metrics.THEORETICAL_SPEEDUP),
+        ),
+    }
+
+
 def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dict[str, Any]:
     notes = _footnote_numbers(board)
     rows = []
@@ -454,20 +480,7 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
         cells = {}
         for target, cell in sorted(row.cells.items()):
             cells[repr(target)] = {
-                "target_sparsity": target,
-                "n": cell.n,
-                "n_expected": cell.n_expected,
-                "seeds": list(cell.seeds),
-                "run_ids": {str(s): rid for s, rid in sorted(cell.run_ids.items())},
-                "failed": cell.failed,
-                "running": cell.running,
-                "test_accuracy": stat_json(
-                    cell.stats.get(Metrics.TEST_ACCURACY), cell.marks.get(Metrics.TEST_ACCURACY)
-                ),
-                "theoretical_speedup": stat_json(
-                    cell.stats.get(Metrics.THEORETICAL_SPEEDUP),
-                    cell.marks.get(Metrics.THEORETICAL_SPEEDUP),
-                ),
+                **cell_json(target, cell),
                 "measured_speedup": stat_json(
                     cell.stats.get(Metrics.MEASURED_SPEEDUP),
                     cell.marks.get(Metrics.MEASURED_SPEEDUP),
@@ -581,6 +594,16 @@ def to_json(board: Leaderboard, header: dict[str, str] | None = None) -> str:
     return (
         json.dumps(_board_dict(board, header), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     )
+
+
+def study_caption(problems: list[str], headline: str, findings: list[str]) -> rich.text.Text:
+    """A study's terminal caption: what makes it unfair, its headline, then its findings."""
+    from rich.text import Text
+
+    lines = [Text(f"⚠ unfair comparison: {p}", style="bold red") for p in problems]
+    lines.append(Text(headline, style="bold"))
+    lines += [Text(line, style="dim") for line in findings]
+    return Text("\n").join(lines)
 
 
 def render_rich(board: Leaderboard) -> rich.table.Table:

@@ -29,7 +29,7 @@ from benchsuite.boards.aggregation import aggregate, derive_header, latest
 from benchsuite.boards.format import percent
 from benchsuite.boards.leaderboard import Cell, UnfairComparison
 from benchsuite.boards.publish import write_published
-from benchsuite.boards.render import acc_value, md_marked, n_text, stat_json
+from benchsuite.boards.render import acc_value, md_marked, n_text, stat_json, study_caption
 from benchsuite.boards.stats import ALPHA, Comparison, Mark
 from benchsuite.core.errors import BadInput
 from benchsuite.core.record import Kinds, Metrics, Params, RunRecord, Tags, to_float
@@ -434,14 +434,11 @@ def render_rich(board: StudyBoard) -> rich.table.Table:
     from rich.table import Table
     from rich.text import Text
 
-    captions = [Text(f"⚠ unfair comparison: {p}", style="bold red") for p in board.problems]
-    captions.append(Text(board.headline, style="bold"))
-    captions += [Text(line, style="dim") for line in board.findings]
     h = board.header
     table = Table(
         title=f"benchsuite study: {board.experiment}\n{h['dataset']}, {h['model']}, "
         f"{h['dense_steps']} dense steps + {h['retraining']}, seeds {h['seeds']}",
-        caption=Text("\n").join(captions),
+        caption=study_caption(board.problems, board.headline, board.findings),
         caption_justify="left",
     )
     for i, title in enumerate(_titles(board)):
@@ -453,7 +450,7 @@ def render_rich(board: StudyBoard) -> rich.table.Table:
                 cell = board.cell(s, t, b)
                 mark = Mark() if cell is None else cell.marks.get(Metrics.TEST_ACCURACY, Mark())
                 text = "—" if cell is None else acc_value(cell) + mark.symbol
-                row.append(Text(text, style="bold green" if mark.rank == 1 else ""))
+                row.append(Text(text, style="bold green" if mark.best else ""))
         table.add_row(*row)
     return table
 

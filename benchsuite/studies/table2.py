@@ -34,7 +34,16 @@ from benchsuite.boards.leaderboard import (
     UnfairComparison,
 )
 from benchsuite.boards.publish import write_published
-from benchsuite.boards.render import acc_value, mark_json, md_marked, n_text, stat_json
+from benchsuite.boards.render import (
+    acc_value,
+    cell_json,
+    footnoted_cells,
+    mark_json,
+    md_marked,
+    n_text,
+    stat_json,
+    study_caption,
+)
 from benchsuite.boards.stats import ALPHA, Mark
 from benchsuite.core.errors import BadInput
 from benchsuite.core.record import Kinds, Metrics, RunRecord, Tags
@@ -214,14 +223,7 @@ def _img_per_s_text(row: Row) -> str:
 
 
 def footnotes(board: Table2Board) -> list[tuple[int, Row, Cell]]:
-    """The cells left out of the marks (collapse, overshoot), numbered in reading order."""
-    out: list[tuple[int, Row, Cell]] = []
-    for row in board.rows:
-        for t in board.targets:
-            cell = None if row.reference else row.cells.get(t)
-            if cell is not None and not cell.ranked:
-                out.append((len(out) + 1, row, cell))
-    return out
+    return footnoted_cells(board.rows, board.targets)
 
 
 def _acc_text(row: Row, cell: Cell, notes: dict[tuple[str, float], int]) -> str:
@@ -362,20 +364,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
     cells = {}
     for t, cell in sorted(row.cells.items()):
         cells[repr(t)] = {
-            "target_sparsity": t,
-            "n": cell.n,
-            "n_expected": cell.n_expected,
-            "seeds": list(cell.seeds),
-            "run_ids": {str(s): rid for s, rid in sorted(cell.run_ids.items())},
-            "failed": cell.failed,
-            "running": cell.running,
-            "test_accuracy": stat_json(
-                cell.stats.get(Metrics.TEST_ACCURACY), cell.marks.get(Metrics.TEST_ACCURACY)
-            ),
-            "theoretical_speedup": stat_json(
-                cell.stats.get(Metrics.THEORETICAL_SPEEDUP),
-                cell.marks.get(Metrics.THEORETICAL_SPEEDUP),
-            ),
+            **cell_json(t, cell),
             "sparsity": stat_json(cell.stats.get(Metrics.SPARSITY)),
             "flags": [] if row.reference else cell.flags(),
         }
@@ -449,14 +438,11 @@ def render_rich(board: Table2Board) -> rich.table.Table:
     from rich.table import Table
     from rich.text import Text
 
-    captions = [Text(f"⚠ unfair comparison: {p}", style="bold red") for p in board.problems]
-    captions.append(Text(board.headline, style="bold"))
-    captions += [Text(line, style="dim") for line in board.findings]
     h = board.header
     table = Table(
         title=f"benchsuite study table2: {board.experiment}\n{h['dataset']}, {h['model']}, "
         f"{h['epochs']} epochs = {h['train_steps']} steps, seeds {h['seeds']}",
-        caption=Text("\n").join(captions),
+        caption=study_caption(board.problems, board.headline, board.findings),
         caption_justify="left",
     )
     for i, title in enumerate(_titles(board.targets)):
@@ -471,7 +457,7 @@ def render_rich(board: Table2Board) -> rich.table.Table:
                 cells += [Text("—")] * 3
                 continue
             mark = cell.marks.get(Metrics.TEST_ACCURACY, Mark())
-            style = "bold green" if mark.rank == 1 else ("red" if not cell.ranked else "")
+            style = "bold green" if mark.best else ("red" if not cell.ranked else "")
             cells += [
                 Text(acc_value(cell) + mark.symbol + f" ({n_text(cell)})", style=style),
                 Text(_speedup_text(cell)),
