@@ -31,7 +31,7 @@ from benchsuite.boards.leaderboard import (
     Leaderboard,
     Row,
 )
-from benchsuite.boards.stats import Mark, Stat
+from benchsuite.boards.stats import Comparison, Mark, Stat
 from benchsuite.boards.tuning_section import markdown_lines as tuning_lines
 from benchsuite.core.record import Metrics
 
@@ -431,7 +431,7 @@ def _delta_lines(board: Leaderboard) -> list[str]:
     return out + ["", *[f"- {line}" for line in delta_findings(board.deltas or [])]]
 
 
-def _finite(x: float | None) -> float | None:
+def finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
@@ -451,6 +451,23 @@ def stat_json(st: Stat | None, mark: Mark | None = None) -> dict[str, Any] | Non
     if mark is not None:
         out["mark"] = mark_json(mark)
     return out
+
+
+def comparison_json(c: Comparison) -> dict[str, Any]:
+    """One tested pair, as every published board writes it: the evidence behind its marks."""
+    return {
+        "metric": c.metric,
+        "target_sparsity": c.target,
+        "upper": c.upper,
+        "lower": c.lower,
+        "shared_seeds": c.shared_seeds,
+        "diff": c.diff,
+        "t": finite(c.t),
+        "t_infinite": c.t is not None and math.isinf(c.t),
+        "p": c.p,
+        "p_holm": c.p_holm,
+        "status": c.status,
+    }
 
 
 def cell_json(target: float, cell: Cell) -> dict[str, Any]:
@@ -555,22 +572,7 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
             if board.deltas
             else {}
         ),
-        "comparisons": [
-            {
-                "metric": c.metric,
-                "target_sparsity": c.target,
-                "upper": c.upper,
-                "lower": c.lower,
-                "shared_seeds": c.shared_seeds,
-                "diff": c.diff,
-                "t": _finite(c.t),
-                "t_infinite": c.t is not None and math.isinf(c.t),
-                "p": c.p,
-                "p_holm": c.p_holm,
-                "status": c.status,
-            }
-            for c in board.comparisons
-        ],
+        "comparisons": [comparison_json(c) for c in board.comparisons],
     }
 
 

@@ -29,7 +29,14 @@ from benchsuite.boards.aggregation import aggregate, derive_header, latest
 from benchsuite.boards.format import percent
 from benchsuite.boards.leaderboard import Cell, UnfairComparison
 from benchsuite.boards.publish import write_published
-from benchsuite.boards.render import acc_value, md_marked, n_text, stat_json, study_caption
+from benchsuite.boards.render import (
+    acc_value,
+    comparison_json,
+    md_marked,
+    n_text,
+    stat_json,
+    study_caption,
+)
 from benchsuite.boards.stats import ALPHA, Comparison, Mark
 from benchsuite.core.errors import BadInput
 from benchsuite.core.record import Kinds, Metrics, Params, RunRecord, Tags, to_float
@@ -407,22 +414,7 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
         "notes": board.notes,
         "columns": [dataclasses.asdict(c) for c in board.columns],
         "cells": cells,
-        "comparisons": [
-            {
-                "metric": c.metric,
-                "target_sparsity": c.target,
-                "upper": c.upper,
-                "lower": c.lower,
-                "shared_seeds": c.shared_seeds,
-                "diff": c.diff,
-                "t": c.t if c.t is not None and math.isfinite(c.t) else None,
-                "t_infinite": c.t is not None and math.isinf(c.t),
-                "p": c.p,
-                "p_holm": c.p_holm,
-                "status": c.status,
-            }
-            for c in board.comparisons
-        ],
+        "comparisons": [comparison_json(c) for c in board.comparisons],
     }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,6 +36,8 @@ from benchsuite.boards.publish import write_published
 from benchsuite.boards.render import (
     acc_value,
     cell_json,
+    comparison_json,
+    finite,
     footnoted_cells,
     mark_json,
     md_marked,
@@ -355,10 +356,6 @@ def to_markdown(board: Table2Board) -> str:
     return "\n".join(out) + "\n"
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
 def _row_dict(row: Row) -> dict[str, Any]:
     tp = row.img_per_s
     cells = {}
@@ -388,7 +385,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
 def _column_dict(column) -> dict[str, Any]:
     data = dataclasses.asdict(column)
     for pair in data["pairs"]:
-        pair["t"] = _finite(pair["t"])
+        pair["t"] = finite(pair["t"])
     return data
 
 
@@ -414,19 +411,7 @@ def _board_dict(board: Table2Board) -> dict[str, Any]:
         "Holm-corrected per column (statsmodels multipletests); Kendall's tau-b "
         "(scipy.stats.kendalltau)",
         "columns": [_column_dict(c) for c in board.columns],
-        "marks": [
-            {
-                "metric": c.metric,
-                "target_sparsity": c.target,
-                "upper": c.upper,
-                "lower": c.lower,
-                "shared_seeds": c.shared_seeds,
-                "diff": c.diff,
-                "p": c.p,
-                "status": c.status,
-            }
-            for c in board.board.comparisons
-        ],
+        "marks": [comparison_json(c) for c in board.board.comparisons],
     }
 
 
