@@ -46,6 +46,30 @@ def test_sentences_claim_only_what_the_corrected_tests_separate() -> None:
             assert word not in sentence
 
 
+def test_the_floor_sentence_is_its_own_holm_family_computed_by_hand() -> None:
+    """A floor whose seeds scatter (80, 86, 78, 87): x and y are each separated from it on their
+    own paired test (p 0.038, 0.034) but not after Holm over the column's two methods (× 2 and
+    running max: 0.068 for both), so neither is "above the floor". As a lone pair in the marks'
+    family below the best, y − floor would pass (0.034) while x, higher, would not."""
+    z = [80.0, 86.0, 78.0, 87.0]
+    acc = {0.9: {"x": ACC[0.9]["x"], "y": ACC[0.9]["y"], "z": z}}
+    board = aggregate(runs(acc), experiment="floor")
+
+    def p_paired(a: list[float], b: list[float]) -> float:
+        d = [u - v for u, v in zip(a, b)]
+        mean = sum(d) / 4
+        sd = math.sqrt(sum((v - mean) ** 2 for v in d) / 3)
+        return 2 * stats.t.sf(abs(mean / (sd / 2)), 3)
+
+    px, py = p_paired(acc[0.9]["x"], z), p_paired(acc[0.9]["y"], z)
+    assert py < px < 0.05
+    assert max(2 * py, px) > 0.05  # Holm over two: neither survives
+    text = " ".join(findings(board))
+    assert "At 90%, x, y are not separated above the one-shot floor" in text
+    below = next(c for c in board.comparisons if (c.upper, c.lower) == ("y", "oneshot"))
+    assert below.family == "rest" and below.status == "separated"  # the marks' question differs
+
+
 def test_friedman_ranks_and_critical_difference_by_hand() -> None:
     """Blocks are every (target, seed): x wins 6 of 8, y 2 of 8, z is last in all."""
     board = aggregate(runs(), experiment="ranks")

@@ -247,34 +247,48 @@ def marks(board, target: float, metric: str = "test_accuracy") -> dict[str, tupl
     }
 
 
-def test_the_best_group_and_ranks_follow_holm_corrected_p_values_computed_by_hand() -> None:
-    """Four rows, three seeds: six pairs, their paired-t p-values in closed form (df = 2), Holm
-    by hand. x beats y and w on their own tests (p 0.038, 0.028) but not after the correction
-    (× 2 and × 3 of six tests): the best group is x, y, w; z is separated from all three."""
-    col = {"x": [10, 11, 12], "y": [9, 10.5, 11.0], "w": [9.3, 10.2, 10.8], "z": [5, 6, 7]}
+class _Row:
+    def __init__(self, label: str) -> None:
+        self.label = label
 
-    class Row:
-        def __init__(self, label: str) -> None:
-            self.label = label
 
-    entries = [(Row(k), dict(enumerate(v)), Mark()) for k, v in col.items()]
-    comps = {(c.upper, c.lower): c for c in rank_column(entries, "test_accuracy", 0.9)}
+def _p_by_hand(col: dict[str, list[float]], a: str, b: str) -> float:
+    """Two-sided paired t-test on three seeds, closed form (df = 2)."""
+    d = [u - v for u, v in zip(col[a], col[b])]
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+    return 0.0 if sd == 0 else p_df2(mean / (sd / math.sqrt(3)))
 
-    def p_of(a: str, b: str) -> float:
-        d = [u - v for u, v in zip(col[a], col[b])]
-        mean = sum(d) / 3
-        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
-        return 0.0 if sd == 0 else p_df2(mean / (sd / math.sqrt(3)))
 
-    pairs = [("x", "y"), ("x", "w"), ("x", "z"), ("y", "w"), ("y", "z"), ("w", "z")]
-    raw = {pair: p_of(*pair) for pair in pairs}
-    assert raw[("x", "y")] == pytest.approx(1 - 5 / math.sqrt(27))  # t = 5
-    order = sorted(pairs, key=raw.get)  # Holm: k-th smallest × (6 − k + 1), running maximum
+def _holm_by_hand(raw: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """Holm: the k-th smallest p × (m − k + 1), capped at 1, running maximum."""
     holm, running = {}, 0.0
-    for k, pair in enumerate(order):
-        running = max(running, min(1.0, raw[pair] * (len(pairs) - k)))
+    for k, pair in enumerate(sorted(raw, key=raw.get)):
+        running = max(running, min(1.0, raw[pair] * (len(raw) - k)))
         holm[pair] = running
-    for pair in pairs:
+    return holm
+
+
+def _rank(col: dict[str, list[float]]) -> tuple[dict, list]:
+    entries = [(_Row(k), dict(enumerate(v)), Mark()) for k, v in col.items()]
+    comps = {(c.upper, c.lower): c for c in rank_column(entries, "test_accuracy", 0.9)}
+    return comps, entries
+
+
+def test_the_best_group_and_ranks_follow_holm_corrected_p_values_computed_by_hand() -> None:
+    """Four rows, three seeds: the best's three tests are one family, the other three pairs
+    another; paired-t p-values in closed form (df = 2), Holm by hand in each. x beats y and w
+    on their own tests (p 0.038, 0.028) but not after the correction (0.028 × 2 of three
+    tests): the best group is x, y, w; z is separated from all three."""
+    col = {"x": [10, 11, 12], "y": [9, 10.5, 11.0], "w": [9.3, 10.2, 10.8], "z": [5, 6, 7]}
+    comps, entries = _rank(col)
+    best = [("x", "y"), ("x", "w"), ("x", "z")]
+    rest = [("y", "w"), ("y", "z"), ("w", "z")]
+    raw = {pair: _p_by_hand(col, *pair) for pair in best + rest}
+    assert raw[("x", "y")] == pytest.approx(1 - 5 / math.sqrt(27))  # t = 5
+    holm = _holm_by_hand({p: raw[p] for p in best}) | _holm_by_hand({p: raw[p] for p in rest})
+    for pair in best + rest:
+        assert comps[pair].family == ("best" if pair in best else "rest")
         assert comps[pair].p == pytest.approx(raw[pair], abs=1e-12)
         assert comps[pair].p_holm == pytest.approx(holm[pair], abs=1e-12)
     assert raw[("x", "y")] < 0.05 and raw[("x", "w")] < 0.05  # separated alone ...
@@ -286,14 +300,34 @@ def test_the_best_group_and_ranks_follow_holm_corrected_p_values_computed_by_han
     assert got == {"x": (True, 1, 3), "y": (True, 1, 3), "w": (True, 1, 3), "z": (False, 4, 3)}
 
 
+def test_pairs_below_the_best_do_not_dilute_the_best_group() -> None:
+    """x − y (diffs 1.0, 1.3, 0.7: t = 5.77, p = 0.0287) is the largest p of the best's family,
+    so Holm leaves it at 0.0287: y is outside the best group. Corrected with the three pairs
+    below the best (one family of six) it would be the 5th smallest, × 2 = 0.057: not
+    separated. The pairs the best group never asks about no longer decide it."""
+    col = {"x": [10, 11, 12], "y": [9, 9.7, 11.3], "z": [5, 6, 7], "w": [4.9, 6.2, 6.8]}
+    comps, entries = _rank(col)
+    raw = {(a, b): _p_by_hand(col, a, b) for a, b in comps}
+    assert raw[("x", "y")] == pytest.approx(1 - (1 / (0.3 / math.sqrt(3))) / math.sqrt(2 + 100 / 3))
+    one_family = _holm_by_hand(raw)
+    assert one_family[("x", "y")] > 0.05  # the old family: not separated
+    assert comps[("x", "y")].p_holm == pytest.approx(raw[("x", "y")], abs=1e-12)
+    assert comps[("x", "y")].status == "separated"
+    got = {row.label: (m.best, m.rank, m.group_size) for row, _, m in entries}
+    assert got == {"x": (True, 1, 1), "y": (False, 2, 1), "z": (False, 3, 1), "w": (False, 3, 1)}
+
+
 def test_marks_on_the_board(board) -> None:
-    # 0.9: b is separated from the best (a) after the correction; c and d, noisier, are not
+    # 0.9, the best's family (a against b, e, c, d: p 0.0033, 0.0062, 0.023, 0.096; Holm × 4,
+    # 3, 2, 1 → 0.013, 0.018, 0.046, 0.096): b, e and c are separated from a, d is not. Below
+    # the best (five tested pairs, c = d a tie): e is separated from b, c and d (p 0.0083 × 4,
+    # 0.014 × 3, ~0 × 5), b from neither c nor d (0.23, 0.42).
     assert marks(board, 0.9) == {
         "a": (True, 1),
         "b": (False, 2),
-        "c": (True, 1),
+        "c": (False, 2),
         "d": (True, 1),
-        "e": (False, 4),
+        "e": (False, 5),
     }
     # a and b share one seed at 0.98: b is untested against the best, so nothing is marked
     assert marks(board, 0.98) == {"a": (False, None), "b": (False, None)}

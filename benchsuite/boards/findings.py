@@ -1,7 +1,8 @@
 """What a board says in words, generated from its corrected statistics and nothing else.
 
 Every sentence here is a reading of a test: a best group (the methods no Holm-corrected paired
-test separates from a column's best), a separation from the one-shot floor, a Friedman test of
+test separates from a column's best), a separation from the one-shot floor (its own family,
+``stats.floor_tests``), a Friedman test of
 the methods' ranks across the board's columns with Nemenyi's critical difference (Demšar 2006),
 and, for a tuned board, the paired difference to the defaults with its interval. Nothing says
 "leads" or "beats" without a separation, and "not separated" is never read as "equal".
@@ -17,7 +18,7 @@ from scipy import stats
 
 from benchsuite.boards.format import percent, two_dp
 from benchsuite.boards.leaderboard import FLOOR_METHOD, Cell, Leaderboard, Row
-from benchsuite.boards.stats import ALPHA, Stat
+from benchsuite.boards.stats import ALPHA, Stat, floor_tests
 from benchsuite.core.record import Metrics
 
 ACC = Metrics.TEST_ACCURACY
@@ -148,16 +149,15 @@ def column_findings(board: Leaderboard, target: float) -> list[str]:
 
 
 def _not_above(board: Leaderboard, target: float, floor: Row) -> list[Row]:
-    """Compared rows that no corrected test puts above the floor."""
-    separated = {
-        c.upper
-        for c in board.comparisons
-        if c.metric == ACC
-        and c.target == target
-        and c.lower == floor.label
-        and c.status == "separated"
-    }
-    return [r for r in compared(board, target) if r is not floor and r.label not in separated]
+    """Compared rows that no corrected test puts above the floor (the floor's own family:
+    every compared row against it, Holm over the column's rows)."""
+    rows = [r for r in compared(board, target) if r is not floor]
+    values = {r.label: r.cells[target].by_seed[ACC] for r in rows}
+    tests = floor_tests(
+        [r.label for r in rows], values, floor.cells[target].by_seed[ACC], board.alpha
+    )
+    above = {t.method for t in tests if t.status == "above"}
+    return [r for r in rows if r.label not in above]
 
 
 def across_findings(result: AcrossTargets | None, alpha: float = ALPHA) -> list[str]:

@@ -215,8 +215,10 @@ def _legend_lines(board: Leaderboard) -> list[str]:
     lines.append(
         "**Marks**: within each column every pair of compared rows is tested by a two-sided "
         "paired t-test over the seeds both have (seeds are paired: same initial weights and "
-        "batches), and the column's p-values are corrected together by Holm's procedure "
-        f"(α = {board.alpha}). **Bold**: the *best group*, the best mean and every row not "
+        "batches), and the column's p-values are corrected by Holm's procedure "
+        f"(α = {board.alpha}) in two families: the best against each other row (the best "
+        "group) and the remaining pairs (the ranks below it). **Bold**: the *best group*, the "
+        "best mean and every row not "
         "separated from it by a corrected test (the column cannot tell them apart); its size "
         "is in the **Best group** line below the table. A superscript outside it is the rank "
         "with ties: 1 + the rows separated from it and above it (equal superscripts: no "
@@ -467,6 +469,7 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
         "p": c.p,
         "p_holm": c.p_holm,
         "status": c.status,
+        "family": c.family,
     }
 
 
@@ -558,7 +561,8 @@ def _board_dict(board: Leaderboard, header: dict[str, str] | None = None) -> dic
         ],
         "test": (
             "two-sided paired t-test (scipy.stats.ttest_rel) between every pair of a column's "
-            "rows, Holm-corrected over the column (statsmodels multipletests)"
+            "rows, Holm-corrected (statsmodels multipletests) in two families per column: the "
+            "best against each other row, and the remaining pairs (each comparison's family)"
         ),
         "problems": board.problems,
         "notes": board.notes,

@@ -12,7 +12,8 @@ from benchsuite.boards.stats import ALPHA, Comparison
 @dataclass
 class Column:
     """One (sparsity, retraining budget) column: who has the highest mean, and how ALLR fares
-    against it and against LLR by Holm-corrected paired tests (the column's family)."""
+    against it and against LLR by Holm-corrected paired tests (``boards/stats.py``: the best
+    against the others is one family, the remaining pairs the other)."""
 
     target: float
     budget: float

@@ -351,7 +351,8 @@ def to_markdown(board: StudyBoard) -> str:
         "- Columns: target sparsity · retraining budget (a fraction of the dense budget's steps).",
         "- Marks, within each column: every pair of schedules is compared by a two-sided "
         "paired t-test over shared seeds (same seed: same dense model, same batches), the "
-        f"column's p-values corrected together by Holm's procedure, α = {board.alpha}. "
+        "column's p-values corrected by Holm's procedure in two families, the best against "
+        f"each other schedule and the remaining pairs, α = {board.alpha}. "
         "**Bold**: the best group (the highest mean and every schedule not separated from it); "
         "a superscript: the rank with ties (the leaderboard's rules, docs/leaderboards.md).",
         "- *Separated* (ahead or behind) means a corrected test separates the two schedules; "
@@ -406,7 +407,8 @@ def _board_dict(board: StudyBoard) -> dict[str, Any]:
         "alpha": board.alpha,
         "test": (
             "two-sided paired t-test (scipy.stats.ttest_rel) between every pair of a column's "
-            "schedules, Holm-corrected over the column (statsmodels multipletests)"
+            "schedules, Holm-corrected (statsmodels multipletests) in two families per column: "
+            "the best against each other schedule, and the remaining pairs"
         ),
         "headline": board.headline,
         "findings": board.findings,

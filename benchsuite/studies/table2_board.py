@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchsuite.boards.leaderboard import Leaderboard, Row
-from benchsuite.boards.stats import ALPHA
+from benchsuite.boards.stats import ALPHA, FloorTest
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,6 @@ class Pair:
     @property
     def reversed_by_mean(self) -> bool:
         return self.diff is not None and self.diff < 0
-
-
-@dataclass(frozen=True)
-class FloorTest:
-    """One method against the one-shot floor in one column (Holm over the column's methods)."""
-
-    method: str
-    shared: int
-    diff: float | None  # method − floor, mean paired difference (points)
-    p: float | None
-    p_holm: float | None
-    status: str  # above | below | within noise | untested
 
 
 @dataclass

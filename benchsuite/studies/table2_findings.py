@@ -30,9 +30,9 @@ from scipy import stats
 
 from benchsuite.boards.format import img_per_s_text, percent, two_dp
 from benchsuite.boards.leaderboard import FLOOR_METHOD, Cell, Row
-from benchsuite.boards.stats import holm, paired_test
+from benchsuite.boards.stats import floor_tests, holm, paired_test
 from benchsuite.core.record import Metrics
-from benchsuite.studies.table2_board import ColumnComparison, FloorTest, Pair, Table2Board
+from benchsuite.studies.table2_board import ColumnComparison, Pair, Table2Board
 
 # Zimmer, Spiegel & Pokutta (ICLR 2023), Table 2: ResNet-50 on ImageNet, equal budget, top-1 %
 # (mean over runs) and training img/s. STR lands above the 70 % and 80 % targets (75.34 % and
@@ -165,26 +165,6 @@ def compare_column(
     if floor:
         comparison.floor = floor_tests(paper_order, values, floor, alpha)
     return comparison
-
-
-def floor_tests(
-    methods: list[str], values: dict[str, dict[int, float]], floor: dict[int, float], alpha: float
-) -> list[FloorTest]:
-    """Each method against the one-shot floor, Holm over the column's methods."""
-    raw = [(m, *paired_test(values[m], floor)[:4]) for m in methods]
-    tested = [r for r in raw if r[4] is not None]
-    adjusted = holm([r[4] for r in tested], alpha)
-    holm_of = {r[0]: (a < alpha, a) for r, a in zip(tested, adjusted)}
-    out = []
-    for m, shared, diff, _t, p in raw:
-        status, p_holm = "untested", None
-        if m in holm_of:
-            separated, p_holm = holm_of[m]
-            status = "within noise"
-            if separated and diff is not None:
-                status = "above" if diff > 0 else "below"
-        out.append(FloorTest(m, shared, diff, p, p_holm, status))
-    return out
 
 
 def accuracies(row: Row | None, target: float) -> dict[int, float]:
