@@ -70,6 +70,36 @@ def test_the_floor_sentence_is_its_own_holm_family_computed_by_hand() -> None:
     assert below.family == "rest" and below.status == "separated"  # the marks' question differs
 
 
+def test_each_pattern_is_compared_with_its_own_floor() -> None:
+    """A structured board has one floor per pattern (oneshot (2:4), oneshot (channel)): a channel
+    row is read against the channel floor only, never against another pattern's."""
+    vals = {
+        ("x", "2:4"): [90.0, 91.0, 92.0, 91.0],
+        ("oneshot", "2:4"): [80.0, 81.0, 82.0, 81.2],
+        ("y", "channel"): [85.0, 86.0, 87.0, 86.0],
+        ("oneshot", "channel"): [84.9, 86.1, 86.8, 86.2],
+    }
+    out = [rec("dense", 0, s, 95.0, sparsity=0.0) for s in range(4)]
+    for (m, pattern), accs in vals.items():
+        for s, v in enumerate(accs):
+            r = rec(m, 0.5, s, v, sparsity=0.5, classes=10, variant=pattern)
+            r.params["pattern"] = pattern
+            out.append(r)
+    board = aggregate(out, experiment="patterns")
+    assert board.row("y (channel)").pattern == "channel"
+    text = findings(board)
+    assert "At 50%, every compared method is separated above the one-shot floor (oneshot (2:4)" in (
+        " ".join(text)
+    )
+    assert any(
+        t.startswith(
+            "At 50%, y (channel) is not separated above the one-shot floor (oneshot (channel), "
+        )
+        for t in text
+    )
+    assert not any("x (2:4)" in t and "floor" in t for t in text)
+
+
 def test_friedman_ranks_and_critical_difference_by_hand() -> None:
     """Blocks are every (target, seed): x wins 6 of 8, y 2 of 8, z is last in all."""
     board = aggregate(runs(), experiment="ranks")

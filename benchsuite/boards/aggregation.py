@@ -164,7 +164,9 @@ def _rows(
         assert r.method is not None and r.target is not None
         key = (r.method, r.variant)
         if key not in rows:
-            rows[key] = Row(r.method, r.variant, reference=r.method == REFERENCE_METHOD)
+            rows[key] = Row(
+                r.method, r.variant, reference=r.method == REFERENCE_METHOD, pattern=r.pattern
+            )
         target = 0.0 if rows[key].reference else r.target
         per_cell[(r.method, r.variant, target)].append(r)
     targets = sorted({t for (m, _, t) in per_cell if m != REFERENCE_METHOD})

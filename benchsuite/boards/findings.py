@@ -132,14 +132,16 @@ def column_findings(board: Leaderboard, target: float) -> list[str]:
                 f"corrected test separates {_names(others)} from it; their order is not "
                 "established by this board."
             )
-    floor = next((r for r in rows if r.method == FLOOR_METHOD), None)
-    if floor is not None:
-        above = _not_above(board, target, floor)
-        floor_text = f"the one-shot floor ({FLOOR_METHOD}, {_acc(floor.cells[target])} %)"
+    for floor in (r for r in rows if r.method == FLOOR_METHOD):
+        peers = [r for r in rows if r is not floor and r.pattern == floor.pattern]
+        if not peers:
+            continue
+        above = _not_above(board, target, floor, peers)
+        floor_text = f"the one-shot floor ({floor.label}, {_acc(floor.cells[target])} %)"
         if above:
             verb = "is" if len(above) == 1 else "are"
             out.append(f"{where}, {_names(above)} {verb} not separated above {floor_text}.")
-        elif len(rows) > 1:
+        else:
             out.append(f"{where}, every compared method is separated above {floor_text}.")
     for row in board.rows:
         cell = None if row.reference else row.cells.get(target)
@@ -148,16 +150,13 @@ def column_findings(board: Leaderboard, target: float) -> list[str]:
     return out
 
 
-def _not_above(board: Leaderboard, target: float, floor: Row) -> list[Row]:
-    """Compared rows that no corrected test puts above the floor (the floor's own family:
-    every compared row against it, Holm over the column's rows)."""
-    rows = [r for r in compared(board, target) if r is not floor]
-    values = {r.label: r.cells[target].by_seed[ACC] for r in rows}
-    tests = floor_tests(
-        [r.label for r in rows], values, floor.cells[target].by_seed[ACC], board.alpha
-    )
+def _not_above(board: Leaderboard, target: float, floor: Row, peers: list[Row]) -> list[Row]:
+    """The peers (the floor's pattern) that no corrected test puts above the floor: the
+    floor's own family, every peer against it, Holm over the peers."""
+    values = {r.label: r.cells[target].by_seed[ACC] for r in peers}
+    tests = floor_tests(list(values), values, floor.cells[target].by_seed[ACC], board.alpha)
     above = {t.method for t in tests if t.status == "above"}
-    return [r for r in rows if r.label not in above]
+    return [r for r in peers if r.label not in above]
 
 
 def across_findings(result: AcrossTargets | None, alpha: float = ALPHA) -> list[str]:

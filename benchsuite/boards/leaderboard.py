@@ -103,6 +103,7 @@ class Row:
     cells: dict[float, Cell] = field(default_factory=dict)
     img_per_s: Throughput | None = None
     tuned: bool | None = None
+    pattern: str = "unstructured"  # the sparsity pattern of its runs (--pattern)
 
     @property
     def label(self) -> str:
