@@ -320,6 +320,9 @@ def _speed_points(row: Row, targets: list[float], metric: str) -> list[tuple[flo
     return sorted(pts)
 
 
+_PATTERN_LINES = ("-", "--", "-.", (0, (5, 2, 1, 2, 1, 2)))
+
+
 def plot_speed(board: Leaderboard) -> Figure:
     """Test accuracy against the *measured* speedup at the large batch (left) and against the
     theoretical speedup (right), both on a log scale: the distance between a method's two
@@ -333,14 +336,20 @@ def plot_speed(board: Leaderboard) -> Figure:
     FigureCanvasAgg(fig)
     measured, theory = fig.subplots(1, 2, sharey=True)
     missing = []
-    for i, row in enumerate(board.rows):
+    # A method keeps one colour across its patterns and a pattern one line style and marker, so
+    # "gmp" and "gmp (2:4)" read as one method at two patterns (14 rows would repeat a cycle).
+    methods = list(dict.fromkeys(r.method for r in board.rows if not r.reference))
+    patterns = list(dict.fromkeys(r.pattern for r in board.rows if not r.reference))
+    for row in board.rows:
+        k = patterns.index(row.pattern) if row.pattern in patterns else 0
+        colour = f"C{methods.index(row.method) % 10}" if row.method in methods else "0.3"
         style = {
-            "marker": _MARKERS[i % len(_MARKERS)],
+            "marker": _MARKERS[k % len(_MARKERS)],
             "markersize": 5,
             "capsize": 3,
             "linewidth": 1.2,
-            "linestyle": ":" if row.reference else ("--" if i >= 10 else "-"),
-            "color": "0.3" if row.reference else f"C{i % 10}",
+            "linestyle": ":" if row.reference else _PATTERN_LINES[k % len(_PATTERN_LINES)],
+            "color": "black" if row.method == FLOOR_METHOD else colour,
         }
         for ax, metric in (
             (measured, Metrics.MEASURED_SPEEDUP),
