@@ -1,11 +1,13 @@
 """The calibration search: it lands a knob on the target on the calibration seeds, judged on
 sparsity only, and never uses a benchmark seed."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
-from benchsuite.tuning.calibrate import CALIBRATION_SEEDS, Probe, calibrate, toml_block
+from benchsuite.tuning.calibrate import CALIBRATION_SEEDS, Probe, RunCache, calibrate, toml_block
 
 
 def fake_sparsity(job: tuple) -> float:
@@ -18,7 +20,16 @@ def fake_sparsity(job: tuple) -> float:
 
 def test_the_search_lands_the_mean_on_the_target() -> None:
     probes = calibrate(
-        "fashion-mnist", "str", "weight_decay", 0.9, 1e-4, 1e-3, train=fake_sparsity, workers=1
+        "fashion-mnist",
+        "str",
+        "weight_decay",
+        0.9,
+        1e-4,
+        1e-3,
+        train=fake_sparsity,
+        workers=1,
+        cache=None,
+        key=repr,
     )
     best = probes[-1]
     assert best.accepted(0.9)
@@ -34,3 +45,52 @@ def test_acceptance_counts_the_projection_and_the_methods_own_mean() -> None:
     assert not Probe(0.5, (0.88, 0.88, 0.90)).accepted(0.9)  # own mean 0.8867: mostly top-up
     assert Probe(0.5, (0.89, 0.89, 0.905)).accepted(0.9)  # own mean 0.895, projected 0.9017
     assert Probe(0.5, (0.89, 0.90, 0.91)).projected_mean(0.9) == pytest.approx(0.9033, abs=1e-4)
+
+
+def test_a_stopped_calibration_resumes_from_its_finished_runs(tmp_path: Path) -> None:
+    """The first attempt is stopped in its third probe after two of its six runs; the same
+    command then trains only what is missing and ends with the same probes as an unbroken one."""
+    cache = tmp_path / "runs.jsonl"
+    calls: list[tuple] = []
+
+    def stopped_after(n: int):
+        def train(job: tuple) -> float:
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            calls.append(job)
+            return fake_sparsity(job)
+
+        return train
+
+    args = ("fashion-mnist", "str", "weight_decay", 0.9, 1e-4, 1e-3)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(*args, train=stopped_after(14), workers=1, cache=cache, key=repr)
+    assert len(cache.read_text().splitlines()) == 14  # two probes and two runs of the third
+    with cache.open("a") as f:
+        f.write('{"key": "cut short by the kill", "spars')  # a torn last line is skipped
+    first = len(calls)
+    resumed = calibrate(*args, train=stopped_after(10**6), workers=1, cache=cache, key=repr)
+    whole = calibrate(*args, train=fake_sparsity, workers=1, cache=None, key=repr)
+    assert resumed == whole
+    assert len(calls) - first == 6 * len(whole) - 14  # only the runs not yet finished
+    assert len(RunCache(cache).done) == 6 * len(whole)
+    row = json.loads(cache.read_text().splitlines()[0])
+    assert row["sparsity"] == pytest.approx(fake_sparsity(tuple(row["job"][:-1]) + ((),)))
+
+
+def test_the_cache_key_is_the_runs_own_key() -> None:
+    """A calibration run is kept under the key the runner gives the same configuration: one per
+    (value, seed, target, fixed), the same in a later process."""
+    from benchsuite.tuning.calibrate import _config, run_key_of
+
+    key = run_key_of("digits")
+    job = ("digits", "str", "weight_decay", 5e-3, 0.9, 100, ())
+    other = [
+        ("digits", "str", "weight_decay", 6e-3, 0.9, 100, ()),
+        ("digits", "str", "weight_decay", 5e-3, 0.9, 101, ()),
+        ("digits", "str", "weight_decay", 5e-3, 0.95, 100, ()),
+        ("digits", "str", "weight_decay", 5e-3, 0.9, 100, (("s_initial", "-3.0"),)),
+    ]
+    assert key(job) == run_key_of("digits")(job)
+    assert len({key(job), *map(key, other)}) == 5
+    assert _config(job).seed == 100 and dict(_config(job).hparams)["weight_decay"] == "0.005"

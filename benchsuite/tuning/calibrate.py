@@ -18,21 +18,31 @@ on average (so the projection only tops up a little).
         --target 0.9 --low 5e-3 --high 8e-3
 
 prints one line per probe and the TOML block for the preset.
+
+Every finished calibration run is appended to ``.benchsuite/calibration/runs.jsonl`` under its
+run key (``training/runner.key_for``: the resolved configuration, data and steps), as it
+finishes. The search is deterministic, so the same command stopped part-way (a probe on a
+ResNet preset is six runs of about three CPU-minutes) proposes the same values again and takes
+the finished runs from the file: it resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from benchsuite.core.identity import RunConfig, hparam_pairs
 from benchsuite.core.record import Metrics
+from benchsuite.data.base import load_dataset
 from benchsuite.presets import load_preset
 from benchsuite.training.loop import train_run
+from benchsuite.training.runner import key_for
 
 # Benchmark seeds are 0..N-1, tuning seeds 1000+. Six, not three: three seeds of STR at one λ
 # put the mean after the projection anywhere in ~[S, S + 1 pp] (docs/methods.md, str).
@@ -68,18 +78,61 @@ class Probe:
         )
 
 
-def _train(args: tuple[str, str, str, float, float, int, tuple[tuple[str, str], ...]]) -> float:
-    """One calibration run (in a worker process, one thread): the sparsity before projection."""
-    preset_name, method, knob, value, target, seed, fixed = args
-    torch.set_num_threads(1)
-    config = RunConfig(
+CACHE = Path(".benchsuite/calibration/runs.jsonl")
+
+Job = tuple[str, str, str, float, float, int, tuple[tuple[str, str], ...]]
+
+
+def _config(job: Job) -> RunConfig:
+    preset_name, method, knob, value, target, seed, fixed = job
+    return RunConfig(
         preset=load_preset(preset_name),
         method=method,
         target=target,
         seed=seed,
         hparams=hparam_pairs({**dict(fixed), knob: value}),
     )
-    return train_run(config, evaluation=False).metrics[Metrics.SPARSITY_BEFORE_PROJECTION]
+
+
+def _train(job: Job) -> float:
+    """One calibration run (in a worker process, one thread): the sparsity before projection."""
+    torch.set_num_threads(1)
+    return train_run(_config(job), evaluation=False).metrics[Metrics.SPARSITY_BEFORE_PROJECTION]
+
+
+class RunCache:
+    """Finished calibration runs, sparsity by run key, one JSON line each, appended as each run
+    finishes (a line cut short by a kill is skipped on reading)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.done: dict[str, float] = {}
+        self.torn = False  # the file ends inside a line: the next one starts on a fresh line
+        if path is not None and path.exists():
+            text = path.read_text(encoding="utf-8")
+            self.torn = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
+                try:
+                    row = json.loads(line)
+                    self.done[row["key"]] = float(row["sparsity"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def put(self, key: str, sparsity: float, job: Job) -> None:
+        self.done[key] = sparsity
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"key": key, "sparsity": sparsity, "job": job}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(("\n" if self.torn else "") + json.dumps(line) + "\n")
+        self.torn = False
+
+
+def run_key_of(preset: str) -> Callable[[Job], str]:
+    """The real runs' key (the dataset loaded once, for its fingerprint and the plan's steps)."""
+    data = load_dataset(load_preset(preset).dataset, None)
+    return lambda job: key_for(_config(job), data)
 
 
 def _logit(p: float) -> float:
@@ -100,12 +153,17 @@ def calibrate(
     fixed: tuple[tuple[str, str], ...] = (),
     max_probes: int = 7,
     workers: int = 2,
-    train: Callable[[tuple], float] | None = None,
+    train: Callable[[Job], float] | None = None,
+    cache: Path | None = CACHE,
+    key: Callable[[Job], str] | None = None,
 ) -> list[Probe]:
     """Probe the knob until a value is accepted (or ``max_probes``); returns every probe.
 
-    ``train`` replaces the real runs (in this process), e.g. by a known function in a test.
+    ``train`` replaces the real runs (in this process), e.g. by a known function in a test, and
+    ``key`` their run key; ``cache`` is where finished runs are kept (None: nowhere).
     """
+    key = key or run_key_of(preset)
+    done = RunCache(cache)
     aim = _logit(target + AIM_ABOVE)
 
     def x(v: float) -> float:
@@ -116,7 +174,19 @@ def calibrate(
 
     probes: list[Probe] = []
     with ProcessPoolExecutor(workers) as pool:
-        run_all = (lambda jobs: map(train, jobs)) if train else (lambda j: pool.map(_train, j))
+
+        def run_all(jobs: list[Job]) -> list[float]:
+            keys = [key(job) for job in jobs]
+            todo = {k: job for k, job in zip(keys, jobs) if k not in done.done}
+            if train is not None:
+                for k, job in todo.items():
+                    done.put(k, train(job), job)
+            else:
+                futures = {pool.submit(_train, job): (k, job) for k, job in todo.items()}
+                for future in as_completed(futures):
+                    k, job = futures[future]
+                    done.put(k, future.result(), job)
+            return [done.done[k] for k in keys]
 
         def probe(value: float) -> Probe:
             jobs = [(preset, method, knob, value, target, s, fixed) for s in CALIBRATION_SEEDS]
