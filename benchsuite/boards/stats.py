@@ -57,7 +57,7 @@ from __future__ import annotations
 import gc
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,7 +74,6 @@ class Labelled(Protocol):
 
 ALPHA = 0.05
 _TIE_REL = 1e-9
-_TESTED = ("separated", "noise")  # the statuses a test gave (the rest never enter a family)
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -172,20 +171,23 @@ def paired_test(
     return len(seeds), diff, t, p, ("separated" if p < alpha else "noise")
 
 
-def holm(pvalues: list[float], alpha: float = ALPHA) -> list[float]:
-    """Holm-corrected p-values of one family (statsmodels' ``multipletests``).
+def holm(pvalues: Sequence[float | None], alpha: float = ALPHA) -> list[float | None]:
+    """Holm-corrected p-values of one family (statsmodels' ``multipletests``). The family is
+    the tested pairs: a None (a tie, or fewer than 2 shared seeds) stays None and is not
+    counted.
 
     Its Holm branch ends with a full ``gc.collect()``, 0.16 s in a process that holds torch:
     over a board's hundred columns that was most of ``publish``. The process's objects are
     frozen around the call, so the collection sees only the call's own few."""
-    if not pvalues:
-        return []
+    tested = [p for p in pvalues if p is not None]
+    if not tested:
+        return [None] * len(pvalues)
     gc.freeze()
     try:
-        adjusted = multipletests(pvalues, alpha=alpha, method="holm")[1]
+        adjusted = iter(multipletests(tested, alpha=alpha, method="holm")[1])
     finally:
         gc.unfreeze()
-    return [float(p) for p in adjusted]
+    return [None if p is None else float(next(adjusted)) for p in pvalues]
 
 
 def rank_column(
@@ -209,10 +211,10 @@ def rank_column(
         for row_l, vals_l, _ in ranked[i + 1 :]:
             family = "best" if i == 0 else "rest"
             raw.append((row_u.label, row_l.label, *paired_test(vals_u, vals_l, alpha), family))
-    corrected: dict[int, float] = {}
+    corrected: dict[int, float | None] = {}
     for family in ("best", "rest"):
-        tested = [k for k, r in enumerate(raw) if r[-1] == family and r[-2] in _TESTED]
-        corrected |= dict(zip(tested, holm([raw[k][5] for k in tested], alpha)))
+        members = [k for k, r in enumerate(raw) if r[-1] == family]
+        corrected |= dict(zip(members, holm([raw[k][5] for k in members], alpha)))
     comps = []
     for k, (upper, lower, shared, diff, t, p, status, family) in enumerate(raw):
         p_holm = corrected.get(k)
@@ -253,16 +255,12 @@ def floor_tests(
 ) -> list[FloorTest]:
     """Each method against the one-shot floor, Holm over the column's methods."""
     raw = [(m, *paired_test(values[m], floor)[:4]) for m in methods]
-    tested = [r for r in raw if r[4] is not None]
-    adjusted = holm([r[4] for r in tested], alpha)
-    holm_of = {r[0]: (a < alpha, a) for r, a in zip(tested, adjusted)}
     out = []
-    for m, shared, diff, _t, p in raw:
-        status, p_holm = "untested", None
-        if m in holm_of:
-            separated, p_holm = holm_of[m]
+    for (m, shared, diff, _t, p), p_holm in zip(raw, holm([r[4] for r in raw], alpha)):
+        status = "untested"
+        if p_holm is not None:
             status = "within noise"
-            if separated and diff is not None:
+            if p_holm < alpha and diff is not None:
                 status = "above" if diff > 0 else "below"
         out.append(FloorTest(m, shared, diff, p, p_holm, status))
     return out

@@ -147,16 +147,12 @@ def compare_column(
     for i, up in enumerate(paper_order):
         for low in paper_order[i + 1 :]:
             raw.append((up, low, *paired_test(values[up], values[low])[:4]))
-    tested = [r for r in raw if r[5] is not None]
-    adjusted = holm([r[5] for r in tested], alpha)
-    holm_of = {(r[0], r[1]): (a < alpha, a) for r, a in zip(tested, adjusted)}
     pairs = []
-    for up, low, shared, diff, t, p in raw:
-        status, p_holm = "untested", None
-        if (up, low) in holm_of:
-            separated, p_holm = holm_of[(up, low)]
+    for (up, low, shared, diff, t, p), p_holm in zip(raw, holm([r[5] for r in raw], alpha)):
+        status = "untested"
+        if p_holm is not None:
             status = "within noise"
-            if separated and diff is not None:
+            if p_holm < alpha and diff is not None:
                 status = "agrees" if diff > 0 else "disagrees"
         pairs.append(Pair(up, low, paper[up] - paper[low], shared, diff, t, p, p_holm, status))
     comparison = ColumnComparison(
