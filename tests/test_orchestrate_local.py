@@ -49,6 +49,37 @@ def test_runs_every_config_in_process_and_resumes(tiny_preset, tiny_data, tmp_pa
 
 
 @pytest.mark.integration
+def test_a_key_finished_in_another_experiment_is_copied_not_trained(
+    tiny_preset, tiny_data, tmp_path
+) -> None:
+    uri = f"sqlite:///{tmp_path}/m.db"
+    (first,) = run_local([RunConfig(tiny_preset, "gmp", 0.5, 0)], tiny_data, uri, "defaults").trials
+    # The tuned board: GMP's tuning kept its defaults (the same key) and a new seed.
+    configs = [RunConfig(tiny_preset, "gmp", 0.5, s, tuned=True) for s in (0, 1)]
+    outcome = run_local(configs, tiny_data, uri, "tuned", console=QUIET)
+    assert (outcome.adopted, outcome.finished, outcome.skipped) == (1, 1, 0)
+    assert "1 copied (finished in another experiment of the store)" in outcome.summary()
+    client = MlflowClient(uri)
+    (source,) = runs_of(uri, "defaults")
+    copy = next(r for r in runs_of(uri, "tuned") if r.data.params["seed"] == "0")
+    tags = copy.data.tags
+    assert tags["benchsuite.adopted_from"] == f"defaults/{source.info.run_id}"
+    assert tags["benchsuite.run_key"] == source.data.tags["benchsuite.run_key"] == first.key
+    assert tags["benchsuite.tuned"] == "true" and copy.data.params["variant"] == "tuned"
+    assert tags["benchsuite.device"] == source.data.tags["benchsuite.device"]
+    assert copy.info.status == "FINISHED" and copy.data.metrics == source.data.metrics
+    curve = [(m.step, m.value) for m in client.get_metric_history(copy.info.run_id, "val_accuracy")]
+    assert curve == [
+        (m.step, m.value) for m in client.get_metric_history(source.info.run_id, "val_accuracy")
+    ]
+    assert len(curve) == tiny_preset.epochs + 1  # every epoch, then the finalized model
+    names = {a.path for a in client.list_artifacts(copy.info.run_id)}
+    assert {"model.safetensors", "layer_sparsity.json"} <= names
+    again = run_local(configs, tiny_data, uri, "tuned", console=QUIET)
+    assert (again.adopted, again.finished, again.skipped) == (0, 0, 2)
+
+
+@pytest.mark.integration
 def test_threads_per_trial_are_part_of_the_run(tiny_preset, tiny_data, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     configs = [RunConfig(tiny_preset, "dense", 0.0, 0)]

@@ -111,6 +111,7 @@ class Tags:
     LATENCY_BATCH = "latency_batch"  # the large batch of measured_speedup
     LATENCY_ROUNDS = "latency_rounds"  # JSON: ms per forward per round, dense and deployed
     MEASURED_SPEEDUP_UNAVAILABLE = "measured_speedup_unavailable"  # why there is no figure
+    ADOPTED_FROM = "adopted_from"  # "experiment/run_id": the same run key, finished there
     CLAIM_HOST = "claim_host"
     CLAIM_PID = "claim_pid"
     CLAIM_START = "claim_start"

@@ -19,10 +19,11 @@ from benchsuite.core.identity import preset_budget
 from benchsuite.core.record import Metrics, Tags
 from benchsuite.data.base import Dataset
 from benchsuite.execution.progress import GridProgress
+from benchsuite.store.claims import claim
 from benchsuite.store.sqlite import is_sqlite
-from benchsuite.store.tracking import Tracker, peek_finished_keys
+from benchsuite.store.tracking import Reader, Tracker, peek_finished_keys
 from benchsuite.training.loop import RunConfig
-from benchsuite.training.runner import first_line, key_for, record_failure
+from benchsuite.training.runner import first_line, key_for, record_failure, run_params, run_tags
 
 # A search (``tuning``): from the bases (resolved) and the run-key function, a Tune searcher
 # that draws the trials, with ``total``: how many it draws.
@@ -70,6 +71,7 @@ class Outcome:
     finished: int = 0
     failed: int = 0
     skipped: int = 0
+    adopted: int = 0  # finished in another experiment of the store: recorded here, not trained
     interrupted: int = 0
     retried: int = 0
     trials: list[TrialRecord] = field(default_factory=list)
@@ -88,9 +90,14 @@ class Outcome:
         )
         retried = f", {self.retried} retried" if self.retried else ""
         stopped = f", {self.interrupted} interrupted" if self.interrupted else ""
+        adopted = (
+            f", {self.adopted} copied (finished in another experiment of the store)"
+            if self.adopted
+            else ""
+        )
         return (
             f"{self.finished} finished, {self.failed} failed, {self.skipped} skipped "
-            f"(already finished){claimed}{retried}{stopped}"
+            f"(already finished){adopted}{claimed}{retried}{stopped}"
         )
 
     def tally(self, records: list[TrialRecord], started: float) -> Outcome:
@@ -167,6 +174,51 @@ def pending_runs(
     done = set() if fresh else peek_finished_keys(uri, experiment, kind)
     todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in done}.values())
     return keys, cache_groups(configs, data, sorted(todo))
+
+
+def adopt_finished(
+    configs: list[RunConfig],
+    keys: list[str],
+    todo: list[int],
+    data: Dataset,
+    uri: str,
+    experiment: str,
+    *,
+    kind: str,
+    command: str,
+) -> list[int]:
+    """The runs of ``todo`` still to train, once those whose run key FINISHED in another
+    experiment of the same store are recorded here from it (tag ``adopted_from``) instead of
+    trained again: a key is the configuration, data, steps and numerics, so its numbers are
+    the same. A tuned board then trains only the cells whose tuning changed something.
+
+    The copy is claimed like a trained run, so two commands never both write it; a copy that
+    fails ends FAILED and the run is trained instead.
+    """
+    if not todo or (is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists()):
+        return todo
+    found = Reader(uri).finished_elsewhere({keys[i] for i in todo}, kind, besides=experiment)
+    if not found:
+        return todo
+    tracker, adopted = Tracker(uri, experiment), set()
+    for i in todo:
+        if (source := found.get(keys[i])) is None:
+            continue
+        tags = run_tags(
+            configs[i], data, command=command, node=source.tag(Tags.NODE, ""), kind=kind
+        )
+        tags[Tags.ADOPTED_FROM] = f"{source.experiment}/{source.run_id}"
+        run = claim(tracker, keys[i], kind, configs[i].label(), run_params(configs[i]), tags)
+        if isinstance(run, str):
+            continue  # finished or held by another command meanwhile: its trial will say so
+        try:
+            run.adopt(source)
+        except Exception as exc:  # noqa: BLE001 - the run is trained instead
+            run.end("FAILED", f"copying {tags[Tags.ADOPTED_FROM]} failed: {first_line(exc)}")
+            continue
+        run.end("FINISHED")
+        adopted.add(i)
+    return [i for i in todo if i not in adopted]
 
 
 def cache_groups(configs: list[RunConfig], data: Dataset, todo: list[int]) -> list[int]:

@@ -25,6 +25,7 @@ from benchsuite.execution.common import (
     Outcome,
     Search,
     TrialRecord,
+    adopt_finished,
     end_leftovers,
     final_report,
     open_tracker,
@@ -75,6 +76,8 @@ def run_local(
     configs = resolve_numerics(configs, resources, here)
     keys, todo = pending_runs(configs, data, uri, experiment, kind)
     outcome = Outcome(skipped=len(configs) - len(todo), configs=configs)
+    left = adopt_finished(configs, keys, todo, data, uri, experiment, kind=kind, command=command)
+    outcome.adopted, todo = len(todo) - len(left), left
     if not todo:
         return outcome
     owner, since_ms = claimant(), int(time.time() * 1000) - 1000

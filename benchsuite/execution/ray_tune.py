@@ -51,6 +51,7 @@ from benchsuite.execution.common import (
     Outcome,
     Search,
     TrialRecord,
+    adopt_finished,
     end_leftovers,
     final_report,
     open_tracker,
@@ -331,6 +332,13 @@ def run_grid(
         return outcome
     if known is not None:  # check before anything starts or is written
         check_resources(resources, resolve_gpus(resources, known), known)
+    if search is None:
+        left = adopt_finished(
+            configs, keys, todo, data, uri, experiment, kind=kind, command=command
+        )
+        outcome.adopted, todo = len(todo) - len(left), left
+        if not todo:
+            return outcome
     redo = {keys[i] for i in todo}
     prepare = _overlap_startup(uri, experiment, redo if known is not None else None)
     records = {keys[i]: TrialRecord(configs[i].label(), keys[i]) for i in todo}

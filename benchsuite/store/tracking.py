@@ -253,6 +253,28 @@ class TrackedRun:
     def log_file(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def adopt(self, source: RunRecord) -> None:
+        """Take ``source``'s results: every metric's history (its steps and timestamps), the
+        tags this run does not set itself (the results', e.g. the device and numerics), and
+        its artifacts. For a run key that finished in another experiment of the same store:
+        the same configuration, data, steps and numerics, so the same numbers."""
+        from mlflow.entities import RunTag
+
+        client, call = self.client, retry_locked
+        history = [
+            m for key in source.metrics for m in call(client.get_metric_history)(source.run_id, key)
+        ]
+        for i in range(0, len(history), 1000):
+            call(client.log_batch)(self.run_id, metrics=history[i : i + 1000])
+        own = call(client.get_run)(self.run_id).data.tags
+        tags = [RunTag(k, v) for k, v in source.tags.items() if k.startswith(TAG) and k not in own]
+        for i in range(0, len(tags), 100):
+            call(client.log_batch)(self.run_id, tags=tags[i : i + 100])
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(call(client.download_artifacts)(source.run_id, "", tmp))
+            if any(local.iterdir()):
+                call(client.log_artifacts)(self.run_id, str(local))
+
     @retry_locked
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         from mlflow.entities import RunStatus
@@ -338,6 +360,28 @@ class Reader:
             )
         )
         return [_record(r, experiment) for r in found]
+
+    def finished_elsewhere(self, keys: set[str], kind: str, besides: str) -> dict[str, RunRecord]:
+        """Run key (of ``keys``) → the newest FINISHED run of ``kind`` with that key in an
+        experiment other than ``besides``."""
+        names = {e.experiment_id: e.name for e in self._experiments() if e.name != besides}
+        if not keys or not names:
+            return {}
+        found = _paged(
+            lambda t: self.client.search_runs(
+                list(names),
+                "attributes.status = 'FINISHED'",
+                max_results=1000,
+                order_by=["attributes.start_time DESC"],
+                page_token=t,
+            )
+        )
+        out: dict[str, RunRecord] = {}
+        for run in found:
+            rec = _record(run, names[run.info.experiment_id])
+            if rec.kind == kind and rec.run_key in keys:
+                out.setdefault(rec.run_key, rec)
+        return out
 
     def download(self, run_id: str, name: str, dst: Path) -> Path:
         """A run's artifact ``name`` (an ``record.Artifacts`` name), copied into ``dst``."""
