@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.tuning.calibrate import CALIBRATION_SEEDS, Probe, RunCache, calibrate, toml_block
+from benchsuite.core.identity import RunConfig, hparam_pairs
+from benchsuite.core.record import Metrics
+from benchsuite.training.loop import train_run
+from benchsuite.tuning.calibrate import (
+    CALIBRATION_SEEDS,
+    Probe,
+    RunCache,
+    calibrate,
+    calibrate_targets,
+    toml_block,
+)
 
 
 def fake_sparsity(job: tuple) -> float:
@@ -94,3 +104,48 @@ def test_the_cache_key_is_the_runs_own_key() -> None:
     assert key(job) == run_key_of("digits")(job)
     assert len({key(job), *map(key, other)}) == 5
     assert _config(job).seed == 100 and dict(_config(job).hparams)["weight_decay"] == "0.005"
+
+
+def test_targets_calibrated_together_share_their_probes() -> None:
+    """Each target lands as alone, on the same probes, and the three cost fewer runs."""
+    calls: list[tuple] = []
+
+    def train(job: tuple) -> float:
+        calls.append(job)
+        return fake_sparsity(job)
+
+    args = ("fashion-mnist", "str", "weight_decay")
+    together = calibrate_targets(
+        *args, [0.8, 0.85, 0.9], 1e-4, 1e-3, train=train, workers=1, cache=None, key=repr
+    )
+    joint = len(calls)
+    alone = {}
+    for target in (0.8, 0.85, 0.9):
+        alone[target] = calibrate(
+            *args, target, 1e-4, 1e-3, train=fake_sparsity, workers=1, cache=None, key=repr
+        )
+        assert together[target][-1].accepted(target) and alone[target][-1].accepted(target)
+    separate = 6 * sum(len(p) for p in alone.values())
+    assert joint == 6 * len({p.value for ps in together.values() for p in ps}) < separate
+    assert together[0.8] == alone[0.8]  # the first target searches exactly as alone
+    assert len(together[0.9]) < len(alone[0.9])  # the later ones start from a tight bracket
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("method", "knob", "value"),
+    [("str", "weight_decay", 5e-3), ("dst", "penalty", 5e-3), ("cs", "beta_final", 200.0)],
+)
+def test_a_calibrated_method_trains_the_same_whatever_its_target(
+    tiny_preset, tiny_data, method, knob, value
+) -> None:
+    """What lets targets share their probes: the target only sets the final projection."""
+    reached = {
+        target: train_run(
+            RunConfig(tiny_preset, method, target, 100, hparams=hparam_pairs({knob: value})),
+            dataset=tiny_data,
+            evaluation=False,
+        ).metrics[Metrics.SPARSITY_BEFORE_PROJECTION]
+        for target in (0.5, 0.9)
+    }
+    assert reached[0.5] == reached[0.9]

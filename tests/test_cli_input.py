@@ -237,6 +237,15 @@ def test_the_command_line_imports_no_heavy_library_to_start() -> None:
             ["--method", "str", "--knob", "weight_decay", "--target", "1.2"],
             "--target 1.2 is outside",
         ),
+        (
+            ["--method", "str", "--knob", "weight_decay", "--target", "0.8,0.9,x"],
+            "--target 'x' is not a number",
+        ),
+        (
+            ["--method", "gmp", "--knob", "weight_decay"],
+            "--method gmp reaches the target itself, there is nothing to calibrate; choose a "
+            "method whose sparsity emerges from a knob: cs, dst, str",
+        ),
         (["--method", "str", "--knob", "weight_decay", "--low", "-1"], "needs both > 0"),
         (["--method", "str", "--knob", "weight_decay", "--high", "1e-3"], "two different"),
         (["--method", "str", "--knob", "weight_decay", "--preset", "nosuch"], "unknown preset"),

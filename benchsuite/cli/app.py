@@ -614,7 +614,10 @@ def study_table2(
 def calibrate(
     method: Annotated[str, typer.Option(help="A method whose sparsity emerges from a knob.")],
     knob: Annotated[str, typer.Option(help="The hyperparameter that steers its sparsity.")],
-    target: Annotated[float, typer.Option(help="The target sparsity, in (0, 1).")],
+    target: Annotated[
+        str,
+        typer.Option(help="The target sparsity, in (0, 1); several (0.9,0.8,0.7) share probes."),
+    ],
     low: Annotated[float, typer.Option(help="The knob's first bracket end.")],
     high: Annotated[float, typer.Option(help="The knob's other bracket end.")],
     preset: PresetOption = "digits",
@@ -629,19 +632,26 @@ def calibrate(
     workers: Annotated[int, typer.Option(help="Calibration runs at once (processes).")] = 2,
 ) -> None:
     """Find the value of a sparsity-steering knob (STR, DST, CS) that lands a method on a target,
-    on calibration seeds, judged on sparsity only; prints the preset's TOML block."""
-    from benchsuite.core.method import get_method, parse_hparams
+    on calibration seeds, judged on sparsity only; prints the preset's TOML block per target."""
+    from benchsuite.core.method import get_method, method_registry, parse_hparams
     from benchsuite.core.registry import UnknownName
-    from benchsuite.execution.grid import resolve_preset
-    from benchsuite.tuning.calibrate import calibrate as search
-    from benchsuite.tuning.calibrate import toml_block
+    from benchsuite.execution.grid import parse_numbers, resolve_preset
+    from benchsuite.tuning.calibrate import calibrate_targets, toml_block
 
     try:
         resolve_preset(preset, dataset=None, model=None, epochs=None)
         try:
-            hp_cls = get_method(method).Hparams
+            method_cls = get_method(method)
         except UnknownName as exc:
             raise BadInput(f"--method: {exc}") from None
+        if method_cls.targets_sparsity:
+            reg = method_registry()
+            steered = ", ".join(m for m in reg.names() if not reg.get(m).targets_sparsity)
+            raise BadInput(
+                f"--method {method} reaches the target itself, there is nothing to calibrate; "
+                f"choose a method whose sparsity emerges from a knob: {steered}"
+            )
+        hp_cls = method_cls.Hparams
         pairs = dict(f.split("=", 1) if "=" in f else (f, "") for f in fixed or [])
         try:
             parse_hparams(hp_cls, {**pairs, knob: str(low)})
@@ -651,8 +661,15 @@ def calibrate(
             raise BadInput(f"{method} has no hyperparameter {exc}; choose from {names}") from None
         except ValueError as exc:
             raise BadInput(f"{method}: {exc}") from None
-        if not 0 < target < 1:
-            raise BadInput(f"--target {target} is outside (0, 1); give a sparsity between 0 and 1")
+        parse_numbers(
+            target,
+            "--target",
+            lambda v: 0.0 < v < 1.0,
+            "give a sparsity in (0, 1), or several: 0.9,0.8,0.7",
+            "is outside (0, 1); give a sparsity between 0 and 1",
+        )
+        # in the order given: --low and --high bracket the first target, the rest share probes
+        targets = list(dict.fromkeys(float(part) for part in target.split(",")))
         if not linear and (low <= 0 or high <= 0):
             raise BadInput(
                 f"--low {low} --high {high}: a log-scale knob needs both > 0 (or --linear)"
@@ -664,11 +681,11 @@ def calibrate(
             )
     except BadInput as exc:
         fail(str(exc))
-    probes = search(
+    found = calibrate_targets(
         preset,
         method,
         knob,
-        target,
+        targets,
         low,
         high,
         log_scale=not linear,
@@ -677,7 +694,8 @@ def calibrate(
         max_probes=max_probes,
         workers=workers,
     )
-    console.print(toml_block(method, target, knob, probes), markup=False, highlight=False)
+    for t, probes in found.items():
+        console.print(toml_block(method, t, knob, probes), markup=False, highlight=False)
 
 
 @app.command()

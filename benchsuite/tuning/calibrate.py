@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -147,6 +148,19 @@ def calibrate(
     target: float,
     low: float,
     high: float,
+    **options: Any,
+) -> list[Probe]:
+    """``calibrate_targets`` for one target: every probe, the accepted one (if any) last."""
+    return calibrate_targets(preset, method, knob, [target], low, high, **options)[target]
+
+
+def calibrate_targets(
+    preset: str,
+    method: str,
+    knob: str,
+    targets: Sequence[float],
+    low: float,
+    high: float,
     *,
     log_scale: bool = True,
     increasing: bool = True,
@@ -156,15 +170,22 @@ def calibrate(
     train: Callable[[Job], float] | None = None,
     cache: Path | None = CACHE,
     key: Callable[[Job], str] | None = None,
-) -> list[Probe]:
-    """Probe the knob until a value is accepted (or ``max_probes``); returns every probe.
+) -> dict[float, list[Probe]]:
+    """Per target (in the given order), probe the knob until a value is accepted (or
+    ``max_probes`` new values); returns each target's probes, its accepted one (if any) last.
+
+    The targets share their probes: a method calibrated here trains the same whatever its
+    target (``targets_sparsity`` is False; the target only sets the final projection, after the
+    sparsity read here), so a knob value probed for one target is a point of every target's
+    curve. A later target starts from the two probes that bracket it, not from ``low`` and
+    ``high``: a preset's three targets cost about half of three separate searches.
 
     ``train`` replaces the real runs (in this process), e.g. by a known function in a test, and
     ``key`` their run key; ``cache`` is where finished runs are kept (None: nowhere).
     """
     key = key or run_key_of(preset)
     done = RunCache(cache)
-    aim = _logit(target + AIM_ABOVE)
+    sign = 1.0 if increasing else -1.0
 
     def x(v: float) -> float:
         return math.log(v) if log_scale else v
@@ -172,8 +193,9 @@ def calibrate(
     def v_of(xx: float) -> float:
         return math.exp(xx) if log_scale else xx
 
-    probes: list[Probe] = []
-    with ProcessPoolExecutor(workers) as pool:
+    pool: dict[float, Probe] = {}  # knob value → its probe, whichever target asked for it
+    found: dict[float, list[Probe]] = {}
+    with ProcessPoolExecutor(workers) as pool_of_workers:
 
         def run_all(jobs: list[Job]) -> list[float]:
             keys = [key(job) for job in jobs]
@@ -182,46 +204,82 @@ def calibrate(
                 for k, job in todo.items():
                     done.put(k, train(job), job)
             else:
-                futures = {pool.submit(_train, job): (k, job) for k, job in todo.items()}
+                futures = {pool_of_workers.submit(_train, job): (k, job) for k, job in todo.items()}
                 for future in as_completed(futures):
                     k, job = futures[future]
                     done.put(k, future.result(), job)
             return [done.done[k] for k in keys]
 
-        def probe(value: float) -> Probe:
-            jobs = [(preset, method, knob, value, target, s, fixed) for s in CALIBRATION_SEEDS]
-            p = Probe(value, tuple(run_all(jobs)))
-            probes.append(p)
-            print(
-                f"{method} {target:g} {knob}={value:.6g}: "
-                + ", ".join(f"{s:.2%}" for s in p.sparsities)
-                + f" → mean {p.mean:.2%}, after projection {p.projected_mean(target):.2%}"
-                + ("  ✓" if p.accepted(target) else ""),
-                flush=True,
-            )
-            return p
+        for target in targets:
+            aim = _logit(target + AIM_ABOVE)
+            probes: list[Probe] = []
 
-        a, b = probe(low), probe(high)
-        sign = 1.0 if increasing else -1.0
-        for _ in range(max_probes - 2):
-            if a.accepted(target) or b.accepted(target):
-                break
-            fa, fb = sign * (a.reported(target) - aim), sign * (b.reported(target) - aim)
-            if fa > 0 and fb > 0:  # both above: extend below
-                a, b = probe(v_of(2 * x(a.value) - x(b.value))), a
-                continue
-            if fa < 0 and fb < 0:  # both below: extend above
-                a, b = b, probe(v_of(2 * x(b.value) - x(a.value)))
-                continue
-            t = fa / (fa - fb)  # secant on the logit, kept inside the bracket
-            t = min(max(t, 0.15), 0.85)
-            c = probe(v_of(x(a.value) + t * (x(b.value) - x(a.value))))
-            fc = sign * (c.reported(target) - aim)
-            if (fc < 0) == (fa < 0):
-                a = c
-            else:
-                b = c
-    return probes
+            def probe(value: float, target: float = target, probes: list = probes) -> Probe:
+                if value not in pool:
+                    jobs = [
+                        (preset, method, knob, value, target, s, fixed) for s in CALIBRATION_SEEDS
+                    ]
+                    pool[value] = Probe(value, tuple(run_all(jobs)))
+                p = pool[value]
+                probes.append(p)
+                print(
+                    f"{method} {target:g} {knob}={value:.6g}: "
+                    + ", ".join(f"{s:.2%}" for s in p.sparsities)
+                    + f" → mean {p.mean:.2%}, after projection {p.projected_mean(target):.2%}"
+                    + ("  ✓" if p.accepted(target) else ""),
+                    flush=True,
+                )
+                return p
+
+            def f(p: Probe, target: float = target, aim: float = aim) -> float:
+                return sign * (p.reported(target) - aim)
+
+            a, b = _bracket(list(pool.values()), f, x) or (probe(low), probe(high))
+            if probes == []:  # the bracket came from earlier targets' probes
+                a, b = probe(a.value), probe(b.value)
+            new = 2
+            while new < max_probes and not (a.accepted(target) or b.accepted(target)):
+                new += 1
+                fa, fb = f(a), f(b)
+                if fa > 0 and fb > 0:  # both above: extend below
+                    a, b = probe(v_of(2 * x(a.value) - x(b.value))), a
+                    continue
+                if fa < 0 and fb < 0:  # both below: extend above
+                    a, b = b, probe(v_of(2 * x(b.value) - x(a.value)))
+                    continue
+                t = fa / (fa - fb)  # secant on the logit, kept inside the bracket
+                t = min(max(t, 0.15), 0.85)
+                c = probe(v_of(x(a.value) + t * (x(b.value) - x(a.value))))
+                if (f(c) < 0) == (fa < 0):
+                    a = c
+                else:
+                    b = c
+            found[target] = _accepted_last(probes, target)
+    return found
+
+
+def _bracket(
+    probes: list[Probe], f: Callable[[Probe], float], x: Callable[[float], float]
+) -> tuple[Probe, Probe] | None:
+    """The two probes (in knob order) that bracket the aim, nearest either side, or the two
+    nearest it from one side; None with fewer than two probes."""
+    if len(probes) < 2:
+        return None
+    below = [p for p in probes if f(p) < 0]
+    above = [p for p in probes if f(p) >= 0]
+    if below and above:
+        pair = (max(below, key=f), min(above, key=f))
+    else:
+        pair = tuple(sorted(probes, key=lambda p: abs(f(p)))[:2])
+    a, b = sorted(pair, key=lambda p: x(p.value))
+    return a, b
+
+
+def _accepted_last(probes: list[Probe], target: float) -> list[Probe]:
+    """Each probe once, in the order first looked at, an accepted one moved last."""
+    unique = list({p.value: p for p in probes}.values())
+    ok = [p for p in unique if p.accepted(target)]
+    return [p for p in unique if p not in ok[-1:]] + ok[-1:]
 
 
 def toml_block(method: str, target: float, knob: str, probes: list[Probe]) -> str:
