@@ -166,6 +166,31 @@ def test_tuned_minus_default_is_paired_by_seed() -> None:
     (delta,) = tuned_minus_default(board, defaults)
     assert (delta.method, delta.target, delta.seeds) == ("x", 0.9, 4)
     assert delta.mean == pytest.approx(0.5) and delta.ci95 == pytest.approx((0.5, 0.5))
+    assert not delta.same
     board.deltas = [delta]
     assert "## Tuned − defaults" in to_markdown(board)
     assert '"tuned_minus_default"' in to_json(board)
+
+
+def test_a_cell_where_tuning_kept_the_defaults_says_so() -> None:
+    """Its runs are the defaults board's own (the same keys, copied): difference 0 per seed."""
+    defaults = aggregate(runs(), experiment="d")
+    kept = [
+        rec("x", 0.9, s, v, variant="tuned", tuned="true", classes=10)
+        for s, v in enumerate(ACC[0.9]["x"])
+    ]
+    moved = [
+        rec("y", 0.9, s, v + 0.5, variant="tuned", tuned="true", classes=10)
+        for s, v in enumerate(ACC[0.9]["y"])
+    ]
+    board = aggregate(kept + moved, experiment="t")
+    board.deltas = tuned_minus_default(board, defaults)
+    assert [(d.method, d.same) for d in board.deltas] == [("x", True), ("y", False)]
+    md = to_markdown(board)
+    assert "| x | 0 (defaults kept, n=4) |" in md
+    # a constant +0.5 on every seed: separated (t infinite), the family is y's test alone
+    assert board.deltas[1].p == 0.0 and board.deltas[1].p_holm == 0.0
+    assert "| y | **+0.50 [+0.50, +0.50]** (n=4) |" in md
+    assert "above the defaults in 1 (y at 90%) and below them in 0 (none)" in md
+    assert "of which 1 are the defaults' own runs" in md
+    assert "above the defaults in 1 (y at 90%)" in readme_excerpt(board, "t.md")

@@ -10,6 +10,7 @@ and, for a tuned board, the paired difference to the defaults with its interval.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from scipy import stats
 
 from benchsuite.boards.format import percent, two_dp
 from benchsuite.boards.leaderboard import FLOOR_METHOD, Cell, Leaderboard, Row
-from benchsuite.boards.stats import ALPHA, Stat, floor_tests
+from benchsuite.boards.stats import ALPHA, Stat, floor_tests, holm, paired_test
 from benchsuite.core.record import Metrics
 
 ACC = Metrics.TEST_ACCURACY
@@ -205,6 +206,13 @@ class Delta:
     seeds: int
     mean: float
     ci95: tuple[float, float] | None
+    same: bool = False  # every seed's difference exactly 0: the same runs (tuning kept defaults)
+    p: float | None = None  # paired t-test, tuned against defaults (None: a tie, untested)
+    p_holm: float | None = None  # corrected over the board's cells (one family)
+
+    @property
+    def separated(self) -> bool:
+        return self.p_holm is not None and self.p_holm < ALPHA
 
 
 def tuned_minus_default(board: Leaderboard, defaults: Leaderboard) -> list[Delta]:
@@ -224,22 +232,34 @@ def tuned_minus_default(board: Leaderboard, defaults: Leaderboard) -> list[Delta
             shared = sorted(set(va) & set(vb))
             if not shared:
                 continue
-            st = Stat.of([va[s] - vb[s] for s in shared])
-            out.append(Delta(row.method, t, len(shared), st.mean, st.ci95))
-    return out
+            diffs = [va[s] - vb[s] for s in shared]
+            st = Stat.of(diffs)
+            same = all(d == 0 for d in diffs)
+            p = paired_test({s: va[s] for s in shared}, {s: vb[s] for s in shared})[3]
+            out.append(Delta(row.method, t, len(shared), st.mean, st.ci95, same, p))
+    corrected = holm([d.p for d in out])
+    return [dataclasses.replace(d, p_holm=p) for d, p in zip(out, corrected)]
 
 
 def delta_findings(deltas: list[Delta]) -> list[str]:
     if not deltas:
         return []
-    up = [d for d in deltas if d.ci95 and d.ci95[0] > 0]
-    down = [d for d in deltas if d.ci95 and d.ci95[1] < 0]
+    up = [d for d in deltas if d.separated and d.mean > 0]
+    down = [d for d in deltas if d.separated and d.mean < 0]
+    same = [d for d in deltas if d.same]
 
     def names(ds: list[Delta]) -> str:
         return ", ".join(f"{d.method} at {percent(d.target)}" for d in ds) or "none"
 
     return [
-        f"Tuned − defaults over {len(deltas)} cells (95 % intervals of the paired difference, "
-        f"not corrected for the {len(deltas)} cells): the interval lies above 0 in {len(up)} "
-        f"({names(up)}) and below 0 in {len(down)} ({names(down)}); it contains 0 in the rest."
+        f"Tuned − defaults over {len(deltas)} cells (a paired t-test per cell, Holm's "
+        f"correction over the {len(deltas)} cells, α = {ALPHA:g}): tuning is above the defaults "
+        f"in {len(up)} ({names(up)}) and below them in {len(down)} ({names(down)}); not "
+        "separated in the rest"
+        + (
+            f", of which {len(same)} are the defaults' own runs (tuning kept the defaults, the "
+            "same run keys: difference 0 on every seed)."
+            if same
+            else "."
+        )
     ]

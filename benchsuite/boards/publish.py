@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchsuite.boards.aggregation import aggregate
-from benchsuite.boards.findings import findings
+from benchsuite.boards.findings import delta_findings, findings
 from benchsuite.boards.format import configs_name, percent, published_stem
 from benchsuite.boards.leaderboard import FLOOR_METHOD, Leaderboard, UnfairComparison
 from benchsuite.boards.plot import plot, plot_speed, structured
@@ -147,7 +147,8 @@ def readme_excerpt(board: Leaderboard, link: str) -> str:
         name = row.label + (" (reference)" if row.reference else "")
         name += " (floor)" if row.method == FLOOR_METHOD else ""
         lines.append("| " + " | ".join([name, *cells]) + " |")
-    lines += ["", *[f"- {line}" for line in findings(board, board.alpha)]]
+    said = [*findings(board, board.alpha), *delta_findings(board.deltas or [])]
+    lines += ["", *[f"- {line}" for line in said]]
     return "\n".join(lines)
 
 
