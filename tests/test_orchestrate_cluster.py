@@ -92,10 +92,12 @@ def two_nodes():
     assert not ray.is_initialized()
 
 
-def digits_configs(seeds: int):
+def digits_configs(seeds: int, first: int = 0):
+    """Each test its own seeds: a run key finished in another test's experiment of the shared
+    server would be copied, not trained (execution/common.adopt_finished)."""
     preset = load_preset("digits").replace(epochs=1)
     data = load_dataset("digits")
-    request = Request(preset, ["dense"], [0.5], list(range(seeds)), {"dense": [{}]})
+    request = Request(preset, ["dense"], [0.5], list(range(first, first + seeds)), {"dense": [{}]})
     return expand(request, data), data
 
 
@@ -120,7 +122,7 @@ def test_two_node_cluster_records_every_run_with_its_node(mlflow_server, two_nod
 
 def test_gpus_per_trial_reaches_rays_request(mlflow_server, two_nodes) -> None:
     """Logical GPUs on both nodes: trials ask for half a GPU each and get it."""
-    configs, data = digits_configs(2)
+    configs, data = digits_configs(2, first=10)
     resources = Resources(address=two_nodes.address, gpus_per_trial=0.5, device="cpu")
     outcome = run_grid(configs, data, mlflow_server, "gpu-request", resources=resources)
     assert (outcome.finished, outcome.failed) == (2, 0)
@@ -130,7 +132,7 @@ def test_gpus_per_trial_reaches_rays_request(mlflow_server, two_nodes) -> None:
 
 
 def test_cluster_checks_data_dir_on_every_node(mlflow_server, two_nodes, tmp_path) -> None:
-    configs, data = digits_configs(1)
+    configs, data = digits_configs(1, first=20)
     missing = [dataclasses.replace(c, data_dir=str(tmp_path / "nope")) for c in configs]
     resources = Resources(address=two_nodes.address, device="cpu")
     with pytest.raises(ResourceError, match="not a directory on node"):
