@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from benchsuite.core.identity import preset_budget
@@ -20,7 +19,7 @@ from benchsuite.core.record import Metrics, Tags
 from benchsuite.data.base import Dataset
 from benchsuite.execution.progress import GridProgress
 from benchsuite.store.claims import claim
-from benchsuite.store.sqlite import is_sqlite
+from benchsuite.store.sqlite import no_store_yet
 from benchsuite.store.tracking import Reader, Tracker, peek_finished_keys
 from benchsuite.training.loop import RunConfig
 from benchsuite.training.runner import first_line, key_for, record_failure, run_params, run_tags
@@ -169,9 +168,7 @@ def pending_runs(
     """Every config's run key, and the indices of those to run (unfinished, one per key),
     in cache-group order."""
     keys = [key_for(c, data) for c in configs]
-    # A store that does not exist yet has nothing finished: no need to open (create) it now.
-    fresh = is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists()
-    done = set() if fresh else peek_finished_keys(uri, experiment, kind)
+    done = peek_finished_keys(uri, experiment, kind)  # creates nothing
     todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in done}.values())
     return keys, cache_groups(configs, data, sorted(todo))
 
@@ -195,7 +192,7 @@ def adopt_finished(
     The copy is claimed like a trained run, so two commands never both write it; a copy that
     fails ends FAILED and the run is trained instead.
     """
-    if not todo or (is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists()):
+    if not todo or no_store_yet(uri):
         return todo
     found = Reader(uri).finished_elsewhere({keys[i] for i in todo}, kind, besides=experiment)
     if not found:

@@ -34,6 +34,12 @@ def is_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def no_store_yet(uri: str) -> bool:
+    """A SQLite store whose file does not exist yet: nothing has run there, and reading it
+    must not create it."""
+    return is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists()
+
+
 def absolute_uri(uri: str) -> str:
     """A relative sqlite path means the command's directory, wherever a trial runs."""
     if is_sqlite(uri):

@@ -25,6 +25,7 @@ from benchsuite.store.sqlite import (
     check_store,
     is_sqlite,
     locked,
+    no_store_yet,
     read_only_uri,
     sqlite_path,
 )
@@ -83,7 +84,7 @@ def preload() -> None:
 
 def peek_finished_keys(uri: str, experiment: str, kind: str = Kinds.RUN) -> set[str]:
     """Finished run_keys without creating anything (no database file, no experiment)."""
-    if is_sqlite(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
+    if no_store_yet(uri):
         return set()
     from mlflow.tracking import MlflowClient
 
