@@ -234,9 +234,9 @@ def calibrate_targets(
             def f(p: Probe, target: float = target, aim: float = aim) -> float:
                 return sign * (p.reported(target) - aim)
 
-            a, b = _bracket(list(pool.values()), f, x) or (probe(low), probe(high))
-            if probes == []:  # the bracket came from earlier targets' probes
-                a, b = probe(a.value), probe(b.value)
+            known = _bracket(list(pool.values()), f, x)  # from earlier targets' probes
+            ends = (low, high) if known is None else (known[0].value, known[1].value)
+            a, b = probe(ends[0]), probe(ends[1])
             new = 2
             while new < max_probes and not (a.accepted(target) or b.accepted(target)):
                 new += 1
