@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from matplotlib.colors import same_color
 from scipy import stats
 
 from benchsuite.boards.aggregation import aggregate
 from benchsuite.boards.findings import across_targets, cliques, findings, tuned_minus_default
+from benchsuite.boards.plot import plot
 from benchsuite.boards.publish import readme_excerpt, readme_markers, update_readme
 from benchsuite.boards.render import to_json, to_markdown
 from benchsuite.core.errors import BadInput
@@ -194,3 +196,17 @@ def test_a_cell_where_tuning_kept_the_defaults_says_so() -> None:
     assert "above the defaults in 1 (y at 90%) and below them in 0 (none)" in md
     assert "of which 1 are the defaults' own runs" in md
     assert "above the defaults in 1 (y at 90%)" in readme_excerpt(board, "t.md")
+
+
+def test_the_rank_diagram_colours_each_method_as_its_accuracy_line() -> None:
+    fig = plot(aggregate(runs(), experiment="ranks"))
+    lines = {
+        c.get_label().removesuffix(" (floor)"): c.lines[0].get_color()
+        for c in fig.axes[0].containers
+    }
+    diagram = fig.axes[2]  # below the two accuracy panels
+    texts = {t.get_text().rsplit(" (", 1)[0].split(") ", 1)[-1]: t for t in diagram.texts}
+    ranked = {"x", "y", "oneshot"}
+    assert ranked <= texts.keys() and ranked <= lines.keys()
+    for label in ranked:
+        assert same_color(texts[label].get_color(), lines[label]), label

@@ -78,17 +78,19 @@ def plot(board: Leaderboard) -> Figure:
     height = 5.0 if ranking is None else 5.0 + 0.9 + 0.16 * len(ranking.methods)
     fig = Figure(figsize=(13.0, height), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot: no global state, no GUI backend
+    rows = [r for r in board.rows if not r.reference]
     if ranking is None:
         full, zoom = fig.subplots(1, 2)
     else:
         grid = fig.add_gridspec(2, 2, height_ratios=[5.0, height - 5.0])
         full, zoom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
-        _cd_diagram(fig.add_subplot(grid[1, :]), ranking, board.alpha)
+        colours = {row.label: _colour(i, row) for i, row in enumerate(rows)}
+        _cd_diagram(fig.add_subplot(grid[1, :]), ranking, board.alpha, colours)
     ref = next((r for r in board.rows if r.reference), None)
     ref_cell = None if ref is None else ref.cell(0.0)
     ref_acc = None if ref_cell is None else ref_cell.stats.get(Metrics.TEST_ACCURACY)
     drawn = _Drawn()
-    for i, row in enumerate(r for r in board.rows if not r.reference):
+    for i, row in enumerate(rows):
         _draw_row(full, zoom, i, row, board.targets, ref_acc, drawn)
     if ref_acc is not None and ref is not None:
         full.axhline(
@@ -124,6 +126,11 @@ def plot(board: Leaderboard) -> Figure:
     return fig
 
 
+def _colour(i: int, row: Row) -> str:
+    """Row ``i``'s colour, the same in the accuracy panels and the rank diagram."""
+    return "black" if row.method == FLOOR_METHOD else f"C{i % 10}"
+
+
 def _draw_row(
     full: Any,
     zoom: Any,
@@ -145,7 +152,7 @@ def _draw_row(
         "linewidth": 1.2,
         # beyond ten rows the colour cycle repeats: vary the line style too
         "linestyle": "--" if floor_row or i >= 10 else "-",
-        "color": "black" if floor_row else f"C{i % 10}",
+        "color": _colour(i, row),
         "label": row.label + (" (floor)" if floor_row else ""),
     }
     x, y, e, cells = zip(*pts, strict=True)
@@ -281,7 +288,7 @@ def _notes(zoom: Any, ref_acc: Stat | None, left_out: list[str]) -> None:
     )
 
 
-def _cd_diagram(ax: Any, ranking: AcrossTargets, alpha: float) -> None:
+def _cd_diagram(ax: Any, ranking: AcrossTargets, alpha: float, colours: dict[str, str]) -> None:
     """Demšar's critical-difference diagram of the methods' average ranks across the board's
     blocks, drawn by scikit-posthocs from Nemenyi's pairwise tests (its bars join methods the
     test does not separate)."""
@@ -292,7 +299,7 @@ def _cd_diagram(ax: Any, ranking: AcrossTargets, alpha: float) -> None:
     frame = pd.DataFrame(ranking.matrix, columns=columns)
     significance = sp.posthoc_nemenyi_friedman(frame)
     ranks = pd.Series(ranking.average_rank)
-    sp.critical_difference_diagram(ranks, significance, ax=ax, alpha=alpha)
+    sp.critical_difference_diagram(ranks, significance, ax=ax, alpha=alpha, color_palette=colours)
     p_text = "" if ranking.p is None else f", Friedman p = {ranking.p:.2g}"
     ax.set_title(
         f"average rank across {ranking.blocks} blocks (target × seed; 1 = best){p_text}; "
