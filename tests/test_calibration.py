@@ -49,6 +49,33 @@ def test_the_search_lands_the_mean_on_the_target() -> None:
     assert '[calibration.str."0.9"]' in block and f"weight_decay = {best.value:.6g}" in block
 
 
+@pytest.mark.parametrize(("target", "low", "high"), [(0.9, 1e-2, 1.2e-2), (0.95, 5e-5, 6e-5)])
+def test_a_target_far_outside_a_narrow_bracket_is_reached(target, low, high) -> None:
+    """The first extension follows the secant past the bracket (here capped at 8 widths)
+    instead of one width at a time, which would need 13 (0.9) or 21 (0.95) probes, over the
+    limit of 7."""
+    probes = calibrate(
+        "fashion-mnist", "str", "weight_decay", target, low, high,
+        train=fake_sparsity, workers=1, cache=None, key=repr,
+    )  # fmt: skip
+    assert probes[-1].accepted(target) and len(probes) <= 7
+    past = min(abs(math.log(probes[2].value / end)) for end in (low, high))
+    assert past == pytest.approx(8 * math.log(high / low))
+
+
+def test_an_accepted_low_end_is_the_only_run() -> None:
+    args = ("fashion-mnist", "str", "weight_decay", 0.9)
+    best = calibrate(*args, 1e-4, 1e-3, train=fake_sparsity, workers=1, cache=None, key=repr)[-1]
+    calls: list[tuple] = []
+
+    def train(job: tuple) -> float:
+        calls.append(job)
+        return fake_sparsity(job)
+
+    again = calibrate(*args, best.value, 1e-3, train=train, workers=1, cache=None, key=repr)
+    assert again == [best] and len(calls) == len(CALIBRATION_SEEDS)
+
+
 def test_acceptance_counts_the_projection_and_the_methods_own_mean() -> None:
     assert Probe(0.5, (0.899, 0.901, 0.902)).accepted(0.9)  # own mean 0.9007
     assert not Probe(0.5, (0.90, 0.90, 0.92)).accepted(0.9)  # after the projection 0.9067

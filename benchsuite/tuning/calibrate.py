@@ -51,6 +51,8 @@ CALIBRATION_SEEDS = (100, 101, 102, 103, 104, 105)
 AIM_ABOVE = 0.0025  # aim the mean after the projection at S + 0.25 pp
 ACCEPT_ABOVE = 0.005  # the mean after the projection within [S, S + 0.5 pp]
 ACCEPT_BELOW = 0.01  # the method's own mean at least S − 1 pp
+MAX_STEPS_PAST = 8.0  # an extension's most bracket widths past its nearer end: a narrow bracket
+# left by an earlier target predicts a far target's slope poorly, and an overshoot costs a probe
 
 
 @dataclass(frozen=True)
@@ -236,16 +238,21 @@ def calibrate_targets(
 
             known = _bracket(list(pool.values()), f, x)  # from earlier targets' probes
             ends = (low, high) if known is None else (known[0].value, known[1].value)
-            a, b = probe(ends[0]), probe(ends[1])
+            a = probe(ends[0])
+            if a.accepted(target) and ends[1] not in pool:
+                b = a  # no new run once a value is accepted
+            else:
+                b = probe(ends[1])
             new = 2
             while new < max_probes and not (a.accepted(target) or b.accepted(target)):
                 new += 1
                 fa, fb = f(a), f(b)
+                width = x(b.value) - x(a.value)
                 if fa > 0 and fb > 0:  # both above: extend below
-                    a, b = probe(v_of(2 * x(a.value) - x(b.value))), a
+                    a, b = probe(v_of(x(a.value) - _steps_past(fa, fb) * width)), a
                     continue
                 if fa < 0 and fb < 0:  # both below: extend above
-                    a, b = b, probe(v_of(2 * x(b.value) - x(a.value)))
+                    a, b = b, probe(v_of(x(b.value) + _steps_past(-fb, -fa) * width))
                     continue
                 t = fa / (fa - fb)  # secant on the logit, kept inside the bracket
                 t = min(max(t, 0.15), 0.85)
@@ -256,6 +263,19 @@ def calibrate_targets(
                     b = c
             found[target] = _accepted_last(probes, target)
     return found
+
+
+def _steps_past(near: float, far: float) -> float:
+    """How many bracket widths past the nearer end the aim lies, by the secant through both
+    ends (``near`` and ``far`` are their distances from the aim, on its side).
+
+    At least one width, at most ``MAX_STEPS_PAST``; two where the ends give no slope toward the
+    aim. A constant one-width step crawls where a target lies far outside the bracket an
+    earlier target left (STR on fashion-mnist-resnet: 70 %, three widths below 77.6-80.0 %).
+    """
+    if far <= near:
+        return 2.0
+    return min(max(near / (far - near), 1.0), MAX_STEPS_PAST)
 
 
 def _bracket(
