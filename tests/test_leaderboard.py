@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchsuite.boards.aggregation import aggregate
-from benchsuite.boards.leaderboard import UnfairComparison
+from benchsuite.boards.leaderboard import Throughput, UnfairComparison
 from benchsuite.boards.plot import plot
 from benchsuite.boards.publish import experiments, load_runs, newest_experiment, publish
 from benchsuite.boards.render import render_rich, to_json, to_markdown
@@ -947,3 +947,12 @@ def test_measured_speedup_column_marks_and_unavailable_cells() -> None:
     assert structured(board) and not structured(aggregate(runs[:6], "plain"))
     fig = plot_speed(board)
     assert [ax.get_xscale() for ax in fig.axes[:2]] == ["log", "log"]
+
+
+def test_throughput_environment_names_the_thread_count_once():
+    """A CPU record's device label already says its threads (``cpu:1 threads``): the board's
+    "img/s measured on" header once printed them twice."""
+    cpu = Throughput(1900.0, "isolated", ("t1",), "cpu:1 threads", "1")
+    gpu = Throughput(9000.0, "isolated", ("t2",), "NVIDIA H100 80GB HBM3", "16")
+    assert cpu.environment == "cpu:1 threads"
+    assert gpu.environment == "NVIDIA H100 80GB HBM3, 16 threads"

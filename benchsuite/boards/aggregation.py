@@ -349,7 +349,7 @@ def _problems(trial: list[RunRecord], rows: list[Row], notes: list[str]) -> list
             counts = ", ".join(f"{v} ({present.count(v)} runs)" for v in distinct)
             problems.append(f"runs differ in {name}: {counts}")
     iso_env = _distinct(
-        f"{row.img_per_s.device} / {row.img_per_s.threads} threads"
+        row.img_per_s.environment
         for row in rows
         if row.img_per_s and row.img_per_s.source == "isolated"
     )
@@ -419,7 +419,7 @@ def derive_header(
     else:
         tuned_s = "unknown"
     iso = _distinct(
-        f"{row.img_per_s.device}, {row.img_per_s.threads} threads"
+        row.img_per_s.environment
         for row in rows
         if row.img_per_s and row.img_per_s.source == "isolated"
     )

@@ -94,6 +94,13 @@ class Throughput:
     mark: Mark = field(default_factory=Mark)
     rounds: tuple[float, ...] = ()  # per-round figures of an interleaved measurement
 
+    @property
+    def environment(self) -> str:
+        """Where it was timed, thread count once: a CPU's device label already names it."""
+        if self.device and self.device.startswith("cpu:"):
+            return self.device
+        return f"{self.device}, {self.threads} threads"
+
 
 @dataclass
 class Row:
