@@ -3,6 +3,7 @@ sparsity only, and never uses a benchmark seed."""
 
 import json
 import math
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,9 @@ def test_the_search_lands_the_mean_on_the_target() -> None:
     assert all(p.accepted(0.9) is False for p in probes[:-1])
     block = toml_block("str", 0.9, "weight_decay", probes)
     assert '[calibration.str."0.9"]' in block and f"weight_decay = {best.value:.6g}" in block
+    fixed = toml_block("str", 0.9, "weight_decay", probes, (("s_initial", "-5"), ("note", 'a"b')))
+    table = tomllib.loads(fixed)["calibration"]["str"]["0.9"]  # the value holds only with them
+    assert table == {"s_initial": -5.0, "note": 'a"b', "weight_decay": float(f"{best.value:.6g}")}
 
 
 @pytest.mark.parametrize(("target", "low", "high"), [(0.9, 1e-2, 1.2e-2), (0.95, 5e-5, 6e-5)])

@@ -695,7 +695,11 @@ def calibrate(
         workers=workers,
     )
     for t, probes in found.items():
-        console.print(toml_block(method, t, knob, probes), markup=False, highlight=False)
+        console.print(
+            toml_block(method, t, knob, probes, tuple(pairs.items())),
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()

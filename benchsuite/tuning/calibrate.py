@@ -302,7 +302,15 @@ def _accepted_last(probes: list[Probe], target: float) -> list[Probe]:
     return [p for p in unique if p not in ok[-1:]] + ok[-1:]
 
 
-def toml_block(method: str, target: float, knob: str, probes: list[Probe]) -> str:
+def toml_block(
+    method: str,
+    target: float,
+    knob: str,
+    probes: list[Probe],
+    fixed: tuple[tuple[str, str], ...] = (),
+) -> str:
+    """The preset's table for one target: the hyperparameters held fixed (``--fixed``) go in
+    with the knob, since the value holds only with them (CS's penalty with its ``s_initial``)."""
     best = min(
         probes,
         key=lambda p: (not p.accepted(target), abs(p.projected_mean(target) - target - AIM_ABOVE)),
@@ -319,5 +327,14 @@ def toml_block(method: str, target: float, knob: str, probes: list[Probe]) -> st
             + (" ✓" if p.accepted(target) else "")
         )
     lines.append(f'[calibration.{method}."{target:g}"]')
+    lines += [f"{name} = {_toml_value(value)}" for name, value in fixed]
     lines.append(f"{knob} = {best.value:.6g}")
     return "\n".join(lines)
+
+
+def _toml_value(text: str) -> str:
+    """A ``--fixed`` value as TOML: a number stays a float, anything else a quoted string."""
+    try:
+        return repr(float(text))
+    except ValueError:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
