@@ -105,6 +105,16 @@ def _distinct(values: Iterable[Any]) -> list[str]:
     return sorted({str(v) for v in values if v is not None and v != ""})
 
 
+def _isolated_environments(rows: list[Row]) -> list[str]:
+    """Where the board's isolated img/s figures were timed (the header, and the check that
+    they were all timed in one place)."""
+    return _distinct(
+        row.img_per_s.environment
+        for row in rows
+        if row.img_per_s and row.img_per_s.source == "isolated"
+    )
+
+
 def fmt_num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
@@ -348,11 +358,7 @@ def _problems(trial: list[RunRecord], rows: list[Row], notes: list[str]) -> list
         if len(distinct) > 1:
             counts = ", ".join(f"{v} ({present.count(v)} runs)" for v in distinct)
             problems.append(f"runs differ in {name}: {counts}")
-    iso_env = _distinct(
-        row.img_per_s.environment
-        for row in rows
-        if row.img_per_s and row.img_per_s.source == "isolated"
-    )
+    iso_env = _isolated_environments(rows)
     if len(iso_env) > 1:
         notes.append("isolated img/s measured on different devices: " + "; ".join(iso_env))
     return problems
@@ -418,11 +424,7 @@ def derive_header(
         tuned_s = "no (default hyperparameters, untuned)"
     else:
         tuned_s = "unknown"
-    iso = _distinct(
-        row.img_per_s.environment
-        for row in rows
-        if row.img_per_s and row.img_per_s.source == "isolated"
-    )
+    iso = _isolated_environments(rows)
     return {
         "experiment": experiment,
         "dataset": joined(r.params.get(Params.DATASET) for r in trial),
